@@ -1,0 +1,39 @@
+"""The `steadfast` command (also `kubectl steadfast` when installed as a kubectl plugin)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from steadfast.dev import cli as dev_cli
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from steadfast.api import crd
+
+    argv = [*(["--check"] if args.check else []), *(["--out", str(args.out)] if args.out else [])]
+    return crd.main(argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="steadfast", description="Durable sagas, health monitors and "
+                                  "approvals as Kubernetes resources, run by Dapr Workflows.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    crds = sub.add_parser("crds", help="write crds/*.yaml from the API models (or --check for drift)")
+    crds.add_argument("--check", action="store_true", help="fail when the files differ from the models")
+    crds.add_argument("--out", default=None, help="output folder (default: the repository's crds/)")
+    crds.set_defaults(func=_crds)
+
+    dev_cli.add_parser(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

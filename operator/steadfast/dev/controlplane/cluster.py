@@ -1,0 +1,280 @@
+"""A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) plus the workflow engine.
+
+The same class backs `steadfast dev up/down/status` (detached processes recorded in a state file) and the
+test fixture (attached processes that die with the test run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steadfast.dev.controlplane import binaries, identities, pki, processes
+
+STATE_FILE = "state.json"
+DEFAULT_DIR = Path(".steadfast/dev")
+REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+@dataclass
+class State:
+    """What `dev up` started: enough for `status`, `down` and other processes to find it."""
+
+    directory: str
+    apiserver: str
+    etcd: str
+    kubeconfig: str
+    engine: str | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+    users: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float = 0.0
+
+    def env(self) -> dict[str, str]:
+        """The environment a shell, operator or test needs to reach this control plane."""
+        out = {"KUBECONFIG": self.kubeconfig}
+        if self.engine:
+            out["DAPR_GRPC_ENDPOINT"] = self.engine
+        return out
+
+    def exports(self) -> str:
+        return "".join(f"export {k}={v}\n" for k, v in self.env().items())
+
+    def kubeconfig_for(self, user: str) -> str:
+        """A kubeconfig path whose current context is `user` (written next to the shared one)."""
+        path = Path(self.directory) / f"kubeconfig-{user}"
+        if not path.exists():
+            doc = json.loads(json.dumps(_load_yaml(Path(self.kubeconfig))))
+            if user not in {c["name"] for c in doc["contexts"]}:
+                raise KeyError(f"no identity {user!r}; known: {[c['name'] for c in doc['contexts']]}")
+            doc["current-context"] = user
+            import yaml
+
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+            path.chmod(0o600)
+        return str(path)
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def _engine_available() -> bool:
+    try:
+        return importlib.util.find_spec("steadfast.dev.engine.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _grpc_ready(address: str) -> bool:
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=0.5)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+
+
+class ControlPlane:
+    def __init__(self, directory: Path = DEFAULT_DIR, *, users: list[identities.Identity] | None = None,
+                 engine: bool = True, detach: bool = False, crds: Path | None = None,
+                 log: Any = None) -> None:
+        self.directory = directory.resolve()
+        self.users = users or []
+        self.engine = engine
+        self.detach = detach
+        self.crds = crds
+        self.state: State | None = None
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._log = log or (lambda msg: print(f"[steadfast dev] {msg}", file=sys.stderr, flush=True))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def up(self, timeout: float = 60.0) -> State:
+        existing = read_state(self.directory)
+        if existing and any(processes.alive(p) for p in existing.pids.values()):
+            raise processes.StartError(f"a control plane already runs from {self.directory} "
+                                       "(`steadfast dev down` first, or use another --dir)")
+        paths = binaries.ensure()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.mkdir(parents=True)
+        logs = self.directory / "logs"
+        started = time.monotonic()
+        try:
+            return self._start(paths, logs, timeout, started)
+        except BaseException:
+            self.down()
+            raise
+
+    def _start(self, paths: dict[str, Path], logs: Path, timeout: float, started: float) -> State:
+        certs = pki.generate(self.directory / "pki")
+        admin = identities.admin()
+        people = [admin, *self.users]
+        tokens = self.directory / "tokens.csv"
+        identities.write_token_file(tokens, people)
+
+        etcd_port, peer_port = processes.free_port(), processes.free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self._spawn("etcd", [
+            str(paths["etcd"]), "--name=steadfast", f"--data-dir={self.directory / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=steadfast=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync=true", "--log-level=warn",
+        ], logs)
+        processes.wait_until(lambda: processes.http_ok(f"{etcd_url}/health"), what="etcd", timeout=timeout,
+                             pid=self._procs["etcd"].pid, log=logs / "etcd.log")
+
+        api_port = processes.free_port()
+        server = f"https://127.0.0.1:{api_port}"
+        self._spawn("kube-apiserver", [
+            str(paths["kube-apiserver"]), f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--tls-cert-file={certs.serving_cert}", f"--tls-private-key-file={certs.serving_key}",
+            f"--client-ca-file={certs.ca_cert}",
+            f"--token-auth-file={tokens}", "--authorization-mode=RBAC", "--anonymous-auth=false",
+            f"--service-account-key-file={certs.sa_public}",
+            f"--service-account-signing-key-file={certs.sa_private}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount", "--profiling=false",
+            "--endpoint-reconciler-type=none",
+        ], logs)
+        ca_pem = certs.ca_cert.read_bytes()
+        processes.wait_until(
+            lambda: processes.http_ok(f"{server}/readyz", token=admin.token, ca_file=certs.ca_cert),
+            what="kube-apiserver", timeout=timeout, pid=self._procs["kube-apiserver"].pid,
+            log=logs / "kube-apiserver.log")
+
+        kubeconfig = self.directory / "kubeconfig"
+        kubeconfig.write_text(identities.kubeconfig(server, ca_pem, people))
+        kubeconfig.chmod(0o600)
+
+        kcm_port = processes.free_port()
+        self._spawn("kube-controller-manager", [
+            str(paths["kube-controller-manager"]), f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
+            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
+            f"--cert-dir={self.directory / 'kcm-certs'}", "--use-service-account-credentials=false",
+            f"--root-ca-file={certs.ca_cert}",
+        ], logs)
+        processes.wait_until(
+            lambda: processes.http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure=True),
+            what="kube-controller-manager", timeout=timeout, pid=self._procs["kube-controller-manager"].pid,
+            log=logs / "kube-controller-manager.log")
+
+        engine_address: str | None = None
+        if self.engine and _engine_available():
+            engine_port = processes.free_port()
+            engine_address = f"127.0.0.1:{engine_port}"
+            self._spawn("engine", [sys.executable, "-m", "steadfast.dev.engine", "--host", "127.0.0.1",
+                                   "--port", str(engine_port), "--db", str(self.directory / "engine.db")],
+                        logs)
+            processes.wait_until(lambda: _grpc_ready(engine_address or ""), what="workflow engine",
+                                 timeout=timeout, pid=self._procs["engine"].pid, log=logs / "engine.log")
+        elif self.engine:
+            self._log("the local workflow engine is not part of this build; skipping it")
+
+        self.state = State(
+            directory=str(self.directory), apiserver=server, etcd=etcd_url, kubeconfig=str(kubeconfig),
+            engine=engine_address, pids={n: p.pid for n, p in self._procs.items()},
+            logs={n: str(logs / f"{n}.log") for n in self._procs},
+            users=[{"name": i.name, "groups": list(i.groups)} for i in people], started_at=time.time(),
+        )
+        write_state(self.state)
+        self._install_crds(paths["kubectl"], kubeconfig)
+        self._log(f"control plane ready in {time.monotonic() - started:.1f}s: {server}")
+        return self.state
+
+    def _spawn(self, name: str, args: list[str], logs: Path) -> None:
+        self._log(f"starting {name}")
+        self._procs[name] = processes.launch(args, logs / f"{name}.log", detach=self.detach)
+        # Record pids as we go, so `down` can clean up after a start that failed half-way.
+        write_state(State(directory=str(self.directory), apiserver="", etcd="", kubeconfig="",
+                          pids={n: p.pid for n, p in self._procs.items()}))
+
+    def _crd_files(self) -> list[Path]:
+        source = self.crds or REPO_ROOT / "crds"
+        if source.is_dir() and any(source.glob("*.yaml")):
+            return sorted(source.glob("*.yaml"))
+        try:
+            from steadfast.api import crd
+        except ImportError:
+            return []
+        rendered = self.directory / "crds"
+        rendered.mkdir(exist_ok=True)
+        for name, text in crd.render_all().items():
+            (rendered / name).write_text(text)
+        return sorted(rendered.glob("*.yaml"))
+
+    def _install_crds(self, kubectl: Path, kubeconfig: Path) -> None:
+        files = self._crd_files()
+        if not files:
+            self._log("no CRDs found to install")
+            return
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        args = [str(kubectl), "apply", "--server-side", "--force-conflicts"]
+        for path in files:
+            args += ["-f", str(path)]
+        subprocess.run(args, env=env, check=True, capture_output=True)
+        subprocess.run([str(kubectl), "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"],
+                       env=env, check=True, capture_output=True)
+        self._log(f"installed {len(files)} CRDs")
+
+    def down(self) -> None:
+        state = read_state(self.directory)
+        pids = dict(state.pids) if state else {}
+        pids.update({n: p.pid for n, p in self._procs.items()})
+        # Reverse start order: nothing writes to etcd after it is gone.
+        for name in reversed(list(pids)):
+            processes.stop(pids[name])
+        for proc in self._procs.values():
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+        self._procs.clear()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def write_state(state: State) -> None:
+    path = Path(state.directory) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    os.replace(tmp, path)
+
+
+def read_state(directory: Path) -> State | None:
+    try:
+        data = json.loads((directory.resolve() / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return State(**data)
+
+
+def status(directory: Path) -> dict[str, Any]:
+    """What runs from `directory`: each component alive or not, and the API server's readiness."""
+    state = read_state(directory)
+    if state is None:
+        return {"running": False, "directory": str(directory.resolve()), "components": {}}
+    components = {name: {"pid": pid, "alive": processes.alive(pid)} for name, pid in state.pids.items()}
+    return {
+        "running": bool(components) and all(c["alive"] for c in components.values()),
+        "directory": state.directory, "apiserver": state.apiserver, "engine": state.engine,
+        "kubeconfig": state.kubeconfig, "users": state.users, "components": components,
+    }

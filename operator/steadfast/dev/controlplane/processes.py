@@ -1,0 +1,136 @@
+"""Starting, watching and stopping the local control plane's child processes."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StartError(RuntimeError):
+    """A component did not become ready; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: SIGKILL it when the parent dies, so an interrupted test run leaves nothing."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setpgrp()
+
+
+def launch(args: list[str], log: Path, *, detach: bool, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `args` with output to `log`.
+
+    Detached processes (for `steadfast dev up`) get their own session and outlive the CLI; attached ones
+    (test fixtures) die with their parent even on SIGKILL.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=detach, preexec_fn=None if detach else _die_with_parent,
+        )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as handle:
+        if handle.read().split()[2] == "Z":
+            return False
+    return True
+
+
+def stop(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+    if not alive(pid):
+        return
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+
+    def signal_all(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if pgid == pid:
+                os.killpg(pgid, sig)
+            else:
+                os.kill(pid, sig)
+
+    signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not alive(pid):
+            return
+        time.sleep(0.05)
+    signal_all(signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+def wait_until(check: Callable[[], bool], *, what: str, timeout: float, pid: int | None, log: Path) -> None:
+    """Poll a readiness check during start-up; fail fast with the log tail if the process exits."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        if check():
+            return
+        if pid is not None and not alive(pid):
+            raise StartError(f"{what} exited during start-up; last lines of {log}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise StartError(f"{what} was not ready after {timeout:.0f}s; last lines of {log}:\n{tail(log)}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None, insecure: bool = False) -> bool:
+    request = urllib.request.Request(url)  # noqa: S310 (only http(s) URLs we built)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context: ssl.SSLContext | None = None
+    if url.startswith("https"):
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:  # noqa: S310
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def tcp_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0

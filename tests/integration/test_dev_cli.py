@@ -1,0 +1,58 @@
+"""`steadfast dev up / status / down` from a plain shell, as a newcomer runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steadfast.dev.controlplane import processes
+
+pytestmark = pytest.mark.controlplane
+
+
+def steadfast(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "steadfast.cli", *args], capture_output=True, text=True,
+                          timeout=180)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_up_status_down(tmp_path: Path, kubectl_path: Path) -> None:
+    state_dir = tmp_path / "dev"
+    up = steadfast("dev", "up", "--dir", str(state_dir), "--no-engine", "--user", "alice:approvers,sre")
+    try:
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
+                       if line.startswith("export "))
+        assert Path(exports["KUBECONFIG"]).is_file()
+        # The processes outlive the CLI that started them.
+        info = json.loads(steadfast("dev", "status", "--dir", str(state_dir), "--json").stdout)
+        assert info["running"] is True
+        assert set(info["components"]) == {"etcd", "kube-apiserver", "kube-controller-manager"}
+
+        env = {**os.environ, "KUBECONFIG": exports["KUBECONFIG"]}
+        whoami = subprocess.run([str(kubectl_path), "--context", "alice", "auth", "whoami", "-o", "json"],
+                                env=env, capture_output=True, text=True, check=True)
+        user = json.loads(whoami.stdout)["status"]["userInfo"]
+        assert user["username"] == "alice"
+        assert {"approvers", "sre"} <= set(user["groups"])
+        # A second `up` on the same folder is refused instead of starting a twin.
+        again = steadfast("dev", "up", "--dir", str(state_dir), "--no-engine", check=False)
+        assert again.returncode != 0
+        assert "already runs" in again.stderr
+    finally:
+        steadfast("dev", "down", "--dir", str(state_dir))
+    assert not any(processes.alive(c["pid"]) for c in info["components"].values())
+    assert not state_dir.exists()
+    assert steadfast("dev", "status", "--dir", str(state_dir), check=False).returncode == 1
+
+
+def test_bad_user_flag_is_refused_with_a_reason(tmp_path: Path) -> None:
+    done = steadfast("dev", "up", "--dir", str(tmp_path / "x"), "--user", "Alice!", check=False)
+    assert done.returncode == 2
+    assert "invalid user name" in done.stderr
