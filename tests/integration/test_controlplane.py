@@ -172,6 +172,9 @@ def test_kopf_operator_reacts_and_patches_status(control_plane: cluster.State, w
     operator_file = tmp_path / "widget_operator.py"
     operator_file.write_text(
         "import kopf\n"
+        "@kopf.on.login()\n"
+        "def login(**kwargs):\n"
+        "    return kopf.login_with_kubeconfig(**kwargs)\n"
         f"@kopf.on.create('{GROUP}', 'v1', '{PLURAL}')\n"
         "def created(spec, patch, **_):\n"
         "    patch.status['phase'] = 'Seen'\n"

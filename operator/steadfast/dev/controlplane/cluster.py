@@ -233,9 +233,10 @@ class ControlPlane:
         args = [str(kubectl), "apply", "--server-side", "--force-conflicts"]
         for path in files:
             args += ["-f", str(path)]
-        subprocess.run(args, env=env, check=True, capture_output=True)
-        subprocess.run([str(kubectl), "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"],
-                       env=env, check=True, capture_output=True)
+        for command in (args, [str(kubectl), "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]):
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise processes.StartError(f"installing CRDs failed ({' '.join(command[1:3])}):\n{done.stderr.strip()}")
         self._log(f"installed {len(files)} CRDs")
 
     def down(self) -> None:
