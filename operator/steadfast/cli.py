@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from steadfast import runner
 from steadfast.dev import cli as dev_cli
 
 
@@ -25,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     crds.add_argument("--out", default=None, help="output folder (default: the repository's crds/)")
     crds.set_defaults(func=_crds)
 
+    runner.add_parser(sub)
     dev_cli.add_parser(sub)
     return top
 

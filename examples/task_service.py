@@ -1,0 +1,149 @@
+"""A sample task service for Steadfast's demo and tests: the seed's domain over HTTP.
+
+Routes: POST /records, DELETE /records/{id}; POST /capacity/reserve, POST /capacity/release;
+POST /notices, DELETE /notices/{id}; POST /dashboard; GET /healthz; POST /alerts, /approvals, /deploy.
+
+It deduplicates by `Idempotency-Key` (a repeated key gets the first answer and changes nothing), counts
+raw deliveries and applied effects, and injects faults:
+- a request with the header `X-Fail: always` fails with 500;
+- `POST /_faults` {"route": "POST /notices", "fail": N | -1 (always), "status": 500, "delay": 0.5} arms a
+  fault for a route (`GET /healthz` included); `DELETE /_faults` clears them;
+- `GET /_stats` returns deliveries and applied effects; `POST /_reset` forgets everything.
+
+Run: python examples/task_service.py --port 8089
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+EFFECT_ROUTES = {
+    ("POST", "/records"), ("DELETE", "/records/{id}"), ("POST", "/capacity/reserve"),
+    ("POST", "/capacity/release"), ("POST", "/notices"), ("DELETE", "/notices/{id}"), ("POST", "/dashboard"),
+    ("POST", "/alerts"), ("POST", "/approvals"), ("POST", "/deploy"),
+}
+
+
+@dataclass
+class Fault:
+    remaining: int  # -1 = always
+    status: int = 500
+    delay: float = 0.0
+
+
+@dataclass
+class State:
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)
+    healthy: bool = True
+
+
+def _route_key(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else request.path
+    return f"{request.method} {canonical}"
+
+
+async def _body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return None
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return await request.text()
+
+
+def make_app() -> web.Application:
+    state = State()
+    app = web.Application()
+
+    async def effect(request: web.Request) -> web.Response:
+        route = _route_key(request)
+        key = request.headers.get("Idempotency-Key", "")
+        body = await _body(request)
+        state.deliveries.append({"route": route, "path": request.path, "key": key, "at": time.time()})
+        fault = state.faults.get(route)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if request.headers.get("X-Fail") == "always":
+            return web.json_response({"error": "fault injected by X-Fail header"}, status=500)
+        if fault is not None and fault.remaining != 0:
+            if fault.remaining > 0:
+                fault.remaining -= 1
+            return web.json_response({"error": f"fault injected for {route}"}, status=fault.status)
+        if key and key in state.answers:
+            status, answer = state.answers[key]
+            return web.json_response({**answer, "duplicate": True}, status=status)
+        state.applied.append({"route": route, "path": request.path, "key": key, "body": body, "at": time.time()})
+        if route == "POST /records" and isinstance(body, dict):
+            state.records[str(body.get("id"))] = body
+        elif route == "DELETE /records/{id}":
+            state.records.pop(request.match_info["id"], None)
+        answer = {"ok": True, "route": route}
+        if key:
+            state.answers[key] = (200, answer)
+        return web.json_response(answer)
+
+    async def healthz(request: web.Request) -> web.Response:
+        state.deliveries.append({"route": "GET /healthz", "path": request.path, "key": "", "at": time.time()})
+        fault = state.faults.get("GET /healthz")
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.remaining != 0:
+            if fault.remaining > 0:
+                fault.remaining -= 1
+            return web.json_response({"healthy": False}, status=fault.status)
+        return web.json_response({"healthy": True})
+
+    async def set_fault(request: web.Request) -> web.Response:
+        spec = await request.json()
+        state.faults[spec["route"]] = Fault(int(spec.get("fail", -1)), int(spec.get("status", 500)),
+                                            float(spec.get("delay", 0)))
+        return web.json_response({"ok": True})
+
+    async def clear_faults(_: web.Request) -> web.Response:
+        state.faults.clear()
+        return web.json_response({"ok": True})
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response({"deliveries": state.deliveries, "applied": state.applied,
+                                  "records": state.records})
+
+    async def reset(_: web.Request) -> web.Response:
+        state.deliveries.clear()
+        state.applied.clear()
+        state.answers.clear()
+        state.faults.clear()
+        state.records.clear()
+        return web.json_response({"ok": True})
+
+    for method, path in sorted(EFFECT_ROUTES):
+        app.router.add_route(method, path, effect)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/_faults", set_fault)
+    app.router.add_delete("/_faults", clear_faults)
+    app.router.add_get("/_stats", stats)
+    app.router.add_post("/_reset", reset)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    args = parser.parse_args()
+    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

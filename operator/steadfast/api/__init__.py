@@ -1,0 +1,100 @@
+"""The Steadfast API: pydantic models of the three kinds (the single source of the CRD schemas) and their registry.
+
+`kinds.KINDS` describes every kind (names, models, printer columns); `crd` turns it into `crds/*.yaml`.
+"""
+
+from steadfast.api.action import Action, ActionResult, Header, HttpAction, HttpMethod, SecretKeyRef
+from steadfast.api.approval import (
+    ApprovalPhase,
+    ApprovalRecord,
+    ApprovalRequestSpec,
+    ApprovalRequestStatus,
+    Approvers,
+    Decision,
+    Subject,
+)
+from steadfast.api.common import ApiModel, Condition, ConditionStatus, ConditionType, StatusBase
+from steadfast.api.duration import format_duration, parse_duration
+from steadfast.api.errors import describe
+from steadfast.api.kinds import (
+    API_VERSION,
+    APPROVAL_REQUEST,
+    CATEGORY,
+    GROUP,
+    HEALTH_MONITOR,
+    KINDS,
+    TASK_SAGA,
+    VERSION,
+    Kind,
+    PrinterColumn,
+    kind_named,
+)
+from steadfast.api.monitor import Alert, HealthMonitorSpec, HealthMonitorStatus, MonitorPhase, Severity
+from steadfast.api.saga import (
+    ApprovalGate,
+    CompensationPhase,
+    CompensationStatus,
+    OnDelete,
+    RetryPolicy,
+    SagaPhase,
+    SagaResult,
+    Step,
+    StepPhase,
+    StepStatus,
+    Task,
+    TaskSagaSpec,
+    TaskSagaStatus,
+)
+
+__all__ = [
+    "API_VERSION",
+    "APPROVAL_REQUEST",
+    "CATEGORY",
+    "GROUP",
+    "HEALTH_MONITOR",
+    "KINDS",
+    "TASK_SAGA",
+    "VERSION",
+    "Action",
+    "ActionResult",
+    "Alert",
+    "ApiModel",
+    "ApprovalGate",
+    "ApprovalPhase",
+    "ApprovalRecord",
+    "ApprovalRequestSpec",
+    "ApprovalRequestStatus",
+    "Approvers",
+    "CompensationPhase",
+    "CompensationStatus",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "Decision",
+    "Header",
+    "HealthMonitorSpec",
+    "HealthMonitorStatus",
+    "HttpAction",
+    "HttpMethod",
+    "Kind",
+    "MonitorPhase",
+    "OnDelete",
+    "PrinterColumn",
+    "RetryPolicy",
+    "SagaPhase",
+    "SagaResult",
+    "SecretKeyRef",
+    "Severity",
+    "StatusBase",
+    "Step",
+    "StepPhase",
+    "StepStatus",
+    "Subject",
+    "Task",
+    "TaskSagaSpec",
+    "TaskSagaStatus",
+    "describe",
+    "format_duration",
+    "kind_named",
+    "parse_duration",
+]

@@ -1,0 +1,188 @@
+"""The Action every kind uses to reach the outside world: today `http`, later `invoke` (Dapr).
+
+Only the model lives here; executing it (Idempotency-Key, Secret opt-in, egress policy) is the
+operator's `actions` module. Exactly one kind of action is set; the CRD enforces that with CEL
+generated from `Action.ONE_OF`, so adding `invoke` extends the rule by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    JsonValue,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+
+from steadfast.api.common import DNS_SUBDOMAIN, ApiModel, Timestamp
+from steadfast.api.duration import DurationCheck
+from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
+
+URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+URL_MAX_LENGTH = 2048
+HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+ACTION_KINDS = ("http",)  # add "invoke" here and as a field of Action
+URL_MESSAGE = "http.url must be an absolute http:// or https:// URL with a host, e.g. http://tasks.svc/records"
+
+
+class HttpMethod(StrEnum):
+    GET = "GET"
+    HEAD = "HEAD"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
+    OPTIONS = "OPTIONS"
+
+
+@dataclass(frozen=True)
+class UrlCheck:
+    """An absolute http(s) URL with a host; the same test in pydantic and (as CEL) in the CRD."""
+
+    def validate(self, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:
+            host = None
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not host
+            or any(c.isspace() for c in value)
+            or len(value) > URL_MAX_LENGTH
+        ):
+            raise PydanticCustomError("url", URL_MESSAGE + ", not {value}", {"value": repr(value)})
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.validate, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        out = dict(handler(schema))
+        out.update(pattern=URL_PATTERN, maxLength=URL_MAX_LENGTH)
+        out[VALIDATIONS] = [
+            *out.get(VALIDATIONS, []),
+            {
+                "rule": "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''",
+                "message": URL_MESSAGE,
+            },
+        ]
+        return out
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the resource's namespace; the Secret must opt in to being referenced."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret.")
+    key: str = Field(max_length=253, pattern=CONFIG_KEY_PATTERN, description="Key within the Secret.")
+
+
+class HeaderValueSource(ApiModel):
+    """Where a header value comes from when it is not inline."""
+
+    secret_key_ref: SecretKeyRef = Field(description="Read the value from this Secret key.")
+
+
+class Header(ApiModel):
+    """One request header: an inline `value` or a `valueFrom` Secret reference, not both."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel("has(self.value) != has(self.valueFrom)", "a header sets exactly one of value or valueFrom")
+        )
+    )
+
+    name: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN, description="Header name.")
+    value: str | None = Field(None, max_length=8192, description="Inline header value.")
+    value_from: HeaderValueSource | None = Field(None, description="Take the value from a Secret.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Header:
+        if (self.value is None) == (self.value_from is None):
+            raise PydanticCustomError(
+                "header_source", "header {name} must set exactly one of value or valueFrom", {"name": repr(self.name)}
+            )
+        return self
+
+
+HttpBody = Annotated[
+    JsonValue,
+    WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+class HttpAction(ApiModel):
+    """An HTTP request. Success means a response whose status is in `expectedStatus` (any 2xx if unset)."""
+
+    method: HttpMethod = Field(HttpMethod.GET, description="HTTP method.")
+    url: Annotated[str, UrlCheck()] = Field(description="Absolute http:// or https:// URL.")
+    headers: Annotated[list[Header], list_map("name")] = Field(
+        default_factory=list, max_length=32, description="Request headers; names are unique."
+    )
+    body: HttpBody = Field(None, description="JSON request body, sent as application/json.")
+    expected_status: Annotated[list[Annotated[int, Field(ge=100, le=599)]], LIST_SET] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Status codes that mean success; empty means any 2xx (200-299).",
+    )
+    timeout: Annotated[str, DurationCheck("http.timeout", maximum="1h")] = Field(
+        "10s", description="Time limit for one request, e.g. 10s."
+    )
+
+    def accepts(self, status: int) -> bool:
+        """Whether a response with `status` counts as success."""
+        return status in self.expected_status if self.expected_status else 200 <= status <= 299
+
+    @model_validator(mode="after")
+    def _codes(self) -> HttpAction:
+        if len(set(self.expected_status)) != len(self.expected_status):
+            raise PydanticCustomError("status_code", "http.expectedStatus lists a code twice")
+        return self
+
+
+class Action(ApiModel):
+    """Something the operator does for a resource. Set exactly one of the action kinds (today: `http`)."""
+
+    ONE_OF: ClassVar[tuple[str, ...]] = ACTION_KINDS
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel(
+                " + ".join(f"(has(self.{k}) ? 1 : 0)" for k in ACTION_KINDS) + " == 1",
+                "an action sets exactly one of: " + ", ".join(ACTION_KINDS),
+            )
+        )
+    )
+
+    http: HttpAction | None = Field(None, description="Send an HTTP request.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Action:
+        count = sum(getattr(self, k) is not None for k in self.ONE_OF)
+        if count != 1:
+            raise PydanticCustomError(
+                "action_kind", "an action sets exactly one of: {kinds}", {"kinds": ", ".join(self.ONE_OF)}
+            )
+        return self
+
+
+class ActionResult(ApiModel):
+    """The outcome of running an Action, as shown in status (never with Secret values)."""
+
+    succeeded: bool = Field(description="Whether the action succeeded.")
+    status_code: int | None = Field(None, description="HTTP status of the last response, if any.")
+    attempts: int | None = Field(None, ge=0, description="How many times it was tried.")
+    message: str | None = Field(None, description="What happened, e.g. the error.")
+    finished_at: Timestamp | None = Field(None, description="When the last attempt finished.")

@@ -1,0 +1,85 @@
+"""The base model and the status pieces every kind shares (conditions, observedGeneration, instance ID)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from steadfast.api.schema import list_map
+
+# Names the API server checks as DNS labels/subdomains; bounded so CEL cost estimates stay small.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Timestamps must carry a zone: a naive one would serialise without one, and the API server's
+# date-time format (RFC 3339) refuses it.
+Timestamp = AwareDatetime
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase on the wire, snake_case in Python, unknown fields refused.
+
+    Unknown fields are refused because kubectl's strict field validation refuses them too, so a
+    typo fails the same way in the operator and at the API server.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict for the API server: camelCase keys, unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class ConditionType(StrEnum):
+    """The kstatus condition types the operator sets on every kind."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class Condition(ApiModel):
+    """A status condition in the shape of metav1.Condition, so generic tools (kstatus, kubectl wait) read it."""
+
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready, Reconciling, Stalled.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        None, ge=0, description="The .metadata.generation the condition was set from."
+    )
+    last_transition_time: Timestamp | None = Field(
+        None, description="When the status last changed from one value to another."
+    )
+    reason: str | None = Field(None, max_length=1024, description="CamelCase reason for the last transition.")
+    message: str | None = Field(None, max_length=32768, description="Human-readable details.")
+
+
+class StatusBase(ApiModel):
+    """Status fields shared by all kinds; the one status writer fills them."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="The .metadata.generation the operator last acted on."
+    )
+    conditions: Annotated[list[Condition], list_map("type")] = Field(
+        default_factory=list, max_length=16, description="Ready, Reconciling and Stalled (kstatus)."
+    )
+    workflow_instance_id: str | None = Field(
+        None, description="The workflow instance that runs this resource (derived from kind, namespace, name, UID)."
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of `type_`, if set."""
+        return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,145 @@
+"""The one description of each kind: names, models and printer columns, used by CRD generation and the operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from steadfast.api.approval import DECISION_FINAL, ApprovalRequestSpec, ApprovalRequestStatus
+from steadfast.api.common import ApiModel, StatusBase
+from steadfast.api.monitor import HealthMonitorSpec, HealthMonitorStatus
+from steadfast.api.saga import TaskSagaSpec, TaskSagaStatus
+from steadfast.api.schema import Cel
+
+GROUP = "steadfast.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "steadfast"
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """An `additionalPrinterColumns` entry of the CRD (what `kubectl get` shows)."""
+
+    name: str
+    type: str  # string, integer, number, boolean or date
+    json_path: str
+    description: str = ""
+    priority: int = 0  # 1 = only with -o wide
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "jsonPath": self.json_path}
+        if self.description:
+            out["description"] = self.description
+        if self.priority:
+            out["priority"] = self.priority
+        return out
+
+
+AGE = PrinterColumn("Age", "date", ".metadata.creationTimestamp")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A custom resource kind of Steadfast. `spec_model`/`status_model` are the schema's single source."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    spec_model: type[ApiModel]
+    status_model: type[StatusBase]
+    description: str
+    printer_columns: tuple[PrinterColumn, ...]
+    root_rules: tuple[Cel, ...] = ()
+    categories: tuple[str, ...] = (CATEGORY,)
+    group: str = GROUP
+    version: str = VERSION
+    namespaced: bool = True
+    list_kind: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "list_kind", f"{self.kind}List")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+    def parse_spec(self, raw: Any) -> ApiModel:
+        """Validate a spec as the API server returns it (defaults filled in) or as a user wrote it."""
+        return self.spec_model.model_validate(raw)
+
+    def parse_status(self, raw: Any) -> StatusBase:
+        """Validate a status subresource; a missing status reads as an empty one."""
+        return self.status_model.model_validate(raw or {})
+
+
+TASK_SAGA = Kind(
+    kind="TaskSaga",
+    plural="tasksagas",
+    singular="tasksaga",
+    short_names=("saga",),
+    spec_model=TaskSagaSpec,
+    status_model=TaskSagaStatus,
+    description="A saga of HTTP steps run durably by a workflow; on failure, completed steps are compensated "
+    "in reverse order. Progress is in status.",
+    printer_columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Where the saga is."),
+        PrinterColumn("Step", "string", ".status.currentStep", "The step or compensation running now."),
+        PrinterColumn("Task", "string", ".spec.task.id", "The task ID.", priority=1),
+        PrinterColumn("Result", "string", ".status.result.status", "The outcome.", priority=1),
+        AGE,
+    ),
+)
+
+HEALTH_MONITOR = Kind(
+    kind="HealthMonitor",
+    plural="healthmonitors",
+    singular="healthmonitor",
+    short_names=("hmon",),
+    spec_model=HealthMonitorSpec,
+    status_model=HealthMonitorStatus,
+    description="An eternal health check with adaptive intervals that alerts once per transition.",
+    printer_columns=(
+        PrinterColumn("Healthy", "boolean", ".status.healthy", "The current state."),
+        PrinterColumn("Phase", "string", ".status.phase", "Unknown, Healthy, Unhealthy or Suspended."),
+        PrinterColumn("Checks", "integer", ".status.checkCount", "Checks made."),
+        PrinterColumn("Failures", "integer", ".status.consecutiveFailures", "Failed checks in a row.", priority=1),
+        PrinterColumn("Last Check", "date", ".status.lastCheckTime", "When the last check finished."),
+        AGE,
+    ),
+)
+
+APPROVAL_REQUEST = Kind(
+    kind="ApprovalRequest",
+    plural="approvalrequests",
+    singular="approvalrequest",
+    short_names=("apr",),
+    spec_model=ApprovalRequestSpec,
+    status_model=ApprovalRequestStatus,
+    description="A request for a human decision, set with kubectl patch on spec.decision; times out as a "
+    "rejection; runs spec.action on approval.",
+    printer_columns=(
+        PrinterColumn("Phase", "string", ".status.phase", "Where the request is."),
+        PrinterColumn("Title", "string", ".spec.subject.title", "What is being approved."),
+        PrinterColumn("Approver", "string", ".status.approver", "Who decided."),
+        PrinterColumn("Expires", "date", ".status.expiresAt", "When an undecided request times out."),
+        AGE,
+    ),
+    root_rules=(DECISION_FINAL,),
+)
+
+KINDS: tuple[Kind, ...] = (TASK_SAGA, HEALTH_MONITOR, APPROVAL_REQUEST)
+
+
+def kind_named(name: str) -> Kind:
+    """Look up by kind, plural, singular or short name (case-insensitive), as kubectl does."""
+    wanted = name.lower()
+    for k in KINDS:
+        if wanted in (k.kind.lower(), k.plural, k.singular, *k.short_names):
+            return k
+    raise KeyError(f"no Steadfast kind named {name!r}; known: {', '.join(k.kind for k in KINDS)}")

@@ -1,0 +1,78 @@
+"""HealthMonitor: an eternal check, rare while healthy and frequent while not, alerting once per transition.
+
+The spec may change while the monitor runs (new intervals apply from the next sleep), so unlike a
+TaskSaga it has no immutability rule.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from steadfast.api.action import Action
+from steadfast.api.common import ApiModel, StatusBase, Timestamp
+from steadfast.api.duration import DurationCheck
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class Alert(ApiModel):
+    """How transitions are announced. A Kubernetes Event is always emitted; the webhook is extra."""
+
+    webhook: Action | None = Field(
+        None, description="Called on each transition with monitor, namespace, state, severity, last error, checks."
+    )
+    severity: Severity = Field(Severity.WARNING, description="Severity carried by alerts.")
+    send_on_recovery: bool = Field(False, description="Also alert when the target becomes healthy again.")
+
+
+class HealthMonitorSpec(ApiModel):
+    """What to check and how often."""
+
+    target: Action = Field(description="The check; success means healthy.")
+    healthy_interval: Annotated[str, DurationCheck("healthyInterval", minimum="1s", exclusive=False)] = Field(
+        "60m", description="Wait between checks while healthy (at least 1s)."
+    )
+    unhealthy_interval: Annotated[str, DurationCheck("unhealthyInterval", minimum="1s", exclusive=False)] = Field(
+        "5m", description="Wait between checks while unhealthy (at least 1s)."
+    )
+    failure_threshold: int = Field(
+        1, ge=1, le=1000, description="Consecutive failures before the state flips to unhealthy."
+    )
+    success_threshold: int = Field(
+        1, ge=1, le=1000, description="Consecutive successes before the state flips back to healthy."
+    )
+    alert: Alert | None = Field(None, description="Alerting on transitions.")
+    suspend: bool = Field(False, description="Stop checking until set back to false; counters are kept.")
+
+
+class MonitorPhase(StrEnum):
+    UNKNOWN = "Unknown"
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    SUSPENDED = "Suspended"
+
+
+class HealthMonitorStatus(StatusBase):
+    """The monitor's state after its last check."""
+
+    healthy: bool | None = Field(None, description="The current state; unset before the first verdict.")
+    phase: MonitorPhase | None = Field(None, description="Unknown, Healthy, Unhealthy or Suspended.")
+    check_count: int = Field(0, ge=0, description="Checks made since creation.")
+    consecutive_failures: int = Field(0, ge=0, description="Failed checks in a row.")
+    consecutive_successes: int = Field(0, ge=0, description="Successful checks in a row.")
+    last_check_time: Timestamp | None = Field(None, description="When the last check finished.")
+    next_check_time: Timestamp | None = Field(None, description="When the next check is due.")
+    last_transition_time: Timestamp | None = Field(None, description="When the state last flipped.")
+    last_error: str | None = Field(None, description="Why the last failed check failed.")
+    alerts_sent: int = Field(0, ge=0, description="Alerts sent since creation.")
+    continued_as_new: int = Field(
+        0, ge=0, description="Times the workflow continued as new (the generation of the run)."
+    )

@@ -1,0 +1,231 @@
+"""TaskSaga: steps run in order; when one fails, the compensations of the completed ones run in reverse.
+
+The spec is immutable once created (a CEL transition rule), so a running workflow never sees its
+plan change under it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from steadfast.api.action import Action
+from steadfast.api.approval import Approvers
+from steadfast.api.common import DNS_LABEL, ApiModel, StatusBase, Timestamp
+from steadfast.api.duration import DurationCheck, parse_duration
+from steadfast.api.schema import LIST_SET, Cel, list_map, rules
+
+MAX_STEPS = 50
+
+
+class Task(ApiModel):
+    """The task the saga carries out; `id` becomes `result.taskId`."""
+
+    id: str = Field(min_length=1, max_length=253, description="Task identifier.")
+    title: str | None = Field(None, max_length=256, description="Human-readable title.")
+    assignee: str | None = Field(None, max_length=253, description="Who the task is for.")
+    priority: str | None = Field(
+        None, max_length=63, description="Free-form priority, e.g. low, medium, high, critical."
+    )
+
+
+class RetryPolicy(ApiModel):
+    """Retries of a step's action (the workflow SDK's RetryPolicy); the first attempt counts."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel(
+                "duration(self.maxInterval) >= duration(self.initialInterval)",
+                "retry.maxInterval must not be shorter than retry.initialInterval",
+                field_path=".maxInterval",
+            )
+        )
+    )
+
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts in all, at least 1.")
+    initial_interval: Annotated[str, DurationCheck("retry.initialInterval")] = Field(
+        "1s", description="Wait before the first retry."
+    )
+    backoff_coefficient: float = Field(2.0, ge=1.0, le=100.0, description="Each wait is the previous times this.")
+    max_interval: Annotated[str, DurationCheck("retry.maxInterval")] = Field(
+        "30s", description="Longest wait between attempts."
+    )
+
+    @model_validator(mode="after")
+    def _intervals(self) -> RetryPolicy:
+        if parse_duration(self.max_interval) < parse_duration(self.initial_interval):
+            raise PydanticCustomError("retry", "retry.maxInterval must not be shorter than retry.initialInterval")
+        return self
+
+
+class Step(ApiModel):
+    """One step: an action and, optionally, the compensation that undoes it."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Unique step name (a DNS label).")
+    action: Action = Field(description="What the step does.")
+    compensation: Action | None = Field(
+        None, description="Undoes the action; recorded when the step succeeds, run in reverse order on failure."
+    )
+    retry: RetryPolicy | None = Field(None, description="Retry policy; without it the action is tried once.")
+    timeout: Annotated[str, DurationCheck("step timeout")] | None = Field(
+        None, description="Time limit for the step across all its attempts."
+    )
+
+
+class OnDelete(StrEnum):
+    COMPENSATE = "Compensate"
+    ABANDON = "Abandon"
+
+
+class ApprovalGate(ApiModel):
+    """Hold the saga until an ApprovalRequest it creates is approved (always, or for some priorities)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel(
+                "self.required || (has(self.priorities) && size(self.priorities) > 0)",
+                "approval needs required: true or a list of priorities",
+            )
+        )
+    )
+
+    required: bool = Field(False, description="Always require approval.")
+    priorities: Annotated[list[Annotated[str, Field(min_length=1, max_length=63)]], LIST_SET] = Field(
+        default_factory=list, max_length=16, description="Require approval when spec.task.priority is one of these."
+    )
+    approvers: Approvers = Field(description="Who may approve.")
+    timeout: Annotated[str, DurationCheck("approval.timeout", minimum="1s", exclusive=False)] = Field(
+        "72h", description="Undecided this long, the saga ends Rejected."
+    )
+
+    @model_validator(mode="after")
+    def _triggers(self) -> ApprovalGate:
+        if not self.required and not self.priorities:
+            raise PydanticCustomError("approval", "approval needs required: true or a list of priorities")
+        if len(set(self.priorities)) != len(self.priorities):
+            raise PydanticCustomError("approval", "approval.priorities lists a priority twice")
+        return self
+
+    def applies_to(self, task: Task) -> bool:
+        """Whether this gate holds a saga for `task`."""
+        return self.required or (task.priority is not None and task.priority in self.priorities)
+
+
+class TaskSagaSpec(ApiModel):
+    """What the saga does. Immutable once created."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel("self == oldSelf", "spec is immutable once the TaskSaga is created", reason="FieldValueForbidden")
+        )
+    )
+
+    task: Task = Field(description="The task this saga carries out.")
+    steps: Annotated[list[Step], list_map("name")] = Field(
+        min_length=1, max_length=MAX_STEPS, description="Steps, run in order; names are unique."
+    )
+    approval: ApprovalGate | None = Field(None, description="Wait for an approval before the first step.")
+    on_delete: OnDelete = Field(
+        OnDelete.COMPENSATE,
+        description="On deletion of a running saga: Compensate completed steps first, or Abandon (terminate).",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_names(cls, steps: list[Step]) -> list[Step]:
+        dupes = sorted(n for n, c in Counter(s.name for s in steps).items() if c > 1)
+        if dupes:
+            raise PydanticCustomError(
+                "unique", "step names in spec.steps must be unique; repeated: {names}", {"names": ", ".join(dupes)}
+            )
+        return steps
+
+    def needs_approval(self) -> bool:
+        """Whether the approval gate holds this saga."""
+        return self.approval is not None and self.approval.applies_to(self.task)
+
+
+class SagaPhase(StrEnum):
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    RUNNING = "Running"
+    COMPENSATING = "Compensating"
+    SUCCEEDED = "Succeeded"
+    COMPENSATED = "Compensated"
+    COMPENSATION_FAILED = "CompensationFailed"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_SAGA
+
+
+_TERMINAL_SAGA = frozenset(
+    {SagaPhase.SUCCEEDED, SagaPhase.COMPENSATED, SagaPhase.COMPENSATION_FAILED, SagaPhase.FAILED, SagaPhase.REJECTED}
+)
+
+
+class StepPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class StepStatus(ApiModel):
+    """Progress of one step."""
+
+    name: str = Field(description="Step name.")
+    phase: StepPhase = Field(description="Where the step is.")
+    attempts: int = Field(0, ge=0, description="Attempts made so far.")
+    started_at: Timestamp | None = Field(None, description="When the first attempt started.")
+    finished_at: Timestamp | None = Field(None, description="When the step succeeded or finally failed.")
+    message: str | None = Field(None, description="The last error, or other detail.")
+
+
+class CompensationPhase(StrEnum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class CompensationStatus(ApiModel):
+    """Progress of one compensation; the list is in the order they ran (reverse step order)."""
+
+    step: str = Field(description="The step being undone.")
+    phase: CompensationPhase = Field(description="Where the compensation is.")
+    attempts: int = Field(0, ge=0, description="Attempts made so far.")
+    started_at: Timestamp | None = Field(None, description="When the first attempt started.")
+    finished_at: Timestamp | None = Field(None, description="When it succeeded or finally failed.")
+    message: str | None = Field(None, description="The last error, or other detail.")
+
+
+class SagaResult(ApiModel):
+    """The saga's outcome, once it ends."""
+
+    status: SagaPhase = Field(
+        description="The final phase: Succeeded, Compensated, CompensationFailed, Failed or Rejected."
+    )
+    task_id: str | None = Field(None, description="spec.task.id.")
+    error: str | None = Field(None, description="Why it did not succeed.")
+
+
+class TaskSagaStatus(StatusBase):
+    """Progress of a TaskSaga: every step and compensation, visible with kubectl get -o yaml."""
+
+    phase: SagaPhase | None = Field(None, description="Where the saga is.")
+    current_step: str | None = Field(None, description="The step or compensation running now.")
+    steps: list[StepStatus] = Field(default_factory=list, description="One record per step, in spec order.")
+    compensations: list[CompensationStatus] = Field(
+        default_factory=list, description="Compensations in the order they ran."
+    )
+    result: SagaResult | None = Field(None, description="The outcome, once the saga ends.")
+    approval_request: str | None = Field(None, description="Name of the ApprovalRequest the gate created.")
+    started_at: Timestamp | None = Field(None, description="When the first step started.")
+    finished_at: Timestamp | None = Field(None, description="When the saga ended.")

@@ -1,0 +1,167 @@
+"""The one path from a resource to its workflow instance and back, for every kind.
+
+start (create/resume, idempotent) -> signal (field changes) -> stop (delete) -> status via the writer.
+Nothing here is remembered between calls: after a restart, the truth is the engine and the resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import kopf
+from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
+from pydantic import ValidationError
+
+from steadfast.api.errors import describe
+from steadfast.api.kinds import Kind
+from steadfast.kube import ObjectRef
+from steadfast.status import StatusWriter, conditions
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "steadfast.dev/finalizer"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_RUNNING = {WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED}
+
+
+def instance_id(kind: Kind, namespace: str, name: str, uid: str) -> str:
+    """Deterministic, so a restarted operator finds the instance it started instead of starting a twin."""
+    return _UNSAFE.sub("_", f"{kind.singular}-{namespace}-{name}-{uid}")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What differs between kinds on the common path; everything else is shared."""
+
+    kind: Kind
+    workflow: str
+    # Delete of a running instance: an event name to raise (the workflow winds down and ends by
+    # itself), or None to terminate it.
+    stop_event: Callable[[Any], str | None] = lambda spec: None
+    # Status before the workflow's first report, e.g. {"phase": "Pending"}.
+    initial_status: dict[str, Any] = field(default_factory=lambda: {"phase": "Pending"})
+    # Phases after which the instance is never (re)started.
+    terminal_phases: frozenset[str] = frozenset()
+    # Extra workflow input derived from the resource (for example the authenticated creator).
+    extra_input: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: {}
+
+
+class Bindings:
+    """Registers kopf handlers for each binding; shares the workflow client and the status writer."""
+
+    def __init__(self, client: DaprWorkflowClient, writer: StatusWriter) -> None:
+        self.client = client
+        self.writer = writer
+
+    @staticmethod
+    def ref(kind: Kind, body: kopf.Body) -> ObjectRef:
+        meta = body["metadata"]
+        return ObjectRef(kind.group, kind.version, kind.kind, kind.plural, meta["namespace"], meta["name"],
+                         meta["uid"])
+
+    def register(self, binding: Binding, registry: kopf.OperatorRegistry) -> None:
+        kind = binding.kind
+        resource = (kind.group, kind.version, kind.plural)
+
+        async def start(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+            await self.start(binding, body, logger)
+
+        async def stop(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+            await self.stop(binding, body, logger)
+
+        kopf.on.resume(*resource, registry=registry, id="start")(start)
+        kopf.on.create(*resource, registry=registry, id="start")(start)
+        kopf.on.delete(*resource, registry=registry, id="stop")(stop)
+
+    async def start(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
+        kind = binding.kind
+        ref = self.ref(kind, body)
+        status = dict(body.get("status") or {})
+        generation = int(body["metadata"].get("generation") or 1)
+        if status.get("phase") in binding.terminal_phases:
+            return
+        try:
+            spec = kind.parse_spec(body.get("spec") or {})
+        except ValidationError as exc:
+            problems = "; ".join(describe(exc, prefix="spec"))
+            await self._write(ref, {"phase": "Failed", "observedGeneration": generation, "conditions": conditions(
+                "stalled", reason="InvalidSpec", message=problems, generation=generation, now=_now(),
+                previous=status.get("conditions"))})
+            raise kopf.PermanentError(f"invalid spec: {problems}") from None
+        iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
+        existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
+        if existing is not None:
+            logger.debug("workflow instance %s already exists (%s)", iid, existing.runtime_status.name)
+            return
+        if not status.get("phase"):
+            initial = {**binding.initial_status, "workflowInstanceId": iid, "observedGeneration": generation,
+                       "conditions": conditions("progressing", reason="Starting", message="workflow starting",
+                                                generation=generation, now=_now())}
+            await self._write(ref, initial)
+        payload = {"ref": ref.to_dict(), "generation": generation, "spec": spec.to_wire(),
+                   **binding.extra_input(dict(body))}
+        try:
+            await asyncio.to_thread(self.client.schedule_new_workflow, binding.workflow, input=payload,
+                                    instance_id=iid)
+        except grpc.RpcError as exc:
+            if "already exists" not in str(exc).lower():
+                raise kopf.TemporaryError(f"cannot start workflow {iid}: {_grpc_message(exc)}", delay=2) from exc
+        logger.info("workflow %s started for %s %s/%s", iid, kind.kind, ref.namespace, ref.name)
+
+    async def signal(self, binding: Binding, body: kopf.Body, event: str, data: dict[str, Any]) -> None:
+        """Raise `event` on the resource's instance; the SDK drops falsy payloads, so `data` must not be empty."""
+        ref = self.ref(binding.kind, body)
+        iid = instance_id(binding.kind, ref.namespace, ref.name, ref.uid)
+        try:
+            await asyncio.to_thread(self.client.raise_workflow_event, iid, event, data=data or {"signal": event})
+        except grpc.RpcError as exc:
+            raise kopf.TemporaryError(f"cannot signal {iid}: {_grpc_message(exc)}", delay=2) from exc
+
+    async def stop(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
+        kind = binding.kind
+        ref = self.ref(kind, body)
+        iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
+        try:
+            state = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
+            if state is not None and state.runtime_status in _RUNNING:
+                event = binding.stop_event(body.get("spec") or {})
+                if event is None:
+                    await asyncio.to_thread(self.client.terminate_workflow, iid)
+                    logger.info("terminated workflow %s", iid)
+                else:
+                    await asyncio.to_thread(self.client.raise_workflow_event, iid, event, data={"reason": "deleted"})
+                    state = await asyncio.to_thread(self.client.wait_for_workflow_completion, iid,
+                                                    fetch_payloads=False, timeout_in_seconds=5)
+                    if state is None or state.runtime_status in _RUNNING:
+                        raise kopf.TemporaryError(f"waiting for workflow {iid} to wind down before deletion",
+                                                  delay=1)
+                state = await asyncio.to_thread(self.client.wait_for_workflow_completion, iid,
+                                                fetch_payloads=False, timeout_in_seconds=10)
+            if state is not None:
+                await asyncio.to_thread(self.client.purge_workflow, iid)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise kopf.TemporaryError(f"waiting for workflow {iid} to end", delay=1) from exc
+            raise kopf.TemporaryError(f"cannot stop workflow {iid}: {_grpc_message(exc)}", delay=2) from exc
+        self.writer.forget(ref)
+        logger.info("workflow %s purged", iid)
+
+    async def _write(self, ref: ObjectRef, status: dict[str, Any]) -> None:
+        future = self.writer.submit(ref, status, seq=0)
+        await asyncio.wrap_future(future)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _grpc_message(exc: grpc.RpcError) -> str:
+    details = getattr(exc, "details", None)
+    return str(details() if callable(details) else exc)

@@ -1,0 +1,101 @@
+"""`steadfast run`: kopf (resources) and the Dapr WorkflowRuntime (workflows, activities) in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
+
+from steadfast import kinds
+from steadfast.actions import ActionRunner
+from steadfast.binding import FINALIZER, Bindings
+from steadfast.egress import EgressPolicy
+from steadfast.kube import api_client
+from steadfast.status import StatusWriter
+from steadfast.workflows.activities import Activities
+
+log = logging.getLogger("steadfast")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run the operator (kopf handlers and the workflow worker)")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="watch only this namespace (repeatable; glob patterns allowed)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
+    run.add_argument("--egress-allow", action="append", default=[], metavar="CIDR|HOST",
+                     help="allow HTTP actions only to these networks or hosts (repeatable); loopback is "
+                          "refused unless listed. Also $STEADFAST_EGRESS_ALLOW, comma-separated")
+    run.add_argument("--egress-deny", action="append", default=[], metavar="CIDR",
+                     help="refuse these networks in addition to link-local and metadata addresses")
+    run.add_argument("--liveness", default=os.environ.get("STEADFAST_LIVENESS"),
+                     help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--peering", default=None,
+                     help="kopf peering name for several replicas with one active (default: standalone)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=main)
+
+
+def _egress(args: argparse.Namespace) -> EgressPolicy:
+    allow = list(args.egress_allow)
+    allow += [a.strip() for a in os.environ.get("STEADFAST_EGRESS_ALLOW", "").split(",") if a.strip()]
+    return EgressPolicy.parse(allow=allow, deny=args.egress_deny)
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """Kopf's bookkeeping goes into annotations under our prefix, not into our status schema."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="steadfast.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="steadfast.dev", key="last-handled-configuration")
+    settings.posting.enabled = False  # we post our own Events, one per transition
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.batching.worker_limit = 200
+
+
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    if os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kubernetes", "urllib3", "WorkflowRuntime", "DaprWorkflowClient", "durabletask-worker",
+                  "durabletask-client", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    api = api_client()
+    writer = StatusWriter(api)
+    runtime = WorkflowRuntime()
+    Activities(ActionRunner(api, _egress(args)), writer).register(runtime)
+    for kind in kinds.BINDINGS:
+        runtime.register_workflow(kind.workflow_fn, name=kind.binding.workflow)
+    runtime.start()  # type: ignore[no-untyped-call]
+    log.info("workflow worker connected")
+    client = DaprWorkflowClient()
+    bindings = Bindings(client, writer)
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(_login)
+    for kind in kinds.BINDINGS:
+        bindings.register(kind.binding, registry)
+        kind.register_extra(bindings, registry)
+
+    settings = kopf.OperatorSettings()
+    configure_settings(settings)
+    try:
+        asyncio.run(kopf.operator(
+            registry=registry, settings=settings, standalone=args.peering is None, peering_name=args.peering,
+            clusterwide=not args.namespace, namespaces=args.namespace, liveness_endpoint=args.liveness,
+        ))
+    finally:
+        runtime.shutdown()  # type: ignore[no-untyped-call]
+        writer.stop()
+    return 0

@@ -1,0 +1,214 @@
+"""The one status writer: every status change of every resource goes through here.
+
+Writes are merge patches of the status subresource. While a write for an object is in flight, newer
+snapshots for it are coalesced into one next write, so a busy saga costs at most one write per burst
+rather than one per transition. Snapshots carry a sequence number from the workflow; an older snapshot
+never overwrites a newer one. Events go out with the write that carries the transition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from steadfast.kube import ObjectRef
+
+log = logging.getLogger(__name__)
+
+READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A Kubernetes Event about a transition; `key` makes a redelivered transition the same Event."""
+
+    reason: str
+    message: str
+    type: str = "Normal"  # or Warning
+    key: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"reason": self.reason, "message": self.message, "type": self.type, "key": self.key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> EventSpec:
+        return cls(data["reason"], data["message"], data.get("type", "Normal"), data.get("key", ""))
+
+
+def conditions(state: str, *, reason: str, message: str, generation: int | None, now: datetime,
+               previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Ready/Reconciling/Stalled as kstatus reads them, for `state` in progressing, ready, stalled.
+
+    Pure and clock-free (`now` is passed in), so workflows can call it deterministically;
+    lastTransitionTime moves only when a condition's status changes.
+    """
+    wanted = {
+        "progressing": {READY: "False", RECONCILING: "True", STALLED: "False"},
+        "ready": {READY: "True", RECONCILING: "False", STALLED: "False"},
+        "stalled": {READY: "False", RECONCILING: "False", STALLED: "True"},
+    }[state]
+    before = {c.get("type"): c for c in previous or []}
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = []
+    for type_, status in wanted.items():
+        old = before.get(type_)
+        changed = old is None or old.get("status") != status
+        cond: dict[str, Any] = {
+            "type": type_, "status": status, "reason": reason, "message": message[:32768],
+            "lastTransitionTime": stamp if changed or not old else old.get("lastTransitionTime", stamp),
+        }
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        out.append(cond)
+    return out
+
+
+@dataclass
+class _Pending:
+    ref: ObjectRef
+    status: dict[str, Any]
+    seq: int
+    events: list[EventSpec] = field(default_factory=list)
+    futures: list[Future[None]] = field(default_factory=list)
+
+
+class StatusWriter:
+    """Thread-safe; used from workflow activities (threads) and kopf handlers alike."""
+
+    def __init__(self, api: client.ApiClient, *, workers: int = 4, component: str = "steadfast") -> None:
+        self._objects = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._component = component
+        self._lock = threading.Condition()
+        self._pending: dict[str, _Pending] = {}
+        self._inflight: set[str] = set()
+        self._ready: deque[str] = deque()
+        self._written_seq: dict[str, int] = {}
+        self._stopped = False
+        self.writes = 0
+        self.events = 0
+        self.submitted = 0
+        self._threads = [threading.Thread(target=self._work, name=f"status-writer-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _key(ref: ObjectRef) -> str:
+        return f"{ref.plural}/{ref.namespace}/{ref.name}/{ref.uid}"
+
+    def submit(self, ref: ObjectRef, status: dict[str, Any], *, seq: int,
+               events: list[EventSpec] | None = None) -> Future[None]:
+        """Queue a status snapshot; the future resolves once it (or a newer one) is written."""
+        future: Future[None] = Future()
+        key = self._key(ref)
+        with self._lock:
+            self.submitted += 1
+            if seq < self._written_seq.get(key, -1):
+                future.set_result(None)  # a newer snapshot is already on the object
+                return future
+            pending = self._pending.get(key)
+            if pending is None:
+                self._pending[key] = _Pending(ref, dict(status), seq, list(events or []), [future])
+                if key not in self._inflight:
+                    self._ready.append(key)
+                    self._lock.notify()
+            else:
+                if seq >= pending.seq:
+                    pending.status, pending.seq = dict(status), seq
+                pending.events.extend(events or [])
+                pending.futures.append(future)
+        return future
+
+    def forget(self, ref: ObjectRef) -> None:
+        """Drop bookkeeping for a deleted resource."""
+        with self._lock:
+            self._written_seq.pop(self._key(ref), None)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready and not self._stopped:
+                    self._lock.wait()
+                if self._stopped and not self._ready:
+                    return
+                key = self._ready.popleft()
+                item = self._pending.pop(key)
+                self._inflight.add(key)
+            error: BaseException | None = None
+            try:
+                self._write(item)
+            except BaseException as exc:  # reported to every waiter; the writer itself keeps going
+                error = exc
+            with self._lock:
+                self._inflight.discard(key)
+                if error is None:
+                    self._written_seq[key] = max(item.seq, self._written_seq.get(key, -1))
+                if key in self._pending:
+                    self._ready.append(key)
+                    self._lock.notify()
+            for future in item.futures:
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+    def _write(self, item: _Pending) -> None:
+        ref = item.ref
+        delay = 0.1
+        for attempt in range(6):
+            try:
+                self._objects.patch_namespaced_custom_object_status(
+                    ref.group, ref.version, ref.namespace, ref.plural, ref.name, {"status": item.status})
+                self.writes += 1
+                break
+            except ApiException as exc:
+                if exc.status == 404:
+                    return  # the resource is gone; nothing left to report on
+                if exc.status in (400, 422) or attempt == 5:
+                    log.error("status of %s/%s refused (HTTP %s): %s", ref.namespace, ref.name, exc.status,
+                              (exc.body or "")[:500])
+                    raise
+            except Exception:  # connection problems: the API server restarting, for example
+                if attempt == 5:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        for event in item.events:
+            self._event(ref, event)
+
+    def _event(self, ref: ObjectRef, event: EventSpec) -> None:
+        now = datetime.now(UTC)
+        suffix = hashlib.sha256(f"{ref.uid}/{event.key or event.reason + event.message}".encode()).hexdigest()[:16]
+        body = {
+            "metadata": {"name": f"{ref.name}.{suffix}", "namespace": ref.namespace},
+            "involvedObject": {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name,
+                               "namespace": ref.namespace, "uid": ref.uid},
+            "reason": event.reason, "message": event.message[:1024], "type": event.type,
+            "source": {"component": self._component}, "reportingComponent": self._component,
+            "reportingInstance": self._component, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self._core.create_namespaced_event(ref.namespace, body)
+            self.events += 1
+        except ApiException as exc:
+            if exc.status != 409:  # 409: a redelivered transition; the Event already exists
+                log.warning("event %s for %s/%s not recorded: HTTP %s", event.reason, ref.namespace, ref.name,
+                            exc.status)

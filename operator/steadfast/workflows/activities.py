@@ -1,0 +1,56 @@
+"""The activities every kind shares: run an Action, report a status snapshot.
+
+Activities hold all side effects (workflow code may not), and each is safe to run twice: actions carry
+an Idempotency-Key, status snapshots carry a sequence number and Events a deterministic name.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from steadfast.actions import ActionRunner, Outcome
+from steadfast.api.action import Action
+from steadfast.kube import ObjectRef
+from steadfast.status import EventSpec, StatusWriter
+
+log = logging.getLogger(__name__)
+
+EXECUTE = "steadfast.execute_action"
+REPORT = "steadfast.report_status"
+REPORT_TIMEOUT = 60.0
+
+
+class Activities:
+    def __init__(self, runner: ActionRunner, writer: StatusWriter) -> None:
+        self.runner = runner
+        self.writer = writer
+
+    def _submit(self, inp: dict[str, Any]) -> Any:
+        ref = ObjectRef.from_dict(inp["ref"])
+        events = [EventSpec.from_dict(e) for e in inp.get("events") or []]
+        return self.writer.submit(ref, inp["status"], seq=int(inp["seq"]), events=events)
+
+    def execute(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
+        """Report the snapshot that says this attempt is running, then make the attempt."""
+        if inp.get("status") is not None:
+            self._submit(inp)  # not awaited: the next snapshot supersedes it anyway
+        ref = ObjectRef.from_dict(inp["ref"])
+        try:
+            action = Action.model_validate(inp["action"])
+        except ValueError as exc:
+            return Outcome(False, message=f"invalid action: {exc}").to_dict()
+        outcome = self.runner.run(action, namespace=ref.namespace, key=str(inp["key"]),
+                                  timeout=inp.get("timeout"))
+        log.debug("%s/%s %s: %s", ref.namespace, ref.name, inp.get("what"), outcome.message)
+        return outcome.to_dict()
+
+    def report(self, _ctx: Any, inp: dict[str, Any]) -> None:
+        """Write a snapshot; waits until it is on the resource when the workflow asks (final states)."""
+        future = self._submit(inp)
+        if inp.get("wait"):
+            future.result(timeout=REPORT_TIMEOUT)
+
+    def register(self, runtime: Any) -> None:
+        runtime.register_activity(self.execute, name=EXECUTE)
+        runtime.register_activity(self.report, name=REPORT)

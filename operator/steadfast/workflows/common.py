@@ -1,0 +1,106 @@
+"""Deterministic building blocks shared by the workflows: status snapshots and retried actions.
+
+Everything here runs inside workflow code, so it uses only the context's clock and its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dapr.ext.workflow import DaprWorkflowContext
+from dapr.ext.workflow._durabletask.task import TaskFailedError
+
+from steadfast.actions import Outcome, idempotency_key
+from steadfast.api.action import Action
+from steadfast.api.duration import parse_duration
+from steadfast.api.saga import RetryPolicy
+from steadfast.status import EventSpec
+from steadfast.workflows.activities import EXECUTE, REPORT
+
+Step = Generator[Any, Any, Any]
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reporter:
+    """Numbers the snapshots of one workflow run so that an older one never overwrites a newer one."""
+
+    def __init__(self, ctx: DaprWorkflowContext, inp: dict[str, Any], seq: int = 0) -> None:
+        self.ctx = ctx
+        self.ref: dict[str, str] = inp["ref"]
+        self.generation: int = int(inp.get("generation") or 0)
+        self.seq = seq
+        self.pending_events: list[dict[str, str]] = []
+
+    @property
+    def now(self) -> datetime:
+        return self.ctx.current_utc_datetime
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        """Queue an Event; it goes out with the next status write. The key makes redelivery harmless."""
+        key = f"{self.ctx.instance_id}/{self.seq}/{len(self.pending_events)}/{reason}"
+        spec = EventSpec(reason, message, "Warning" if warning else "Normal", key)
+        self.pending_events.append(spec.to_dict())
+
+    def envelope(self, status: dict[str, Any]) -> dict[str, Any]:
+        self.seq += 1
+        out = {"ref": self.ref, "status": status, "seq": self.seq, "events": self.pending_events}
+        self.pending_events = []
+        return out
+
+    def report(self, status: dict[str, Any], *, wait: bool = False) -> Any:
+        return self.ctx.call_activity(REPORT, input={**self.envelope(status), "wait": wait})
+
+
+def backoff(policy: RetryPolicy, attempt: int) -> timedelta:
+    """The wait after failed attempt number `attempt` (1-based), as the SDK's RetryPolicy computes it."""
+    first = parse_duration(policy.initial_interval).total_seconds()
+    longest = parse_duration(policy.max_interval).total_seconds()
+    return timedelta(seconds=min(first * policy.backoff_coefficient ** (attempt - 1), longest))
+
+
+def run_action(
+    reporter: Reporter,
+    action: Action,
+    *,
+    key_parts: tuple[str, ...],
+    retry: RetryPolicy | None,
+    timeout: str | None,
+    snapshot: Callable[[int], dict[str, Any] | None],
+) -> Generator[Any, Any, tuple[Outcome, int]]:
+    """Run `action` with retries and an overall time limit; returns the last outcome and attempts made.
+
+    Retries live here rather than in the SDK's RetryPolicy so the workflow knows each attempt's number and
+    can show it in status; the backoff is the same formula. `snapshot(attempt)` is the status to write
+    as the attempt starts.
+    """
+    ctx = reporter.ctx
+    policy = retry or RetryPolicy(max_attempts=1)
+    started = ctx.current_utc_datetime
+    deadline = started + parse_duration(timeout) if timeout else None
+    key = idempotency_key(reporter.ref["uid"], *key_parts)
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = (deadline - ctx.current_utc_datetime).total_seconds() if deadline else None
+        status = snapshot(attempt)
+        payload: dict[str, Any] = {
+            "ref": reporter.ref, "action": action.to_wire(), "key": key, "timeout": remaining,
+            "what": "/".join(key_parts), "status": None,
+        }
+        if status is not None:
+            payload.update(reporter.envelope(status))
+        try:
+            outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=payload)) or {})
+        except TaskFailedError as exc:
+            outcome = Outcome(False, message=f"the action could not run: {exc}")
+        if outcome.ok or attempt >= policy.max_attempts:
+            return outcome, attempt
+        wait = backoff(policy, attempt)
+        if deadline is not None and ctx.current_utc_datetime + wait >= deadline:
+            return Outcome(False, outcome.status_code, f"{outcome.message} (time limit {timeout} reached)"), attempt
+        yield ctx.create_timer(ctx.current_utc_datetime + wait)

@@ -1,0 +1,69 @@
+"""End-to-end fixtures: the local engine, the sample task service and a running operator process.
+
+All are real processes on free loopback ports, killed with the test run (even if pytest is killed).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import Operator, TaskService
+from kubernetes import client, config
+
+from steadfast.dev.controlplane import cluster, processes
+from steadfast.dev.engine.process import EngineProcess, start_engine
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+    directory = tmp_path_factory.mktemp("engine")
+    proc = start_engine(directory / "engine.db", log_file=directory / "engine.log", synchronous="NORMAL")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def task_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskService]:
+    port = processes.free_port()
+    log = tmp_path_factory.mktemp("task-service") / "task-service.log"
+    proc = processes.launch([sys.executable, str(REPO / "examples" / "task_service.py"), "--port", str(port)],
+                            log, detach=False)
+    try:
+        processes.wait_until(lambda: processes.tcp_open("127.0.0.1", port), what="task service", timeout=30,
+                             pid=proc.pid, log=log)
+        yield TaskService(port)
+    finally:
+        processes.stop(proc.pid)
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: cluster.State, engine: EngineProcess,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = Operator(control_plane, engine, tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: cluster.State) -> client.ApiClient:
+    return config.new_client_from_config(config_file=control_plane.kubeconfig, context="admin")
+
+
+@pytest.fixture
+def namespace(kube: client.ApiClient) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
+    yield name
+
+

@@ -1,0 +1,140 @@
+"""Helpers for end-to-end tests: waiting, the task service client, the operator process, resources."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from steadfast.dev.controlplane import cluster, processes
+from steadfast.dev.engine.process import EngineProcess
+
+GROUP, VERSION = "steadfast.dev", "v1alpha1"
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+               interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+class TaskService:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback test server)
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/_stats")
+        return result
+
+    def fault(self, route: str, fail: int = -1, status: int = 500, delay: float = 0.0) -> None:
+        self._call("POST", "/_faults", {"route": route, "fail": fail, "status": status, "delay": delay})
+
+    def reset(self) -> None:
+        self._call("POST", "/_reset", {})
+
+    def applied(self, path_prefix: str = "") -> list[str]:
+        """Applied effects as 'METHOD path', in order."""
+        return [f"{a['route'].split()[0]} {a['path']}" for a in self.stats()["applied"]
+                if a["path"].startswith(path_prefix)]
+
+
+class Operator:
+    """`steadfast run` as a separate process, as in production; restartable and killable."""
+
+    def __init__(self, state: cluster.State, engine: EngineProcess, log: Path) -> None:
+        self.env = {**os.environ, "KUBECONFIG": state.kubeconfig, "DAPR_GRPC_ENDPOINT": engine.address,
+                    "PYTHONUNBUFFERED": "1"}
+        self.log = log
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        before = self.log.read_text() if self.log.exists() else ""
+        proc = processes.launch([sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow",
+                                 "127.0.0.0/8"], self.log, detach=False, env=self.env)
+        self.pid = proc.pid
+        self._proc = proc
+
+        def ready() -> bool:
+            return "workflow worker connected" in self.log.read_text()[len(before):]
+
+        processes.wait_until(ready, what="operator", timeout=60, pid=proc.pid, log=self.log)
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            os.kill(self.pid, 9)
+            self._proc.wait(timeout=10)
+            self.pid = None
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            processes.stop(self.pid)
+            self.pid = None
+
+
+class Resources:
+    """Custom objects of one kind in one namespace, with waits on status."""
+
+    def __init__(self, kube: client.ApiClient, namespace: str, plural: str, kind: str) -> None:
+        self.api = client.CustomObjectsApi(kube)
+        self.namespace, self.plural, self.kind = namespace, plural, kind
+
+    def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": self.kind, "metadata": {"name": name}, "spec": spec}
+        created: dict[str, Any] = self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace,
+                                                                           self.plural, body)
+        return created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace,
+                                                                         self.plural, name)
+            return obj
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete(self, name: str) -> None:
+        self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name)
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            obj = self.get(name)
+            return obj if obj and (obj.get("status") or {}).get("phase") in phases else None
+
+        try:
+            result: dict[str, Any] = eventually(check, timeout=timeout, what=f"{name} in {phases}")
+        except AssertionError:
+            obj = self.get(name)
+            raise AssertionError(
+                f"{name} never reached {phases}; status: {json.dumps((obj or {}).get('status'))}") from None
+        return result
+
+    def wait_gone(self, name: str, timeout: float = 60) -> None:
+        eventually(lambda: self.get(name) is None, timeout=timeout, what=f"{name} deleted")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        items = client.CoreV1Api(self.api.api_client).list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}").items
+        return [{"reason": e.reason, "type": e.type, "message": e.message} for e in items]
