@@ -123,6 +123,8 @@ class ActionRunner:
         try:
             response = pool.urlopen(http.method.value, path, body=body, headers=headers, retries=False,
                                     redirect=False, timeout=urllib3.Timeout(total=limit), preload_content=True)
+        except urllib3.exceptions.NewConnectionError as exc:  # before TimeoutError: it subclasses it
+            return Outcome(False, message=f"{http.method.value} {http.url}: cannot connect: {_short(str(exc))}")
         except urllib3.exceptions.TimeoutError:
             return Outcome(False, message=f"{http.method.value} {http.url}: no answer within {limit:g}s")
         except urllib3.exceptions.HTTPError as exc:

@@ -40,7 +40,7 @@ class TaskService:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback test server)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
     def stats(self) -> dict[str, Any]:
