@@ -1,7 +1,7 @@
 """A sample task service for Steadfast's demo and tests: the seed's domain over HTTP.
 
 Routes: POST /records, DELETE /records/{id}; POST /capacity/reserve, POST /capacity/release;
-POST /notices, DELETE /notices/{id}; POST /dashboard; GET /healthz; POST /alerts, /approvals, /deploy.
+POST /notices, DELETE /notices/{id}; POST /dashboard; GET /healthz and /healthz/{name}; POST /alerts, /approvals, /deploy.
 
 It deduplicates by `Idempotency-Key` (a repeated key gets the first answer and changes nothing), counts
 raw deliveries and applied effects, and injects faults:
@@ -96,7 +96,8 @@ def make_app() -> web.Application:
 
     async def healthz(request: web.Request) -> web.Response:
         state.deliveries.append({"route": "GET /healthz", "path": request.path, "key": "", "at": time.time()})
-        fault = state.faults.get("GET /healthz")
+        # A fault on this exact path (GET /healthz/NAME) wins over one on every health check.
+        fault = state.faults.get(f"GET {request.path}") or state.faults.get("GET /healthz")
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.remaining != 0:
@@ -130,6 +131,7 @@ def make_app() -> web.Application:
     for method, path in sorted(EFFECT_ROUTES):
         app.router.add_route(method, path, effect)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz/{name}", healthz)
     app.router.add_post("/_faults", set_fault)
     app.router.add_delete("/_faults", clear_faults)
     app.router.add_get("/_stats", stats)

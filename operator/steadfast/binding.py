@@ -37,6 +37,21 @@ def instance_id(kind: Kind, namespace: str, name: str, uid: str) -> str:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """A change of `field` that the running workflow must hear about, as event `event`.
+
+    `payload` builds the event data from the resource; `catch_up` re-sends it when the operator finds,
+    on resume, that the workflow has not seen the resource's current generation (a change made while
+    the operator was down).
+    """
+
+    field: str
+    event: str
+    payload: Callable[[dict[str, Any]], dict[str, Any] | None]
+    catch_up: bool = False
+
+
+@dataclass(frozen=True)
 class Binding:
     """What differs between kinds on the common path; everything else is shared."""
 
@@ -51,6 +66,7 @@ class Binding:
     terminal_phases: frozenset[str] = frozenset()
     # Extra workflow input derived from the resource (for example the authenticated creator).
     extra_input: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: {}
+    signals: tuple[Signal, ...] = ()
 
 
 class Bindings:
@@ -79,6 +95,21 @@ class Bindings:
         kopf.on.resume(*resource, registry=registry, id="start")(start)
         kopf.on.create(*resource, registry=registry, id="start")(start)
         kopf.on.delete(*resource, registry=registry, id="stop")(stop)
+        for sig in binding.signals:
+            self._register_signal(binding, sig, registry)
+
+    def _register_signal(self, binding: Binding, sig: Signal, registry: kopf.OperatorRegistry) -> None:
+        kind = binding.kind
+
+        async def changed(body: kopf.Body, old: Any, **_: Any) -> None:
+            if old is None:
+                return  # creation: the workflow starts with the current spec
+            data = sig.payload(dict(body))
+            if data is not None:
+                await self.signal(binding, body, sig.event, data)
+
+        kopf.on.field(kind.group, kind.version, kind.plural, field=sig.field, registry=registry,
+                      id=f"signal-{sig.event}")(changed)
 
     async def start(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
         kind = binding.kind
@@ -99,6 +130,11 @@ class Bindings:
         existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
         if existing is not None:
             logger.debug("workflow instance %s already exists (%s)", iid, existing.runtime_status.name)
+            if int(status.get("observedGeneration") or 0) < generation:
+                for sig in binding.signals:
+                    data = sig.payload(dict(body)) if sig.catch_up else None
+                    if data is not None:
+                        await self.signal(binding, body, sig.event, data)
             return
         if not status.get("phase"):
             initial = {**binding.initial_status, "workflowInstanceId": iid, "observedGeneration": generation,

@@ -8,10 +8,11 @@ from typing import Any
 
 import kopf
 
-from steadfast.api.kinds import TASK_SAGA
+from steadfast.api.kinds import HEALTH_MONITOR, TASK_SAGA
+from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import OnDelete, SagaPhase
-from steadfast.binding import Binding, Bindings
-from steadfast.workflows import saga
+from steadfast.binding import Binding, Bindings, Signal
+from steadfast.workflows import monitor, saga
 
 
 @dataclass(frozen=True)
@@ -33,4 +34,23 @@ SAGA = Setup(
     workflow_fn=saga.saga_workflow,
 )
 
-BINDINGS: tuple[Setup, ...] = (SAGA,)
+
+
+def _monitor_spec(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The new spec for a running monitor; an invalid one is left to the schema (it cannot get here)."""
+    try:
+        spec = HealthMonitorSpec.model_validate(body.get("spec") or {})
+    except ValueError:
+        return None
+    return {"spec": spec.to_wire(), "generation": int(body["metadata"].get("generation") or 1)}
+
+
+MONITOR = Setup(
+    binding=Binding(
+        kind=HEALTH_MONITOR, workflow=monitor.NAME, initial_status={"phase": "Unknown"},
+        signals=(Signal("spec", monitor.SPEC_CHANGED, _monitor_spec, catch_up=True),),
+    ),
+    workflow_fn=monitor.monitor_workflow,
+)
+
+BINDINGS: tuple[Setup, ...] = (SAGA, MONITOR)

@@ -58,7 +58,8 @@ def conditions(state: str, *, reason: str, message: str, generation: int | None,
         "stalled": {READY: "False", RECONCILING: "False", STALLED: "True"},
     }[state]
     before = {c.get("type"): c for c in previous or []}
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    aware = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    stamp = aware.strftime("%Y-%m-%dT%H:%M:%SZ")
     out = []
     for type_, status in wanted.items():
         old = before.get(type_)

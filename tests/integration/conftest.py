@@ -63,7 +63,9 @@ def kube(control_plane: cluster.State) -> client.ApiClient:
 @pytest.fixture
 def namespace(kube: client.ApiClient) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
+    core = client.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": name}})
     yield name
+    core.delete_namespace(name)  # its resources go too, so finished tests leave no running workflows
 
 

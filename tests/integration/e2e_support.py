@@ -50,6 +50,9 @@ class TaskService:
     def fault(self, route: str, fail: int = -1, status: int = 500, delay: float = 0.0) -> None:
         self._call("POST", "/_faults", {"route": route, "fail": fail, "status": status, "delay": delay})
 
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_faults")
+
     def reset(self) -> None:
         self._call("POST", "/_reset", {})
 
@@ -129,6 +132,21 @@ class Resources:
             obj = self.get(name)
             raise AssertionError(
                 f"{name} never reached {phases}; status: {json.dumps((obj or {}).get('status'))}") from None
+        return result
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name, {"spec": spec})
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict((self.get(name) or {}).get("status") or {})
+
+    def wait_status(self, name: str, check: Callable[[dict[str, Any]], bool], what: str,
+                    timeout: float = 30) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = eventually(lambda: (lambda s: s if check(s) else None)(self.status(name)),
+                                                timeout=timeout, what=what)
+        except AssertionError:
+            raise AssertionError(f"{name}: {what} not reached; status: {json.dumps(self.status(name))}") from None
         return result
 
     def wait_gone(self, name: str, timeout: float = 60) -> None:

@@ -22,8 +22,13 @@ from steadfast.workflows.activities import EXECUTE, REPORT
 Step = Generator[Any, Any, Any]
 
 
+def utc(moment: datetime) -> datetime:
+    """The SDK's clock is naive UTC; make it explicit so it compares and formats correctly."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Reporter:
