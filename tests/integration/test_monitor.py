@@ -38,7 +38,10 @@ def engine_cli(engine: EngineProcess, *args: str) -> Any:
 
 
 def history_size(engine: EngineProcess, instance: str) -> int:
-    return len(engine_cli(engine, "history", instance))
+    """Stored events of the instance's current run (`history --json` prints one event per line)."""
+    out = subprocess.run([sys.executable, "-m", "steadfast.dev.engine", "history", instance, "--db", str(engine.db),
+                          "--json"], capture_output=True, text=True, check=True)
+    return len([line for line in out.stdout.splitlines() if line.strip()])
 
 
 def rss_kib(pid: int) -> int:

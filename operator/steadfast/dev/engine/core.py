@@ -65,7 +65,7 @@ def _invalid(message: str) -> EngineError:
 
 
 def _not_found(iid: str) -> EngineError:
-    return EngineError(grpc.StatusCode.NOT_FOUND, f"no such instance exists: '{iid}'")
+    return EngineError(grpc.StatusCode.UNKNOWN, f"no such instance exists: '{iid}'")
 
 
 def _check_json(what: str, value: Any) -> str | None:
@@ -257,7 +257,7 @@ class Engine:
             if iid in self._instances:
                 existing = self._instances[iid]
                 raise EngineError(
-                    grpc.StatusCode.ALREADY_EXISTS,
+                    grpc.StatusCode.UNKNOWN,  # durabletask-go returns a plain error, which gRPC reports as UNKNOWN
                     f"failed to create orchestration instance: an instance with ID '{iid}' already exists "
                     f"(status {status_name(existing.status)}); purge it before reusing the ID",
                 )
@@ -400,7 +400,7 @@ class Engine:
                 victim = self._instances[vid]
                 if not victim.terminal:
                     raise EngineError(
-                        grpc.StatusCode.FAILED_PRECONDITION,
+                        grpc.StatusCode.UNKNOWN,
                         f"cannot purge instance '{vid}': orchestration is not completed "
                         f"(status {status_name(victim.status)}); terminate it first",
                     )
@@ -624,7 +624,7 @@ class Engine:
         if lease is None or lease.kind != kind or lease.instance_id != iid or lease.task_id != task_id:
             what = f"{iid}/{task_id}" if kind == "activity" else iid
             raise EngineError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.UNKNOWN,
                 f"unknown instance ID/task ID combo: {what}: this work item is not (or no longer) leased "
                 "to the caller, it was completed or given to another worker; the result is refused",
             )
