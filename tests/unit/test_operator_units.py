@@ -1,0 +1,110 @@
+"""Pure pieces of the operator: egress policy, idempotency keys, backoff, conditions, the status writer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from steadfast.actions import idempotency_key
+from steadfast.api.kinds import TASK_SAGA
+from steadfast.api.saga import RetryPolicy
+from steadfast.binding import instance_id
+from steadfast.egress import EgressDenied, EgressPolicy
+from steadfast.kube import ObjectRef
+from steadfast.status import StatusWriter, conditions
+from steadfast.workflows.common import backoff
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "metadata.google.internal", "[fe80::1]", "0.0.0.0"])
+def test_metadata_and_link_local_are_always_refused(host: str) -> None:
+    policy = EgressPolicy.parse(allow=["0.0.0.0/0", "::/0"])
+    with pytest.raises(EgressDenied):
+        policy.check(host.strip("[]"), 80)
+
+
+def test_loopback_needs_an_explicit_allow() -> None:
+    with pytest.raises(EgressDenied, match="loopback"):
+        EgressPolicy.parse().check("127.0.0.1", 80)
+    assert EgressPolicy.parse(allow=["127.0.0.0/8"]).check("127.0.0.1", 80) == ["127.0.0.1"]
+
+
+def test_allow_list_restricts_destinations() -> None:
+    policy = EgressPolicy.parse(allow=["10.1.0.0/16"])
+    assert policy.check("10.1.2.3", 443) == ["10.1.2.3"]
+    with pytest.raises(EgressDenied, match="allow-list"):
+        policy.check("10.2.0.1", 443)
+
+
+def test_deny_list_wins() -> None:
+    with pytest.raises(EgressDenied, match="denied"):
+        EgressPolicy.parse(deny=["192.0.2.0/24"]).check("192.0.2.7", 80)
+
+
+def test_idempotency_key_is_stable_and_distinct() -> None:
+    key = idempotency_key("uid-1", "step-a", "action")
+    assert key == idempotency_key("uid-1", "step-a", "action")
+    assert key != idempotency_key("uid-1", "step-a", "compensation")
+    assert key != idempotency_key("uid-2", "step-a", "action")
+
+
+def test_instance_id_is_deterministic_and_safe() -> None:
+    one = instance_id(TASK_SAGA, "team-a", "onboard.42", "0f6a-uid")
+    assert one == instance_id(TASK_SAGA, "team-a", "onboard.42", "0f6a-uid")
+    assert one != instance_id(TASK_SAGA, "team-a", "onboard.42", "other-uid")
+    assert all(c.isalnum() or c in "-_" for c in one)
+
+
+def test_backoff_matches_the_retry_policy() -> None:
+    policy = RetryPolicy(max_attempts=5, initial_interval="1s", backoff_coefficient=2, max_interval="5s")
+    assert [backoff(policy, n).total_seconds() for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
+
+
+def test_conditions_keep_transition_time_while_unchanged() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first = conditions("progressing", reason="Running", message="", generation=1, now=t0)
+    later = conditions("progressing", reason="Running", message="step 2", generation=1,
+                       now=t0 + timedelta(minutes=1), previous=first)
+    done = conditions("ready", reason="Succeeded", message="", generation=1, now=t0 + timedelta(minutes=2),
+                      previous=later)
+    by_type = {c["type"]: c for c in done}
+    assert {c["type"]: c["status"] for c in done} == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert later[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-01-01T00:02:00Z"
+    assert by_type["Stalled"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"  # was False, still False
+
+
+class _SlowObjects:
+    """Records status patches; the first one blocks until released, so later submits pile up."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.release = threading.Event()
+
+    def patch_namespaced_custom_object_status(self, *args: Any) -> None:
+        if not self.patches:
+            self.patches.append(args[-1])
+            self.release.wait(5)
+            return
+        self.patches.append(args[-1])
+
+
+def test_status_writer_coalesces_a_burst_and_drops_stale_snapshots() -> None:
+    fake = _SlowObjects()
+    writer = StatusWriter(api=None, workers=1)  # type: ignore[arg-type]
+    writer._objects = fake  # type: ignore[assignment]
+    ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
+    first = writer.submit(ref, {"phase": "A"}, seq=1)
+    time.sleep(0.1)  # the first write is now in flight
+    burst = [writer.submit(ref, {"phase": p}, seq=s) for s, p in ((2, "B"), (4, "D"), (3, "C"))]
+    fake.release.set()
+    for future in (first, *burst):
+        future.result(timeout=5)
+    assert [p["status"]["phase"] for p in fake.patches] == ["A", "D"]  # B and C were superseded
+    stale = writer.submit(ref, {"phase": "old"}, seq=2)
+    stale.result(timeout=5)
+    assert len(fake.patches) == 2
+    writer.stop()
