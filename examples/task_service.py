@@ -1,7 +1,8 @@
 """A sample task service for Steadfast's demo and tests: the seed's domain over HTTP.
 
 Routes: POST /records, DELETE /records/{id}; POST /capacity/reserve, POST /capacity/release;
-POST /notices, DELETE /notices/{id}; POST /dashboard; GET /healthz and /healthz/{name}; POST /alerts, /approvals, /deploy.
+POST /notices, DELETE /notices/{id}; POST /dashboard; GET /healthz and /healthz/{name};
+POST /alerts, /approvals, /deploy.
 
 It deduplicates by `Idempotency-Key` (a repeated key gets the first answer and changes nothing), counts
 raw deliveries and applied effects, and injects faults:

@@ -101,9 +101,9 @@ class Bindings:
     def _register_signal(self, binding: Binding, sig: Signal, registry: kopf.OperatorRegistry) -> None:
         kind = binding.kind
 
-        async def changed(body: kopf.Body, old: Any, **_: Any) -> None:
-            if old is None:
-                return  # creation: the workflow starts with the current spec
+        async def changed(body: kopf.Body, reason: str, **_: Any) -> None:
+            if reason == kopf.Reason.CREATE:
+                return  # the workflow starts with the current spec
             data = sig.payload(dict(body))
             if data is not None:
                 await self.signal(binding, body, sig.event, data)

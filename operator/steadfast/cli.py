@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from steadfast import runner
+from steadfast import approve, runner
 from steadfast.dev import cli as dev_cli
 
 
@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     runner.add_parser(sub)
+    approve.add_parsers(sub)
     dev_cli.add_parser(sub)
     return top
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import kopf
 
-from steadfast.api.kinds import HEALTH_MONITOR, TASK_SAGA
+from steadfast.api.approval import ApprovalPhase
+from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import OnDelete, SagaPhase
 from steadfast.binding import Binding, Bindings, Signal
-from steadfast.workflows import monitor, saga
+from steadfast.workflows import approval, monitor, saga
 
 
 @dataclass(frozen=True)
@@ -53,4 +54,17 @@ MONITOR = Setup(
     workflow_fn=monitor.monitor_workflow,
 )
 
-BINDINGS: tuple[Setup, ...] = (SAGA, MONITOR)
+# ApprovalRequest: decisions arrive as spec.decision changes (the approver recorded by admission); its
+# extra handlers create a gated TaskSaga's request and carry the outcome back to the saga.
+_APPROVAL_BINDING = Binding(
+    kind=APPROVAL_REQUEST, workflow=approval.NAME, extra_input=approval.extra_input,
+    terminal_phases=frozenset(p.value for p in ApprovalPhase if p.terminal),
+)
+APPROVAL = Setup(
+    binding=_APPROVAL_BINDING,
+    workflow_fn=approval.approval_workflow,
+    register_extra=lambda bindings, registry: approval.register_handlers(bindings, registry, _APPROVAL_BINDING,
+                                                                         SAGA.binding),
+)
+
+BINDINGS: tuple[Setup, ...] = (SAGA, MONITOR, APPROVAL)

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 
-from steadfast import kinds
+from steadfast import kinds, metrics, webhooks
 from steadfast.actions import ActionRunner
 from steadfast.binding import FINALIZER, Bindings
 from steadfast.egress import EgressPolicy
@@ -35,8 +35,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help="refuse these networks in addition to link-local and metadata addresses")
     run.add_argument("--liveness", default=os.environ.get("STEADFAST_LIVENESS"),
                      help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics", default=os.environ.get("STEADFAST_METRICS"), metavar="HOST:PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:9090")
     run.add_argument("--peering", default=None,
                      help="kopf peering name for several replicas with one active (default: standalone)")
+    webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
 
@@ -72,6 +75,8 @@ def main(args: argparse.Namespace) -> int:
     for noisy in ("kubernetes", "urllib3", "WorkflowRuntime", "DaprWorkflowClient", "durabletask-worker",
                   "durabletask-client", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.metrics:
+        metrics.serve(args.metrics)
     api = api_client()
     writer = StatusWriter(api)
     runtime = WorkflowRuntime()
@@ -90,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
 
     settings = kopf.OperatorSettings()
     configure_settings(settings)
+    webhooks.configure(args, settings, registry, api)
     try:
         asyncio.run(kopf.operator(
             registry=registry, settings=settings, standalone=args.peering is None, peering_name=args.peering,

@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from steadfast import metrics
 from steadfast.kube import ObjectRef
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class StatusWriter:
         """Queue a status snapshot; the future resolves once it (or a newer one) is written."""
         future: Future[None] = Future()
         key = self._key(ref)
+        metrics.STATUS_SUBMITS.inc()
         with self._lock:
             self.submitted += 1
             if seq < self._written_seq.get(key, -1):
@@ -135,6 +137,7 @@ class StatusWriter:
         """Drop bookkeeping for a deleted resource."""
         with self._lock:
             self._written_seq.pop(self._key(ref), None)
+        metrics.phase(ref.kind, self._key(ref), None)
 
     def stop(self) -> None:
         with self._lock:
@@ -179,8 +182,10 @@ class StatusWriter:
                 self._objects.patch_namespaced_custom_object_status(
                     ref.group, ref.version, ref.namespace, ref.plural, ref.name, {"status": item.status})
                 self.writes += 1
+                metrics.STATUS_WRITES.inc()
                 break
             except ApiException as exc:
+                metrics.API_ERRORS.labels("patch_status", str(exc.status)).inc()
                 if exc.status == 404:
                     return  # the resource is gone; nothing left to report on
                 if exc.status in (400, 422) or attempt == 5:
@@ -192,6 +197,8 @@ class StatusWriter:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+        if "phase" in item.status:
+            metrics.phase(ref.kind, self._key(ref), item.status.get("phase"))
         for event in item.events:
             self._event(ref, event)
 
@@ -209,7 +216,9 @@ class StatusWriter:
         try:
             self._core.create_namespaced_event(ref.namespace, body)
             self.events += 1
+            metrics.transition(ref.kind, event.reason)
         except ApiException as exc:
             if exc.status != 409:  # 409: a redelivered transition; the Event already exists
+                metrics.API_ERRORS.labels("create_event", str(exc.status)).inc()
                 log.warning("event %s for %s/%s not recorded: HTTP %s", event.reason, ref.namespace, ref.name,
                             exc.status)

@@ -70,11 +70,13 @@ class Operator:
                     "PYTHONUNBUFFERED": "1"}
         self.log = log
         self.pid: int | None = None
+        self.metrics_url = f"http://127.0.0.1:{processes.free_port()}/metrics"
 
     def start(self) -> None:
         before = self.log.read_text() if self.log.exists() else ""
+        metrics_address = self.metrics_url.removeprefix("http://").removesuffix("/metrics")
         proc = processes.launch([sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow",
-                                 "127.0.0.0/8"], self.log, detach=False, env=self.env)
+                                 "127.0.0.0/8", "--metrics", metrics_address], self.log, detach=False, env=self.env)
         self.pid = proc.pid
         self._proc = proc
 
@@ -82,6 +84,17 @@ class Operator:
             return "workflow worker connected" in self.log.read_text()[len(before):]
 
         processes.wait_until(ready, what="operator", timeout=60, pid=proc.pid, log=self.log)
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's Prometheus samples, `name{labels}` -> value."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
 
     def kill(self) -> None:
         if self.pid is not None:

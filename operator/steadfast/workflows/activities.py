@@ -7,8 +7,10 @@ an Idempotency-Key, status snapshots carry a sequence number and Events a determ
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+from steadfast import metrics
 from steadfast.actions import ActionRunner, Outcome
 from steadfast.api.action import Action
 from steadfast.kube import ObjectRef
@@ -40,8 +42,14 @@ class Activities:
             action = Action.model_validate(inp["action"])
         except ValueError as exc:
             return Outcome(False, message=f"invalid action: {exc}").to_dict()
+        started = time.perf_counter()
         outcome = self.runner.run(action, namespace=ref.namespace, key=str(inp["key"]),
                                   timeout=inp.get("timeout"))
+        category = str(inp.get("category") or "action")
+        metrics.ACTION_SECONDS.labels(ref.kind, category, "ok" if outcome.ok else "failed").observe(
+            time.perf_counter() - started)
+        if category == "alert" and outcome.ok:
+            metrics.ALERTS.inc()
         log.debug("%s/%s %s: %s", ref.namespace, ref.name, inp.get("what"), outcome.message)
         return outcome.to_dict()
 

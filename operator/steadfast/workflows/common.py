@@ -96,6 +96,7 @@ def run_action(
         payload: dict[str, Any] = {
             "ref": reporter.ref, "action": action.to_wire(), "key": key, "timeout": remaining,
             "what": "/".join(key_parts), "status": None,
+            "category": key_parts[-1] if key_parts[-1] in ("action", "compensation") else key_parts[0],
         }
         if status is not None:
             payload.update(reporter.envelope(status))

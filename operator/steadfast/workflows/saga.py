@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from dapr.ext.workflow import DaprWorkflowContext
+from dapr.ext.workflow import DaprWorkflowContext, when_any
 
 from steadfast.api.saga import RetryPolicy, SagaPhase, Step, TaskSagaSpec
 from steadfast.status import conditions
+from steadfast.workflows import approval
 from steadfast.workflows.common import Reporter, run_action, stamp
 
 NAME = "steadfast.tasksaga"
@@ -44,6 +45,7 @@ class _Saga:
         self.result: dict[str, Any] | None = None
         self.started_at = stamp(self.reporter.now)
         self.finished_at: str | None = None
+        self.approval_request: str | None = None
         self.conditions: list[dict[str, Any]] = []
 
     def status(self, message: str = "") -> dict[str, Any]:
@@ -55,7 +57,8 @@ class _Saga:
         out: dict[str, Any] = {
             "phase": self.phase.value, "currentStep": self.current, "steps": self.steps,
             "compensations": self.compensations, "result": self.result, "startedAt": self.started_at,
-            "finishedAt": self.finished_at, "observedGeneration": self.reporter.generation,
+            "finishedAt": self.finished_at, "approvalRequest": self.approval_request,
+            "observedGeneration": self.reporter.generation,
             "workflowInstanceId": self.reporter.ctx.instance_id, "conditions": self.conditions,
         }
         return out
@@ -93,15 +96,41 @@ class _Saga:
         return outcome.ok
 
 
+def _await_approval(saga: _Saga, cancel: Any) -> Generator[Any, Any, tuple[str | None, bool]]:
+    """The approval gate, before the first step: (error, rejected); (None, False) means approved."""
+    ctx = saga.reporter.ctx
+    decided = ctx.wait_for_external_event(approval.GATE_EVENT)
+    if (yield when_any([decided, cancel])) is cancel:
+        return "the TaskSaga was deleted while awaiting approval", False
+    data: dict[str, Any] = decided.get_result() or {}
+    name = saga.approval_request
+    if data.get("approved"):
+        saga.phase = SagaPhase.RUNNING
+        saga.reporter.event("Approved", f"ApprovalRequest {name} approved by {data.get('approver')}")
+        yield saga.reporter.report(saga.status())
+        return None, False
+    return f"ApprovalRequest {name} {data.get('phase', 'Rejected')}: {data.get('reason', '')}", True
+
+
 def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
     saga = _Saga(ctx, inp)
     cancel = ctx.wait_for_external_event(CANCEL_EVENT)
     saga.reporter.event("Started", f"saga started with {len(saga.steps)} step(s)")
+    gated = saga.spec.needs_approval()
+    if gated:
+        saga.phase = SagaPhase.AWAITING_APPROVAL
+        saga.approval_request = approval.gate_request_name(saga.reporter.ref["name"])
+        saga.reporter.event("AwaitingApproval", f"waiting for ApprovalRequest {saga.approval_request}")
     yield saga.reporter.report(saga.status())
 
     done: list[Step] = []
     error: str | None = None
+    rejected = False
+    if gated:
+        error, rejected = yield from _await_approval(saga, cancel)
     for step, record in zip(saga.spec.steps, saga.steps, strict=True):
+        if error is not None:
+            break
         if cancel.is_complete:
             error = "the TaskSaga was deleted while running"
             break
@@ -120,7 +149,7 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
             if record["phase"] == "Pending":
                 record["phase"] = "Skipped"
         to_undo = [s for s in reversed(done) if s.compensation is not None]
-        saga.phase = SagaPhase.COMPENSATING if to_undo else SagaPhase.FAILED
+        saga.phase = SagaPhase.COMPENSATING if to_undo else SagaPhase.REJECTED if rejected else SagaPhase.FAILED
         if to_undo:
             saga.reporter.event("Compensating", f"{error}; compensating {len(to_undo)} step(s)", warning=True)
         failed = 0

@@ -1,0 +1,85 @@
+"""The approval workflow's pure rules and the gate's manifests (no engine, no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steadfast.api.approval import ApprovalPhase, ApprovalRequestSpec
+from steadfast.webhooks import DECIDED_BY, REQUESTED_BY
+from steadfast.workflows.approval import (
+    decision_payload,
+    extra_input,
+    gate_outcome,
+    gate_request,
+    gate_request_name,
+    screen,
+    tally,
+)
+
+
+def record(user: str, approved: bool = True) -> dict[str, Any]:
+    return {"user": user, "approved": approved, "reason": None}
+
+
+def test_tally_quorum_and_any_rejection() -> None:
+    assert tally([], 1) is None
+    assert tally([record("alice")], 2) is None
+    assert tally([record("alice"), record("bob")], 2) == ApprovalPhase.APPROVED
+    assert tally([record("alice"), record("bob", approved=False)], 1) == ApprovalPhase.REJECTED
+
+
+def test_screen_ignores_unauthenticated_self_and_repeated_decisions() -> None:
+    assert screen({"approved": True}, [], "bob") is not None
+    assert "may not approve" in (screen({"user": "bob", "approved": True}, [], "bob") or "")
+    assert screen({"user": "bob", "approved": False}, [], "bob") is None  # withdrawing is allowed
+    assert "already decided" in (screen({"user": "alice", "approved": True}, [record("alice")], "bob") or "")
+    assert screen({"user": "alice", "approved": True}, [], "bob") is None
+
+
+def test_decision_payload_needs_the_admission_stamp() -> None:
+    body: dict[str, Any] = {"metadata": {"generation": 3, "annotations": {DECIDED_BY: "alice"}},
+                            "spec": {"decision": {"approved": True, "reason": "ok"}}}
+    assert decision_payload(body) == {"user": "alice", "approved": True, "reason": "ok", "generation": 3}
+    body["metadata"]["annotations"] = {}
+    assert decision_payload(body) is None  # no authenticated decider: never a decision
+    assert decision_payload({"metadata": {}, "spec": {}}) is None
+
+
+def test_extra_input_carries_requester_and_creation_time() -> None:
+    body = {"metadata": {"annotations": {REQUESTED_BY: "bob"}, "creationTimestamp": "2030-01-01T00:00:00Z"}}
+    assert extra_input(body) == {"requestedBy": "bob", "createdAt": "2030-01-01T00:00:00Z"}
+
+
+def saga(priority: str, requester: str | None = "dave") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "s1", "namespace": "ns", "uid": "u-1",
+                     "annotations": {REQUESTED_BY: requester} if requester else {}},
+        "spec": {"task": {"id": "t", "priority": priority},
+                 "steps": [{"name": "a", "action": {"http": {"url": "http://x.svc/a"}}}],
+                 "approval": {"priorities": ["high"], "approvers": {"users": ["alice"]}, "timeout": "1h"}},
+    }
+
+
+def test_gate_request_is_owned_and_carries_the_saga_creator() -> None:
+    manifest = gate_request(saga("high"))
+    assert manifest is not None
+    meta = manifest["metadata"]
+    assert meta["name"] == "s1-approval" == gate_request_name("s1")
+    assert meta["annotations"] == {REQUESTED_BY: "dave"}
+    assert meta["ownerReferences"][0]["uid"] == "u-1" and meta["ownerReferences"][0]["controller"] is True
+    spec = ApprovalRequestSpec.model_validate(manifest["spec"])
+    assert spec.subject.requester == "dave" and spec.timeout == "1h" and spec.approvers.users == ["alice"]
+    assert gate_request(saga("low")) is None
+
+
+def test_gate_request_name_fits_the_limit() -> None:
+    name = gate_request_name("x" * 253)
+    assert len(name) <= 253 and name.endswith("-approval") and name != gate_request_name("x" * 252 + "y")
+
+
+def test_gate_outcome_only_once_decided() -> None:
+    assert gate_outcome({"status": {"phase": "Pending"}}) is None
+    assert gate_outcome({"status": {}}) is None
+    assert gate_outcome({"status": {"phase": "Approved", "approver": "alice"}})["approved"] is True  # type: ignore[index]
+    rejected = gate_outcome({"status": {"phase": "TimedOut", "reason": "no decision"}})
+    assert rejected == {"approved": False, "phase": "TimedOut", "approver": None, "reason": "no decision"}
