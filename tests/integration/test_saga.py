@@ -123,7 +123,8 @@ def test_metadata_address_is_refused_by_the_egress_policy(operator: Operator, ta
     status = sagas.wait_phase("metadata", "Failed", "Compensated", "Succeeded")["status"]
     assert status["phase"] == "Failed"
     assert "metadata" in status["steps"][0]["message"]
-    assert task_service.stats()["deliveries"] == []
+    # Nothing reached the task service for this saga (monitors of other tests may still be checking it).
+    assert [d for d in task_service.stats()["deliveries"] if not d["path"].startswith("/healthz")] == []
 
 
 def test_secret_headers_need_an_opt_in_and_never_show(operator: Operator, task_service: TaskService,
