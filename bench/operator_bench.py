@@ -1,0 +1,847 @@
+"""Benchmarks of the operator on the local control plane and engine, each beside a baseline from the same run.
+
+    python bench/operator_bench.py [--sagas 500] [--latency 200] [--approvals 200] [--scale 1000,5000]
+                                   [--monitors 100 --monitor-seconds 60] [--write docs/BENCHMARKS.md]
+
+What it measures (a table on stdout; with --write, a Markdown report and PNG plots under docs/):
+- saga throughput: N four-step TaskSagas applied at once until all Succeeded, versus the same workflow
+  scheduled directly with DaprWorkflowClient on the same engine (a bare worker: same activities, no
+  Kubernetes); the ratio is the price of the operator;
+- latency, one resource at a time: kubectl-style create -> status Running and -> Succeeded, and an
+  approval patch -> Approved/Completed (p50, p99);
+- status writes per transition and per saga (operator metrics);
+- scale: operator RSS, API requests/s and status writes/s while idle with 1,000 / 5,000 / ... live resources;
+- monitors: M monitors at 1 s for a while: operator RSS over time and stored history per instance, and
+  history per iteration of a loop with and without continue_as_new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+
+GROUP, VERSION = "steadfast.dev", "v1alpha1"
+USERS = ["alice:approvers", "bob"]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scrape(url: str, token: str | None = None, cafile: str | None = None) -> dict[str, float]:
+    import ssl
+
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = ssl.create_default_context(cafile=cafile) if url.startswith("https") else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def total(samples: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+
+def saga_spec(task_url: str, task: str) -> dict[str, Any]:
+    def http(method: str, path: str, body: Any = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"http": {"method": method, "url": f"{task_url}{path}"}}
+        if body is not None:
+            out["http"]["body"] = body
+        return out
+
+    return {
+        "task": {"id": task},
+        "steps": [
+            {
+                "name": "create-task-record",
+                "action": http("POST", "/records", {"id": task}),
+                "compensation": http("DELETE", f"/records/{task}"),
+            },
+            {
+                "name": "reserve-capacity",
+                "action": http("POST", "/capacity/reserve", {"task": task}),
+                "compensation": http("POST", "/capacity/release", {"task": task}),
+            },
+            {
+                "name": "notify-assignee",
+                "action": http("POST", "/notices", {"task": task}),
+                "compensation": http("DELETE", f"/notices/{task}"),
+            },
+            {"name": "update-dashboard", "action": http("POST", "/dashboard", {"task": task})},
+        ],
+    }
+
+
+# ------------------------------------------------------------------------------------- the bare worker
+def baseline_worker(address: str) -> int:
+    """The saga workflow and its activities with no Kubernetes behind them: the raw engine's pace."""
+    os.environ["DAPR_GRPC_ENDPOINT"] = address
+    from concurrent.futures import Future
+
+    from dapr.ext.workflow import DaprWorkflowContext, WorkflowRuntime
+
+    from steadfast.actions import ActionRunner
+    from steadfast.egress import EgressPolicy
+    from steadfast.workflows import saga
+    from steadfast.workflows.activities import Activities
+
+    class NullWriter:
+        def submit(self, *_: Any, **__: Any) -> Future[None]:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+
+    runtime = WorkflowRuntime()
+    Activities(ActionRunner(None, EgressPolicy.parse(allow=["127.0.0.0/8"])), NullWriter()).register(  # type: ignore[arg-type]
+        runtime
+    )
+    runtime.register_workflow(saga.saga_workflow, name=saga.NAME)
+
+    def tick(_: Any, n: int) -> int:
+        return n + 1
+
+    def looping(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Any:
+        """A monitor written as `while True`: history grows with every iteration."""
+        n = 0
+        while n < inp["iterations"]:
+            n = yield ctx.call_activity("bench.tick", input=n)
+            yield ctx.create_timer(ctx.current_utc_datetime + _delta(inp["sleep"]))
+        return n
+
+    def continuing(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Any:
+        """The same loop with continue_as_new: one iteration per run."""
+        n = yield ctx.call_activity("bench.tick", input=inp["n"])
+        yield ctx.create_timer(ctx.current_utc_datetime + _delta(inp["sleep"]))
+        if n < inp["iterations"]:
+            ctx.continue_as_new({**inp, "n": n})
+            return None
+        return n
+
+    runtime.register_activity(tick, name="bench.tick")
+    runtime.register_workflow(looping, name="bench.looping")
+    runtime.register_workflow(continuing, name="bench.continuing")
+    runtime.start()  # type: ignore[no-untyped-call]
+    print("ready", flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    runtime.shutdown()  # type: ignore[no-untyped-call]
+    return 0
+
+
+def _delta(seconds: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------- the bench bed
+class Bed:
+    """Control plane + engine + task service + operator, all local, all stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        from steadfast.dev.controlplane import cluster, identities, processes
+        from steadfast.dev.engine.process import start_engine
+
+        self.processes = processes
+        self.workdir = workdir
+        self.plane = cluster.ControlPlane(
+            workdir / "cp", users=[identities.Identity.parse(u) for u in USERS], engine=False, detach=False
+        )
+        self.state = self.plane.up()
+        self.engine = start_engine(workdir / "engine.db", log_file=workdir / "engine.log")
+        port = processes.free_port()
+        self.task_url = f"http://127.0.0.1:{port}"
+        self.task = processes.launch(
+            [sys.executable, str(REPO / "examples" / "task_service.py"), "--port", str(port)],
+            workdir / "task.log",
+            detach=False,
+        )
+        processes.wait_until(
+            lambda: processes.tcp_open("127.0.0.1", port),
+            what="task service",
+            timeout=30,
+            pid=self.task.pid,
+            log=workdir / "task.log",
+        )
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": self.state.kubeconfig,
+            "DAPR_GRPC_ENDPOINT": self.engine.address,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.metrics_url = f"http://127.0.0.1:{processes.free_port()}/metrics"
+        self.operator: Any = None
+        from kubernetes import client, config
+
+        self.api = config.new_client_from_config(config_file=self.state.kubeconfig, context="admin")
+        self.objects = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        admin = next(u for u in self._kubeconfig()["users"] if u["name"] == "admin")
+        self.admin_token = admin["user"]["token"]
+        self.ca = str(Path(self.state.directory) / "pki" / "ca.crt")
+
+    def _kubeconfig(self) -> dict[str, Any]:
+        import yaml
+
+        loaded: dict[str, Any] = yaml.safe_load(Path(self.state.kubeconfig).read_text())
+        return loaded
+
+    def start_operator(self) -> None:
+        address = self.metrics_url.removeprefix("http://").removesuffix("/metrics")
+        log = self.workdir / "operator.log"
+        self.operator = self.processes.launch(
+            [sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow", "127.0.0.0/8", "--metrics", address],
+            log,
+            detach=False,
+            env=self.env,
+        )
+        self.processes.wait_until(
+            lambda: "workflow worker connected" in log.read_text(),
+            what="operator",
+            timeout=60,
+            pid=self.operator.pid,
+            log=log,
+        )
+        time.sleep(1.0)  # let kopf's watches start
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.processes.stop(self.operator.pid)
+            self.operator = None
+
+    def namespace(self) -> str:
+        name = f"b-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": name}})
+        return name
+
+    def apiserver_requests(self) -> float:
+        samples = scrape(f"{self.state.apiserver}/metrics", self.admin_token, self.ca)
+        return total(samples, "apiserver_request_total{")
+
+    def close(self) -> None:
+        self.stop_operator()
+        self.processes.stop(self.task.pid)
+        self.engine.stop()
+        self.plane.down()
+
+
+class PhaseWatch:
+    """Records, per object, when each phase was first seen (a watch, as `kubectl get -w` sees it)."""
+
+    def __init__(self, bed: Bed, namespace: str, plural: str) -> None:
+        from kubernetes import watch
+
+        self.seen: dict[str, dict[str, float]] = {}
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, args=(bed, namespace, plural), daemon=True)
+        self._thread.start()
+        time.sleep(0.3)
+
+    def _run(self, bed: Bed, namespace: str, plural: str) -> None:
+        for event in self._watch.stream(
+            bed.objects.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, timeout_seconds=3600
+        ):
+            obj = event["object"]
+            phase = (obj.get("status") or {}).get("phase")
+            if phase:
+                self.seen.setdefault(obj["metadata"]["name"], {}).setdefault(phase, time.time())
+
+    def wait(self, names: list[str], phases: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(phases & set(self.seen.get(n, {})) for n in names):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
+    from dapr.ext.workflow import DaprWorkflowClient
+
+    # Baseline: the same workflow through the SDK on the same engine, no Kubernetes.
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--baseline-worker", bed.engine.address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=bed.env,
+    )
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    client = DaprWorkflowClient(host="127.0.0.1", port=bed.engine.address.rsplit(":", 1)[1])
+    ids = [f"baseline-{uuid.uuid4().hex[:10]}" for _ in range(n)]
+
+    def schedule(iid: str) -> None:
+        ref = {
+            "group": GROUP,
+            "version": VERSION,
+            "kind": "TaskSaga",
+            "plural": "tasksagas",
+            "namespace": "bench",
+            "name": iid,
+            "uid": iid,
+        }
+        client.schedule_new_workflow(
+            "steadfast.tasksaga",
+            input={"ref": ref, "generation": 1, "spec": saga_spec(bed.task_url, iid)},
+            instance_id=iid,
+        )
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(schedule, ids))
+    with ThreadPoolExecutor(threads) as pool:
+        states = list(pool.map(lambda i: client.wait_for_workflow_completion(i, timeout_in_seconds=600), ids))
+    base_elapsed = time.monotonic() - started
+    ok = sum(1 for s in states if s is not None and s.runtime_status.name == "COMPLETED")
+    assert worker.stdin is not None
+    worker.stdin.close()
+    worker.wait(timeout=30)
+
+    # The operator: N TaskSagas applied at once.
+    bed.start_operator()
+    ns = bed.namespace()
+    watch = PhaseWatch(bed, ns, "tasksagas")
+    names = [f"s{i:05d}" for i in range(n)]
+    before = scrape(bed.metrics_url)
+
+    def create(name: str) -> None:
+        bed.objects.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "tasksagas",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "TaskSaga",
+                "metadata": {"name": name},
+                "spec": saga_spec(bed.task_url, name),
+            },
+        )
+
+    started_wall = time.time()
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(create, names))
+    done = watch.wait(names, {"Succeeded"}, timeout=max(600, n))
+    op_elapsed = time.monotonic() - started
+    after = scrape(bed.metrics_url)
+    watch.stop()
+    succeeded = sum(1 for nm in names if "Succeeded" in watch.seen.get(nm, {}))
+    writes = after.get("steadfast_status_writes_total", 0) - before.get("steadfast_status_writes_total", 0)
+    snaps = after.get("steadfast_status_snapshots_total", 0) - before.get("steadfast_status_snapshots_total", 0)
+    finish_times = sorted(
+        watch.seen[nm]["Succeeded"] - started_wall for nm in names if "Succeeded" in watch.seen.get(nm, {})
+    )
+    return {
+        "n": n,
+        "baseline_rate": ok / base_elapsed,
+        "baseline_ok": ok,
+        "operator_rate": succeeded / op_elapsed,
+        "operator_ok": succeeded,
+        "all_done": done,
+        "ratio": (succeeded / op_elapsed) / (ok / base_elapsed),
+        "status_writes": writes,
+        "status_snapshots": snaps,
+        # transitions per 4-step saga: started, 4 step starts, final = 6
+        "writes_per_transition": writes / (succeeded * 6) if succeeded else float("nan"),
+        "finish_times": finish_times,
+    }
+
+
+def saga_latency(bed: Bed, samples: int) -> dict[str, Any]:
+    ns = bed.namespace()
+    watch = PhaseWatch(bed, ns, "tasksagas")
+    created: dict[str, float] = {}
+    for i in range(samples):
+        name = f"l{i:05d}"
+        created[name] = time.time()
+        bed.objects.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "tasksagas",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "TaskSaga",
+                "metadata": {"name": name},
+                "spec": saga_spec(bed.task_url, f"{ns}-{name}"),
+            },
+        )
+        watch.wait([name], {"Succeeded", "Compensated", "Failed"}, timeout=30)
+    watch.stop()
+    running = [
+        (watch.seen[n].get("Running", watch.seen[n].get("Succeeded", 0)) - t) * 1000
+        for n, t in created.items()
+        if n in watch.seen
+    ]
+    succeeded = [
+        (watch.seen[n]["Succeeded"] - t) * 1000 for n, t in created.items() if "Succeeded" in watch.seen.get(n, {})
+    ]
+    return {"running": running, "succeeded": succeeded}
+
+
+def approval_latency(bed: Bed, samples: int) -> dict[str, Any]:
+    from kubernetes import client, config
+
+    ns = bed.namespace()
+    rbac = client.RbacAuthorizationV1Api(bed.api)
+    rbac.create_namespaced_role(
+        ns,
+        {
+            "metadata": {"name": "decide"},
+            "rules": [
+                {"apiGroups": [GROUP], "resources": ["approvalrequests"], "verbs": ["get", "list", "watch", "patch"]}
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "alice-decides"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "decide"},
+            "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
+    )
+    alice = client.CustomObjectsApi(config.new_client_from_config(config_file=bed.state.kubeconfig, context="alice"))
+    watch = PhaseWatch(bed, ns, "approvalrequests")
+    latencies: list[float] = []
+    for i in range(samples):
+        name = f"a{i:05d}"
+        bed.objects.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "approvalrequests",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ApprovalRequest",
+                "metadata": {"name": name},
+                "spec": {"subject": {"title": f"bench {i}"}, "approvers": {"users": ["alice"]}, "timeout": "1h"},
+            },
+        )
+        if not watch.wait([name], {"Pending"}, timeout=30):
+            continue
+        for _ in range(50):  # the webhook refuses a decision until the request is Pending on the server
+            try:
+                t0 = time.time()
+                alice.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    ns,
+                    "approvalrequests",
+                    name,
+                    {"spec": {"decision": {"approved": True, "reason": "bench"}}},
+                )
+                break
+            except Exception:
+                time.sleep(0.05)
+        if watch.wait([name], {"Approved", "Completed"}, timeout=30):
+            seen = watch.seen[name]
+            latencies.append((min(seen.get("Approved", 1e18), seen.get("Completed", 1e18)) - t0) * 1000)
+    watch.stop()
+    return {"approved": latencies}
+
+
+def scale(bed: Bed, sizes: list[int], idle_seconds: float, threads: int) -> list[dict[str, Any]]:
+    ns = bed.namespace()
+    rows = []
+    have = 0
+
+    def one_step(name: str) -> dict[str, Any]:
+        return {
+            "task": {"id": name},
+            "steps": [{"name": "one", "action": {"http": {"method": "POST", "url": f"{bed.task_url}/dashboard"}}}],
+        }
+
+    watch = PhaseWatch(bed, ns, "tasksagas")
+    for size in sizes:
+        names = [f"x{i:06d}" for i in range(have, size)]
+        with ThreadPoolExecutor(threads) as pool:
+            list(
+                pool.map(
+                    lambda nm: bed.objects.create_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        ns,
+                        "tasksagas",
+                        {
+                            "apiVersion": f"{GROUP}/{VERSION}",
+                            "kind": "TaskSaga",
+                            "metadata": {"name": nm},
+                            "spec": one_step(nm),
+                        },
+                    ),
+                    names,
+                )
+            )
+        watch.wait([f"x{i:06d}" for i in range(size)], {"Succeeded"}, timeout=max(600, size))
+        have = size
+        time.sleep(3)  # let the tail of writes settle
+        m0, a0 = scrape(bed.metrics_url), bed.apiserver_requests()
+        time.sleep(idle_seconds)
+        m1, a1 = scrape(bed.metrics_url), bed.apiserver_requests()
+        rows.append(
+            {
+                "resources": size,
+                "rss_mib": rss_mib(bed.operator.pid),
+                "api_rps": (a1 - a0 - 1) / idle_seconds,  # minus our own /metrics read
+                "status_writes_per_s": (
+                    m1.get("steadfast_status_writes_total", 0) - m0.get("steadfast_status_writes_total", 0)
+                )
+                / idle_seconds,
+            }
+        )
+    watch.stop()
+    return rows
+
+
+def monitors(bed: Bed, count: int, seconds: float) -> dict[str, Any]:
+    ns = bed.namespace()
+    for i in range(count):
+        bed.objects.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "healthmonitors",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "HealthMonitor",
+                "metadata": {"name": f"m{i:04d}"},
+                "spec": {
+                    "target": {"http": {"url": f"{bed.task_url}/healthz/m{i:04d}"}},
+                    "healthyInterval": "1s",
+                    "unhealthyInterval": "1s",
+                },
+            },
+        )
+    series: list[tuple[float, float, int, int]] = []
+    start = time.monotonic()
+    first: dict[str, Any] = {}
+    while time.monotonic() - start < seconds:
+        time.sleep(min(5.0, max(0.5, seconds / 20)))
+        obj = bed.objects.get_namespaced_custom_object(GROUP, VERSION, ns, "healthmonitors", "m0000")
+        status = obj.get("status") or {}
+        first = first or status
+        iid = status.get("workflowInstanceId")
+        history = _history_len(bed, iid) if iid else 0
+        series.append((time.monotonic() - start, rss_mib(bed.operator.pid), int(status.get("checkCount", 0)), history))
+    bed.core.delete_namespace(ns)
+    return {"series": series}
+
+
+def _history_len(bed: Bed, iid: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-m", "steadfast.dev.engine", "history", iid, "--db", str(bed.engine.db), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    return len([line for line in out.stdout.splitlines() if line.strip()])
+
+
+def history_growth(bed: Bed, iterations: int) -> dict[str, list[tuple[int, int]]]:
+    """History size per iteration for a `while True` loop and for continue_as_new, on the raw engine."""
+    from dapr.ext.workflow import DaprWorkflowClient
+
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--baseline-worker", bed.engine.address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=bed.env,
+    )
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    client = DaprWorkflowClient(host="127.0.0.1", port=bed.engine.address.rsplit(":", 1)[1])
+    out: dict[str, list[tuple[int, int]]] = {}
+    for name in ("bench.looping", "bench.continuing"):
+        iid = f"{name}-{uuid.uuid4().hex[:6]}"
+        client.schedule_new_workflow(name, input={"iterations": iterations, "sleep": 0.05, "n": 0}, instance_id=iid)
+        points: list[tuple[int, int]] = []
+        while True:
+            state = client.get_workflow_state(iid, fetch_payloads=False)
+            size = _history_len(bed, iid)
+            events = _history_events(bed, iid)
+            points.append((events, size))
+            if state is not None and state.runtime_status.name in ("COMPLETED", "FAILED"):
+                break
+            time.sleep(0.2)
+        out[name] = points
+    assert worker.stdin is not None
+    worker.stdin.close()
+    worker.wait(timeout=30)
+    return out
+
+
+def _history_events(bed: Bed, iid: str) -> int:
+    """Iterations done so far: completed activities in this run plus the counter carried into it."""
+    out = subprocess.run(
+        [sys.executable, "-m", "steadfast.dev.engine", "history", iid, "--db", str(bed.engine.db), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    carried = done = 0
+    for line in out.stdout.splitlines():
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        if "taskCompleted" in event:
+            done += 1
+        elif "executionStarted" in event:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                carried = int(json.loads(event["executionStarted"].get("input") or "{}").get("n", 0))
+    return carried + done
+
+
+# ------------------------------------------------------------------------------------------- reporting
+def report(results: dict[str, Any]) -> str:
+    lines = ["| measure | value | baseline / target | ratio |", "|---|---|---|---|"]
+    t = results.get("throughput")
+    if t:
+        lines.append(
+            f"| saga throughput, N={t['n']} four-step sagas (sagas/s) | {t['operator_rate']:.1f} "
+            f"({t['operator_ok']}/{t['n']} Succeeded) | raw engine + SDK: {t['baseline_rate']:.1f} "
+            f"(target ratio >= 0.8) | {t['ratio']:.2f} |"
+        )
+        lines.append(
+            f"| status writes per transition (N={t['n']}) | {t['writes_per_transition']:.2f} | target <= 1 | |"
+        )
+        lines.append(
+            f"| status writes / snapshots submitted | {t['status_writes']:.0f} / {t['status_snapshots']:.0f} "
+            f"| coalesced: {t['status_snapshots'] - t['status_writes']:.0f} | |"
+        )
+    lat = results.get("latency")
+    if lat:
+        for key, label, target in (("running", "create -> Running", 50), ("succeeded", "create -> Succeeded", 300)):
+            vals = lat[key]
+            lines.append(
+                f"| {label}, p50 / p99 over {len(vals)} (ms) | {pct(vals, 50):.0f} / {pct(vals, 99):.0f} "
+                f"| target p50 <= {target} | |"
+            )
+    app = results.get("approvals")
+    if app:
+        vals = app["approved"]
+        lines.append(
+            f"| approval patch -> Approved, p50 / p99 over {len(vals)} (ms) | {pct(vals, 50):.0f} / "
+            f"{pct(vals, 99):.0f} | target p50 <= 100 | |"
+        )
+    for row in results.get("scale", []):
+        lines.append(
+            f"| idle with {row['resources']} live sagas: RSS / API req/s / status writes/s | "
+            f"{row['rss_mib']:.0f} MiB / {row['api_rps']:.2f} / {row['status_writes_per_s']:.2f} "
+            f"| target <= 300 MiB at 10,000; 0 writes | |"
+        )
+    mon = results.get("monitors")
+    if mon and mon["series"]:
+        s = mon["series"]
+        lines.append(
+            f"| {results['monitor_count']} monitors at 1 s for {s[-1][0]:.0f} s: operator RSS first / last (MiB) "
+            f"| {s[0][1]:.0f} / {s[-1][1]:.0f} | flat | |"
+        )
+        lines.append(
+            f"| stored history of one monitor, first / last sample (events; checks {s[0][2]} -> {s[-1][2]}) "
+            f"| {s[0][3]} / {s[-1][3]} | flat | |"
+        )
+    hist = results.get("history")
+    if hist:
+        loop, cont = hist["bench.looping"][-1], hist["bench.continuing"][-1]
+        lines.append(
+            f"| history after {results['history_iterations']} iterations: while-True loop / "
+            f"continue_as_new (events) | {loop[1]} / {cont[1]} | | {loop[1] / max(cont[1], 1):.0f}x |"
+        )
+    return "\n".join(lines)
+
+
+def plots(results: dict[str, Any], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    lat = results.get("latency")
+    if lat:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.hist([lat["running"], lat["succeeded"]], bins=40, label=["create -> Running", "create -> Succeeded"])
+        if results.get("approvals"):
+            ax.hist(results["approvals"]["approved"], bins=40, alpha=0.6, label="patch -> Approved")
+        ax.set_xlabel("ms")
+        ax.set_ylabel("samples")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "bench-latency.png", dpi=110)
+        made.append("bench-latency.png")
+    t = results.get("throughput")
+    if t and t["finish_times"]:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(t["finish_times"], range(1, len(t["finish_times"]) + 1))
+        ax.set_xlabel("seconds since the sagas were applied")
+        ax.set_ylabel("sagas Succeeded")
+        fig.tight_layout()
+        fig.savefig(out / "bench-throughput.png", dpi=110)
+        made.append("bench-throughput.png")
+    hist = results.get("history")
+    if hist:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, label in (("bench.looping", "while True"), ("bench.continuing", "continue_as_new")):
+            pts = hist[name]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
+        ax.set_xlabel("iterations")
+        ax.set_ylabel("stored history (events)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "bench-history.png", dpi=110)
+        made.append("bench-history.png")
+    mon = results.get("monitors")
+    if mon and mon["series"]:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        s = mon["series"]
+        ax.plot([p[0] for p in s], [p[1] for p in s])
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("operator RSS (MiB)")
+        ax.set_ylim(bottom=0)
+        fig.tight_layout()
+        fig.savefig(out / "bench-monitor-rss.png", dpi=110)
+        made.append("bench-monitor-rss.png")
+    return made
+
+
+def write_doc(path: Path, results: dict[str, Any], table: str, images: list[str], argv: list[str]) -> None:
+    import dapr.version
+    import kopf
+
+    versions = (
+        f"Python {platform.python_version()}, kopf {kopf.__version__ if hasattr(kopf, '__version__') else '?'}, "
+        f"dapr {dapr.version.__version__}, kube-apiserver v1.34.4, etcd v3.6.13"
+    )
+    memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    body = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python bench/operator_bench.py {' '.join(argv)}` on "
+        f"{os.cpu_count()} cores ({cpu}), {memory_gib} GiB; "
+        f"{versions}. Everything runs on this one machine: the local control plane, the local engine "
+        "(SQLite, fsync on), the sample task service and the operator.",
+        "",
+        table,
+        "",
+        *[f"![{img}]({img})" for img in images],
+        "",
+        "How to read it: the baseline runs the same saga workflow and activities on the same engine through "
+        "the SDK with no Kubernetes behind it, so the ratio is what the resource, the watch and the status "
+        "writes cost. Latencies are measured one resource at a time, as a user would see them with "
+        "`kubectl get -w`.",
+        "",
+        "Raw results:",
+        "",
+        "```json",
+        json.dumps({k: v for k, v in results.items() if k not in ("latency", "approvals")}, default=str)[:4000],
+        "```",
+        "",
+    ]
+    path.write_text("\n".join(body))
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--baseline-worker"]:
+        return baseline_worker(argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sagas", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--latency", type=int, default=200)
+    parser.add_argument("--approvals", type=int, default=200)
+    parser.add_argument("--scale", default="1000", help="comma-separated live-resource counts, e.g. 1000,5000,10000")
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--monitors", type=int, default=100)
+    parser.add_argument("--monitor-seconds", type=float, default=120)
+    parser.add_argument("--history-iterations", type=int, default=200)
+    parser.add_argument("--write", type=Path, default=None, help="write the Markdown report here (plots beside it)")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"monitor_count": args.monitors, "history_iterations": args.history_iterations}
+    with tempfile.TemporaryDirectory(prefix="steadfast-bench-") as tmp:
+        bed = Bed(Path(tmp))
+        try:
+            if args.history_iterations:
+                print("history: while True vs continue_as_new ...", file=sys.stderr, flush=True)
+                results["history"] = history_growth(bed, args.history_iterations)
+            if args.sagas:
+                print(f"throughput: {args.sagas} sagas ...", file=sys.stderr, flush=True)
+                results["throughput"] = saga_throughput(bed, args.sagas, args.threads)
+            if bed.operator is None:
+                bed.start_operator()
+            if args.latency:
+                print(f"latency: {args.latency} sagas one at a time ...", file=sys.stderr, flush=True)
+                results["latency"] = saga_latency(bed, args.latency)
+            if args.approvals:
+                print(f"approvals: {args.approvals} ...", file=sys.stderr, flush=True)
+                results["approvals"] = approval_latency(bed, args.approvals)
+            if args.monitors:
+                print(f"monitors: {args.monitors} for {args.monitor_seconds:.0f}s ...", file=sys.stderr, flush=True)
+                results["monitors"] = monitors(bed, args.monitors, args.monitor_seconds)
+            sizes = [int(s) for s in args.scale.split(",") if s.strip()]
+            if sizes:
+                print(f"scale: {sizes} ...", file=sys.stderr, flush=True)
+                results["scale"] = scale(bed, sizes, args.idle_seconds, args.threads)
+        finally:
+            bed.close()
+    table = report(results)
+    print(table)
+    if args.write:
+        images = plots(results, args.write.parent)
+        write_doc(args.write, results, table, images, argv)
+        print(f"wrote {args.write}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
