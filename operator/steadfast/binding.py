@@ -87,12 +87,15 @@ class Bindings:
         resource = (kind.group, kind.version, kind.plural)
 
         async def start(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-            await self.start(binding, body, logger)
+            await self.start(binding, body, logger, resumed=False)
+
+        async def resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+            await self.start(binding, body, logger, resumed=True)
 
         async def stop(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.stop(binding, body, logger)
 
-        kopf.on.resume(*resource, registry=registry, id="start")(start)
+        kopf.on.resume(*resource, registry=registry, id="start")(resume)
         kopf.on.create(*resource, registry=registry, id="start")(start)
         kopf.on.delete(*resource, registry=registry, id="stop")(stop)
         for sig in binding.signals:
@@ -111,7 +114,12 @@ class Bindings:
         kopf.on.field(kind.group, kind.version, kind.plural, field=sig.field, registry=registry,
                       id=f"signal-{sig.event}")(changed)
 
-    async def start(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
+    async def start(self, binding: Binding, body: kopf.Body, logger: kopf.Logger, *, resumed: bool) -> None:
+        """Start the resource's instance; an existing one is left alone (it is the same instance).
+
+        On create the instance is scheduled straight away and its first report writes status, so the
+        path to `Running` costs no extra write; only a failure to start is written here.
+        """
         kind = binding.kind
         ref = self.ref(kind, body)
         status = dict(body.get("status") or {})
@@ -127,7 +135,8 @@ class Bindings:
                 previous=status.get("conditions"))})
             raise kopf.PermanentError(f"invalid spec: {problems}") from None
         iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
-        existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
+        existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False) \
+            if resumed else None
         if existing is not None:
             logger.debug("workflow instance %s already exists (%s)", iid, existing.runtime_status.name)
             if int(status.get("observedGeneration") or 0) < generation:
@@ -136,19 +145,21 @@ class Bindings:
                     if data is not None:
                         await self.signal(binding, body, sig.event, data)
             return
-        if not status.get("phase"):
-            initial = {**binding.initial_status, "workflowInstanceId": iid, "observedGeneration": generation,
-                       "conditions": conditions("progressing", reason="Starting", message="workflow starting",
-                                                generation=generation, now=_now())}
-            await self._write(ref, initial)
         payload = {"ref": ref.to_dict(), "generation": generation, "spec": spec.to_wire(),
                    **binding.extra_input(dict(body))}
         try:
             await asyncio.to_thread(self.client.schedule_new_workflow, binding.workflow, input=payload,
                                     instance_id=iid)
         except grpc.RpcError as exc:
-            if "already exists" not in str(exc).lower():
-                raise kopf.TemporaryError(f"cannot start workflow {iid}: {_grpc_message(exc)}", delay=2) from exc
+            if "already exists" in str(exc).lower():
+                return  # started before (a redelivered create, or a resume after a crash)
+            message = f"cannot start workflow {iid}: {_grpc_message(exc)}"
+            if not status.get("phase"):
+                await self._write(ref, {
+                    **binding.initial_status, "workflowInstanceId": iid, "observedGeneration": generation,
+                    "conditions": conditions("progressing", reason="EngineUnavailable", message=message,
+                                             generation=generation, now=_now(), previous=status.get("conditions"))})
+            raise kopf.TemporaryError(message, delay=2) from exc
         logger.info("workflow %s started for %s %s/%s", iid, kind.kind, ref.namespace, ref.name)
 
     async def signal(self, binding: Binding, body: kopf.Body, event: str, data: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -20,6 +21,7 @@ from steadfast.status import StatusWriter
 from steadfast.workflows.activities import Activities
 
 log = logging.getLogger("steadfast")
+THREADS = 32
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,17 +71,27 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs)
 
 
+async def _operate(**kwargs: Any) -> None:
+    # Handlers call the (blocking) workflow client through asyncio.to_thread; the default pool of
+    # cores + 4 threads would cap how many resources start at once.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(THREADS, thread_name_prefix="handler"))
+    await kopf.operator(**kwargs)
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kubernetes", "urllib3", "WorkflowRuntime", "DaprWorkflowClient", "durabletask-worker",
                   "durabletask-client", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:  # kopf logs every handler run per object at INFO: too much at thousands of objects
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.metrics:
         metrics.serve(args.metrics)
     api = api_client()
-    writer = StatusWriter(api)
-    runtime = WorkflowRuntime()
+    writer = StatusWriter(api, workers=8)
+    # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
+    runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
     Activities(ActionRunner(api, _egress(args)), writer).register(runtime)
     for kind in kinds.BINDINGS:
         runtime.register_workflow(kind.workflow_fn, name=kind.binding.workflow)
@@ -97,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     configure_settings(settings)
     webhooks.configure(args, settings, registry, api)
     try:
-        asyncio.run(kopf.operator(
+        asyncio.run(_operate(
             registry=registry, settings=settings, standalone=args.peering is None, peering_name=args.peering,
             clusterwide=not args.namespace, namespaces=args.namespace, liveness_endpoint=args.liveness,
         ))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -14,8 +14,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-
-_PR_SET_PDEATHSIG = 1
 
 
 class StartError(RuntimeError):
@@ -28,11 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child: SIGKILL it when the parent dies, so an interrupted test run leaves nothing."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.setpgrp()
+# util-linux's setpriv (essential on Debian) sets the parent-death signal and execs the command. Doing it
+# in a preexec_fn instead is unsafe: the parent has threads, and a fork can deadlock in the child.
+_SETPRIV = shutil.which("setpriv")
 
 
 def launch(args: list[str], log: Path, *, detach: bool, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -42,10 +38,12 @@ def launch(args: list[str], log: Path, *, detach: bool, env: dict[str, str] | No
     (test fixtures) die with their parent even on SIGKILL.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    if not detach and _SETPRIV:
+        args = [_SETPRIV, "--pdeathsig", "KILL", "--", *args]
     with open(log, "ab") as out:
         return subprocess.Popen(
             args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=detach, preexec_fn=None if detach else _die_with_parent,
+            start_new_session=detach, process_group=None if detach else 0,
         )
 
 
