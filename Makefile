@@ -23,6 +23,7 @@ binaries: venv  ## build (or reuse) etcd, kube-apiserver, kube-controller-manage
 lint: venv  ## ruff and strict mypy
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 crds: venv  ## regenerate crds/ from the API models
 	$(BIN)/steadfast crds

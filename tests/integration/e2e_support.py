@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,13 @@ class TaskService:
 class Operator:
     """`steadfast run` as a separate process, as in production; restartable and killable."""
 
-    def __init__(self, state: cluster.State, engine: EngineProcess, log: Path) -> None:
-        self.env = {**os.environ, "KUBECONFIG": state.kubeconfig, "DAPR_GRPC_ENDPOINT": engine.address,
+    def __init__(self, state: cluster.State, engine: EngineProcess, log: Path, *, kubeconfig: str | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
+        """`kubeconfig` replaces the admin one (e.g. a ServiceAccount token's); `extra_args` go to `steadfast run`."""
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig or state.kubeconfig, "DAPR_GRPC_ENDPOINT": engine.address,
                     "PYTHONUNBUFFERED": "1"}
         self.log = log
+        self.extra_args = list(extra_args)
         self.pid: int | None = None
         self.metrics_url = f"http://127.0.0.1:{processes.free_port()}/metrics"
 
@@ -76,7 +79,8 @@ class Operator:
         before = self.log.read_text() if self.log.exists() else ""
         metrics_address = self.metrics_url.removeprefix("http://").removesuffix("/metrics")
         proc = processes.launch([sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow",
-                                 "127.0.0.0/8", "--metrics", metrics_address], self.log, detach=False, env=self.env)
+                                 "127.0.0.0/8", "--metrics", metrics_address, *self.extra_args], self.log, detach=False,
+                                env=self.env)
         self.pid = proc.pid
         self._proc = proc
 

@@ -87,10 +87,12 @@ class _Saga:
         record.update(attempts=attempts, finishedAt=stamp(self.reporter.now), message=outcome.message,
                       phase="Succeeded" if outcome.ok else "Failed")
         what = "Compensation" if compensation else "Step"
-        if outcome.ok:
+        # Events mark phase changes and what went wrong or was undone; a step that simply succeeded is in
+        # status, and an Event for it would cost the API server a write per step for no news.
+        if outcome.ok and (compensation or attempts > 1):
             self.reporter.event(f"{what}Succeeded", f"{what.lower()} {step.name} succeeded after {attempts} "
                                 "attempt(s)")
-        else:
+        elif not outcome.ok:
             self.reporter.event(f"{what}Failed", f"{what.lower()} {step.name} failed after {attempts} "
                                 f"attempt(s): {outcome.message}", warning=True)
         return outcome.ok
