@@ -14,6 +14,8 @@ import pytest
 
 from steadfast.dev.controlplane import binaries, cluster, identities
 
+_PLANE: dict[str, cluster.ControlPlane] = {}
+
 # Identities the tests act as: two approvers, an SRE group member, and a user with no rights at all.
 TEST_USERS = ["alice:approvers", "bob:approvers", "dave:sre", "mallory"]
 
@@ -24,6 +26,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
     plane = cluster.ControlPlane(directory, users=[identities.Identity.parse(u) for u in TEST_USERS],
                                  engine=False, detach=False)
     state = plane.up()
+    _PLANE["plane"] = plane
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = state.kubeconfig
     try:
@@ -34,6 +37,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
             os.environ.pop("KUBECONFIG", None)
         else:
             os.environ["KUBECONFIG"] = previous
+
+
+@pytest.fixture(scope="session")
+def plane(control_plane: cluster.State) -> cluster.ControlPlane:
+    """The control plane object itself, for tests that restart its components."""
+    return _PLANE["plane"]
 
 
 @pytest.fixture(scope="session")

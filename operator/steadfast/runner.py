@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,8 +40,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--metrics", default=os.environ.get("STEADFAST_METRICS"), metavar="HOST:PORT",
                      help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:9090")
-    run.add_argument("--peering", default=None,
+    run.add_argument("--peering", default=os.environ.get("STEADFAST_PEERING"),
                      help="kopf peering name for several replicas with one active (default: standalone)")
+    run.add_argument("--priority", type=int, default=None,
+                     help="peering priority; the highest live replica is the active one (default: random, so "
+                          "that replicas of one Deployment never tie: kopf pauses every replica on a tie)")
+    run.add_argument("--peering-lifetime", type=int, default=int(os.environ.get("STEADFAST_PEERING_LIFETIME", "20")),
+                     help="seconds after which a silent peer counts as gone and a standby takes over")
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
@@ -107,10 +113,13 @@ def main(args: argparse.Namespace) -> int:
 
     settings = kopf.OperatorSettings()
     configure_settings(settings)
+    settings.peering.lifetime = args.peering_lifetime
+    priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1
     webhooks.configure(args, settings, registry, api)
     try:
         asyncio.run(_operate(
             registry=registry, settings=settings, standalone=args.peering is None, peering_name=args.peering,
+            priority=priority,
             clusterwide=not args.namespace, namespaces=args.namespace, liveness_endpoint=args.liveness,
         ))
     finally:

@@ -17,7 +17,10 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +266,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-key", default=env("STEADFAST_WEBHOOK_KEY"), help="its private key (PEM)")
     parser.add_argument("--webhook-ca", default=env("STEADFAST_WEBHOOK_CA"),
                         help="CA bundle the API server verifies the certificate with")
+    parser.add_argument("--webhook-managed", action=argparse.BooleanOptionalAction,
+                        default=(env("STEADFAST_WEBHOOK_MANAGED") or "true").lower() not in ("false", "0", "no"),
+                        help="create and update the webhook configurations ourselves (default); in a cluster the "
+                             "Helm chart ships them, so the chart turns this off")
 
 
 def configure(args: argparse.Namespace, settings: kopf.OperatorSettings, registry: kopf.OperatorRegistry,
@@ -284,8 +291,29 @@ def configure(args: argparse.Namespace, settings: kopf.OperatorSettings, registr
     settings.admission.server = kopf.WebhookServer(
         addr=addr, port=args.webhook_port or (9443 if in_cluster else None), host=host,
         certfile=cert, pkeyfile=key, cafile=ca)
-    settings.admission.managed = CONFIGURATION_NAME
+    if args.webhook_managed:
+        settings.admission.managed = CONFIGURATION_NAME
+    if args.webhook_cert:
+        _exit_when_changed([Path(args.webhook_cert), Path(args.webhook_key)])
     log.info("admission webhooks on %s (operator identity %s)", host, operator)
+
+
+def _exit_when_changed(paths: list[Path], interval: float = 30.0) -> None:
+    """kopf reads the certificate once; when cert-manager renews it, stop so the pod restarts with it."""
+    def stamp() -> list[float]:
+        return [p.stat().st_mtime if p.exists() else 0.0 for p in paths]
+
+    first = stamp()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if stamp() != first:
+                log.warning("webhook certificate changed on disk; stopping so that it is loaded on restart")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="webhook-cert-watch", daemon=True).start()
 
 
 def make_certificate(directory: Path, hosts: list[str]) -> tuple[str, str, str]:

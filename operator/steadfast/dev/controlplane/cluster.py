@@ -102,6 +102,7 @@ class ControlPlane:
         self.crds = crds
         self.state: State | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._commands: dict[str, list[str]] = {}
         self._log = log or (lambda msg: print(f"[steadfast dev] {msg}", file=sys.stderr, flush=True))
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -205,6 +206,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str], logs: Path) -> None:
         self._log(f"starting {name}")
+        self._commands[name] = args
         self._procs[name] = processes.launch(args, logs / f"{name}.log", detach=self.detach)
         # Record pids as we go, so `down` can clean up after a start that failed half-way.
         write_state(State(directory=str(self.directory), apiserver="", etcd="", kubeconfig="",
@@ -238,6 +240,32 @@ class ControlPlane:
             if done.returncode != 0:
                 raise processes.StartError(f"installing CRDs failed ({' '.join(command[1:3])}):\n{done.stderr.strip()}")
         self._log(f"installed {len(files)} CRDs")
+
+    def restart(self, *names: str, timeout: float = 60.0) -> float:
+        """Stop the named components (in reverse order), start them again on the same data and ports.
+
+        For chaos tests: the API server or etcd going away and coming back. Returns the seconds until the
+        API server answered /readyz again.
+        """
+        if self.state is None:
+            raise RuntimeError("restart() needs a control plane started by this object")
+        for name in reversed(names):
+            processes.stop(self._procs[name].pid)
+            with contextlib.suppress(Exception):
+                self._procs[name].wait(timeout=5)
+        started = time.monotonic()
+        logs = self.directory / "logs"
+        for name in names:
+            self._spawn(name, self._commands[name], logs)
+        admin = next(u for u in _load_yaml(Path(self.state.kubeconfig))["users"] if u["name"] == identities.ADMIN)
+        processes.wait_until(
+            lambda: processes.http_ok(f"{self.state.apiserver}/readyz" if self.state else "",
+                                      token=admin["user"]["token"], ca_file=self.directory / "pki" / "ca.crt"),
+            what="kube-apiserver", timeout=timeout, pid=self._procs["kube-apiserver"].pid,
+            log=logs / "kube-apiserver.log")
+        self.state.pids.update({n: p.pid for n, p in self._procs.items()})
+        write_state(self.state)
+        return time.monotonic() - started
 
     def down(self) -> None:
         state = read_state(self.directory)
