@@ -27,6 +27,7 @@ lint: venv  ## ruff and strict mypy
 
 crds: venv  ## regenerate crds/ from the API models
 	$(BIN)/steadfast crds
+	cp crds/*.yaml charts/steadfast/files/crds/  # the chart ships the same files
 
 crds-check: venv
 	$(BIN)/steadfast crds --check

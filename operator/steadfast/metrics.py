@@ -8,6 +8,8 @@ redelivered transition is not counted twice.
 from __future__ import annotations
 
 import threading
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -38,8 +40,13 @@ API_ERRORS = Counter("steadfast_api_errors_total", "Kubernetes API calls that fa
 _SAGA_OUTCOMES = {"Started": "started", "Succeeded": "succeeded", "Compensated": "compensated",
                   "CompensationFailed": "compensation_failed", "Failed": "failed", "Rejected": "rejected"}
 
+# ApprovalRequest phases -> the decision they record (Executing and later follow an approval).
+_DECISIONS = {"Approved": "approved", "Executing": "approved", "Completed": "approved", "ActionFailed": "approved",
+              "Rejected": "rejected", "TimedOut": "timed_out"}
+
 _lock = threading.Lock()
 _phases: dict[str, dict[str, str]] = {"HealthMonitor": {}, "ApprovalRequest": {}}
+_decided: set[str] = set()
 _GAUGES = {"HealthMonitor": MONITORS, "ApprovalRequest": APPROVALS}
 
 
@@ -57,13 +64,58 @@ def phase(kind: str, key: str, value: str | None) -> None:
     with _lock:
         known = _phases[kind]
         old = known.pop(key, None)
-        if value is not None:
+        if value is None:
+            _decided.discard(key)
+        else:
             known[key] = value
         counts: dict[str, int] = {}
         for current in known.values():
             counts[current] = counts.get(current, 0) + 1
         for name in {old, value, *counts} - {None}:
             gauge.labels(name).set(counts.get(str(name), 0))
+
+
+def _moment(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def decision_latency(status: dict[str, Any]) -> tuple[str, float] | None:
+    """(outcome, seconds from opening to decision) of a decided ApprovalRequest status snapshot, else None.
+
+    The snapshot has no open time of its own (ApprovalRequestStatus has decidedAt and expiresAt, not openedAt,
+    nor the spec's timeout). It carries it in its kstatus conditions, though: the workflow stamps all three on
+    its first report (when it opened the request) and moves a condition's lastTransitionTime only when that
+    condition's status changes, and every decided state keeps at least one condition as it was at opening
+    (Stalled=False once approved, Ready=False once rejected or timed out). So the earliest lastTransitionTime
+    is the opening, to the second.
+    """
+    outcome = _DECISIONS.get(str(status.get("phase")))
+    decided = _moment(status.get("decidedAt"))
+    opened = [m for c in status.get("conditions") or [] if (m := _moment(c.get("lastTransitionTime"))) is not None]
+    if outcome is None or decided is None or not opened:
+        return None
+    return outcome, max(0.0, (decided - min(opened)).total_seconds())
+
+
+def decision(kind: str, key: str, status: dict[str, Any]) -> None:
+    """Observe an ApprovalRequest's decision latency once, on the first written snapshot that records it.
+
+    Later snapshots of the same request (Executing, Completed, a redelivered write) carry the same decidedAt
+    and are not counted again; forgetting the resource (phase(..., None)) forgets that it was counted.
+    """
+    if kind != "ApprovalRequest":
+        return
+    found = decision_latency(status)
+    if found is None:
+        return
+    with _lock:
+        if key in _decided:
+            return
+        _decided.add(key)
+    DECISION_SECONDS.labels(found[0]).observe(found[1])
 
 
 def serve(address: str) -> None:

@@ -199,6 +199,7 @@ class StatusWriter:
             delay = min(delay * 2, 2.0)
         if "phase" in item.status:
             metrics.phase(ref.kind, self._key(ref), item.status.get("phase"))
+        metrics.decision(ref.kind, self._key(ref), item.status)
         for event in item.events:
             self._event(ref, event)
 

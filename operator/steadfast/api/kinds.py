@@ -127,7 +127,7 @@ APPROVAL_REQUEST = Kind(
         PrinterColumn("Phase", "string", ".status.phase", "Where the request is."),
         PrinterColumn("Title", "string", ".spec.subject.title", "What is being approved."),
         PrinterColumn("Approver", "string", ".status.approver", "Who decided."),
-        PrinterColumn("Expires", "date", ".status.expiresAt", "When an undecided request times out."),
+        PrinterColumn("Expires", "string", ".status.expiresAt", "When an undecided request times out."),
         AGE,
     ),
     root_rules=(DECISION_FINAL,),

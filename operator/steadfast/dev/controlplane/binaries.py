@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,7 +155,19 @@ def _go_env() -> dict[str, str]:
 
 
 def _run_go(args: list[str], cwd: Path, what: str) -> str:
-    proc = subprocess.run([_go(), *args], cwd=cwd, env=_go_env(), capture_output=True, text=True)
+    done = threading.Event()
+
+    def progress() -> None:  # a cold build takes minutes: say it is still going
+        started = time.monotonic()
+        while not done.wait(30):
+            _log(f"... {what}: {int(time.monotonic() - started) // 60}m{int(time.monotonic() - started) % 60:02d}s")
+
+    ticker = threading.Thread(target=progress, daemon=True)
+    ticker.start()
+    try:
+        proc = subprocess.run([_go(), *args], cwd=cwd, env=_go_env(), capture_output=True, text=True)
+    finally:
+        done.set()
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
         hint = ""
