@@ -130,7 +130,8 @@ class Bindings:
             spec = kind.parse_spec(body.get("spec") or {})
         except ValidationError as exc:
             problems = "; ".join(describe(exc, prefix="spec"))
-            await self._write(ref, {"phase": "Failed", "observedGeneration": generation, "conditions": conditions(
+            # No phase: not every kind has a "Failed" one; the Stalled condition carries the reason.
+            await self._write(ref, {"observedGeneration": generation, "conditions": conditions(
                 "stalled", reason="InvalidSpec", message=problems, generation=generation, now=_now(),
                 previous=status.get("conditions"))})
             raise kopf.PermanentError(f"invalid spec: {problems}") from None
