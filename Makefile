@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEV    ?= .steadfast/dev
 
-.PHONY: help venv binaries lint typecheck crds crds-check test unit integration demo dev-up dev-down clean
+.PHONY: help venv binaries lint typecheck crds crds-check test unit integration demo dev-up dev-down clean e2e-kind
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed  ## create the virtual environment with pinned dependencies
 
 binaries: venv  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl from the Go module proxy
-	$(BIN)/steadfast dev build
+	$(BIN)/steadfast dev build etcd kube-apiserver kube-controller-manager kubectl helm
 
 lint: venv  ## ruff and strict mypy
 	$(BIN)/ruff check operator tests bench
@@ -37,6 +37,9 @@ unit: venv  ## tests that need no servers
 
 test: venv binaries lint  ## the full suite: lint, unit, engine and integration tests on a real control plane
 	$(BIN)/pytest
+
+e2e-kind: venv  ## with Docker and kind: a kind cluster, Dapr by its chart, the image loaded, the chart and samples (tests/e2e)
+	$(BIN)/pytest tests/e2e -m e2e -v
 
 demo: venv binaries  ## local control plane + engine + operator, sample resources applied, statuses shown
 	$(BIN)/steadfast dev demo --dir $(DEV)

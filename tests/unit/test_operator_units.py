@@ -84,7 +84,7 @@ class _SlowObjects:
         self.patches: list[dict[str, Any]] = []
         self.release = threading.Event()
 
-    def patch_namespaced_custom_object_status(self, *args: Any) -> None:
+    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> None:
         if not self.patches:
             self.patches.append(args[-1])
             self.release.wait(5)
