@@ -135,7 +135,8 @@ def test_approve_runs_the_action_once(aprs: Resources, as_user: Any, task_servic
     assert next(c for c in status["conditions"] if c["type"] == "Ready")["status"] == "True"
     assert task_service.applied("/deploy") == ["POST /deploy"]
     assert task_service.applied("/approvals") == ["POST /approvals"]
-    assert {"Opened", "Approved", "Completed"} <= {e["reason"] for e in aprs.events("deploy")}
+    eventually(lambda: {"Opened", "Approved", "Completed"} <= {e["reason"] for e in aprs.events("deploy")},
+               what="Events of each transition")  # Events follow the status write of their transition
     # Final: a second approver cannot change it afterwards.
     assert "final" in refused(lambda: decide(as_user("dave"), ns, "deploy", False, "too late"))
 

@@ -45,7 +45,7 @@ FULL_VALUES = CHART / "ci" / "full-values.yaml"
 RELEASE, NAMESPACE = "steadfast", "steadfast-system"
 KUBE_VERSION = "1.34.4"
 # Kinds whose CRDs belong to other projects (cert-manager, Dapr) and are not installed on the local control plane.
-FOREIGN_KINDS = {"Certificate", "Issuer", "Component", "Resiliency"}
+FOREIGN_KINDS = {"Certificate", "Issuer", "Component", "Resiliency", "ServiceMonitor"}
 # Requests every authenticated user may make through the built-in system:basic-user role (not the chart's).
 BUILT_IN = {("authentication.k8s.io", "selfsubjectreviews", "create")}
 
@@ -181,7 +181,9 @@ def test_webhook_paths_are_the_operators_handlers(tools: Tools) -> None:
 
     registry = kopf.OperatorRegistry()
     webhooks.register(registry, operator="system:serviceaccount:x:y")
-    expected = {(str(h.reason.value), str(h.id)) for h in registry._webhooks.get_all_handlers()}
+    handlers = registry._webhooks.get_all_handlers()
+    expected = {(str(h.reason.value), str(h.id)) for h in handlers}
+    operations = {str(h.id): sorted(h.operations or []) for h in handlers}
     docs = tools.render()
     found = set()
     for kind, reason in (("MutatingWebhookConfiguration", "mutating"), ("ValidatingWebhookConfiguration",
@@ -189,7 +191,7 @@ def test_webhook_paths_are_the_operators_handlers(tools: Tools) -> None:
         for hook in of_kind(docs, kind)[0]["webhooks"]:
             path = hook["clientConfig"]["service"]["path"]
             found.add((reason, path.lstrip("/")))
-            assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+            assert sorted(hook["rules"][0]["operations"]) == operations[path.lstrip("/")]
             assert hook["failurePolicy"] == "Fail"
     assert found == expected
 
@@ -213,6 +215,62 @@ def test_full_values_render(tools: Tools) -> None:
     assert not any("secrets" in r["resources"] for r in rules)  # rbac.secrets=false
     assert of_kind(docs, "Resiliency")[0]["spec"]["targets"]["components"] == {
         "statestore": {"outbound": {"timeout": "statestore", "retry": "statestore", "circuitBreaker": "statestore"}}}
+
+
+def test_metrics_render(tools: Tools) -> None:
+    """The metrics endpoint, its Service, and (rendered only: no monitoring CRDs here) ServiceMonitor and dashboard."""
+    docs = tools.render()
+    container = of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics=0.0.0.0:9090" in container["args"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    service = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"] == f"{RELEASE}-metrics")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+    assert of_kind(docs, "ServiceMonitor") == [] and of_kind(docs, "ConfigMap") == []  # both off by default
+
+    off = tools.render("--set", "metrics.enabled=false")
+    container = of_kind(off, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--metrics") for a in container["args"])
+    assert "metrics" not in {p["name"] for p in container["ports"]}
+    assert [s["metadata"]["name"] for s in of_kind(off, "Service")] == [f"{RELEASE}-webhook"]
+
+    docs = tools.render("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true",
+                        "--set", "metrics.serviceMonitor.labels.release=prom")
+    monitor = of_kind(docs, "ServiceMonitor")[0]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE and monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    service = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"] == f"{RELEASE}-metrics")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()  # it selects the metrics Service...
+    webhook = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"] == f"{RELEASE}-webhook")
+    assert not selector.items() <= webhook["metadata"]["labels"].items()  # ...and not the webhook Service
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "scheme": "http",
+                                             "interval": "30s", "scrapeTimeout": "10s"}]
+    dashboard = of_kind(docs, "ConfigMap")[0]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["steadfast.json"]) == json.loads(
+        (CHART / "files" / "grafana-dashboard.json").read_text())
+
+    full = tools.render("-f", str(FULL_VALUES))
+    monitor = of_kind(full, "ServiceMonitor")[0]
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("15s", "5s")
+    assert endpoint["relabelings"] and endpoint["metricRelabelings"]
+    container = of_kind(full, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics=0.0.0.0:9191" in container["args"]
+    dashboard = of_kind(full, "ConfigMap")[0]
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Operators"}
+
+    for bad, message in ((["--set", "metrics.port=8080"], "already used"),
+                         (["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
+                          "needs metrics.enabled"),
+                         (["--set", "metrics.serviceMonitor.interval=soon"], "schema")):
+        done = tools.run("helm", "template", str(CHART), "--kube-version", KUBE_VERSION, *bad, check=False)
+        assert done.returncode != 0 and message in done.stderr, bad
 
 
 def test_components_match_the_reference_files(tools: Tools) -> None:

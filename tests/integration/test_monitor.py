@@ -94,6 +94,7 @@ def test_one_alert_per_transition(soak: dict[str, Any], operator: Operator, task
     assert bodies[0]["severity"] == "critical"
     assert bodies[0]["namespace"] == monitors.namespace
     assert "HTTP 500" in bodies[0]["lastError"]
+    eventually(lambda: "Recovered" in [e["reason"] for e in monitors.events("flappy")], what="Recovered event")
     reasons = [e["reason"] for e in monitors.events("flappy")]
     assert reasons.count("Unhealthy") == 1
     assert reasons.count("Recovered") == 1

@@ -70,11 +70,11 @@ the path /<handler id>. Keep in step with that function; tests/integration/test_
 */}}
 {{- define "steadfast.webhookHandlers" -}}
 mutating:
-  - {id: approval-identity, resource: approvalrequests}
-  - {id: saga-identity, resource: tasksagas}
+  - {id: approval-identity, resource: approvalrequests, operations: [CREATE, UPDATE]}
+  - {id: saga-identity, resource: tasksagas, operations: [CREATE]}
 validating:
-  - {id: approval-rules, resource: approvalrequests}
-  - {id: saga-rules, resource: tasksagas}
+  - {id: approval-rules, resource: approvalrequests, operations: [CREATE, UPDATE]}
+  - {id: saga-rules, resource: tasksagas, operations: [UPDATE]}
 {{- end -}}
 
 {{- define "steadfast.validate" -}}
