@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -85,6 +86,9 @@ async def _operate(**kwargs: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # kopf and pydantic parse resources recursively; the admission webhooks refuse specs nested deeper than
+    # 64 levels, and this headroom keeps whatever slips past (webhooks off) a Stalled resource, not a crash.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kubernetes", "urllib3", "WorkflowRuntime", "DaprWorkflowClient", "durabletask-worker",

@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client
 
-from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA
+from steadfast.api.action import BODY_DEPTH_MESSAGE, MAX_BODY_DEPTH, json_depth
+from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,28 @@ def _check_decision(user: User, old: Mapping[str, Any] | None, new: Mapping[str,
     return None
 
 
+# ---- every kind: nesting -------------------------------------------------------------------------
+
+def check_depth(new: Mapping[str, Any] | None) -> str | None:
+    """Refuse http bodies nested deeper than the models allow, naming where.
+
+    Bodies are free JSON that the API server stores at any depth; parsing one thousands of levels deep
+    recursively (kopf's watch, pydantic) fails or crashes, so such a spec must never be stored. The rest of
+    a spec has a depth bounded by its schema. Walked without recursion.
+    """
+    stack: list[tuple[Any, str]] = [((new or {}).get("spec"), "spec")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, Mapping):
+            http = value.get("http")
+            if isinstance(http, Mapping) and json_depth(http.get("body")) > MAX_BODY_DEPTH:
+                return f"{path}.{BODY_DEPTH_MESSAGE}"
+            stack.extend((v, f"{path}.{k}") for k, v in value.items() if k != "http")
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+    return None
+
+
 # ---- TaskSaga ------------------------------------------------------------------------------------
 
 
@@ -215,12 +238,18 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
         if annotations:
             patch.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
 
-    def refuse(problem: str | None) -> None:
+    def refuse(problem: str | None, code: int = 403) -> None:
         if problem:
-            raise kopf.AdmissionError(problem, code=403)
+            raise kopf.AdmissionError(problem, code=code)
 
     def user(kw: Mapping[str, Any]) -> User:
         return User.from_userinfo(kw["userinfo"])
+
+    monitors = (HEALTH_MONITOR.group, HEALTH_MONITOR.version, HEALTH_MONITOR.plural)
+
+    @kopf.on.validate(*monitors, id="monitor-rules", **common)
+    def _monitor_rules(**kw: Any) -> None:
+        refuse(check_depth(kw["new"]), 422)
 
     @kopf.on.mutate(*apr, id="approval-identity", **common)
     def _approval_identity(**kw: Any) -> None:
@@ -228,6 +257,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
 
     @kopf.on.validate(*apr, id="approval-rules", **common)
     def _approval_rules(**kw: Any) -> None:
+        refuse(check_depth(kw["new"]), 422)
         refuse(check_approval(kw["operation"], user(kw), kw["old"], kw["new"], operator=operator,
                               now=dt.datetime.now(dt.UTC)))
 
@@ -235,6 +265,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
     # would only see what the mutation just wrote. Half the admission calls for the busiest kind.
     @kopf.on.mutate(*sagas, id="saga-identity", **{**common, "operations": ["CREATE"]})
     def _saga_identity(**kw: Any) -> None:
+        refuse(check_depth(kw["new"]), 422)  # a saga's spec never changes, so CREATE is the one place to look
         stamp(kw["patch"], saga_stamps(kw["operation"], user(kw)))
 
     @kopf.on.validate(*sagas, id="saga-rules", **{**common, "operations": ["UPDATE"]})

@@ -75,6 +75,7 @@ mutating:
 validating:
   - {id: approval-rules, resource: approvalrequests, operations: [CREATE, UPDATE]}
   - {id: saga-rules, resource: tasksagas, operations: [UPDATE]}
+  - {id: monitor-rules, resource: healthmonitors, operations: [CREATE, UPDATE]}
 {{- end -}}
 
 {{- define "steadfast.validate" -}}

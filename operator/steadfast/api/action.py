@@ -7,6 +7,7 @@ generated from `Action.ONE_OF`, so adding `invoke` extends the rule by itself.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -28,7 +29,9 @@ from steadfast.api.common import DNS_SUBDOMAIN, ApiModel, Timestamp
 from steadfast.api.duration import DurationCheck
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
 
-URL_PATTERN = r"^https?://[^\s/?#]+([/?#]\S*)?$"
+# Go's RE2 `\s` is ASCII only, so the Unicode spaces Python's `str.isspace` also refuses are listed too.
+_URL_SPACE = r"\s\v\x1c-\x1f\x85\p{Z}"
+URL_PATTERN = rf"^https?://[^{_URL_SPACE}/?#]+([/?#][^{_URL_SPACE}]*)?$"
 URL_MAX_LENGTH = 2048
 HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
 CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
@@ -44,6 +47,44 @@ class HttpMethod(StrEnum):
     PATCH = "PATCH"
     DELETE = "DELETE"
     OPTIONS = "OPTIONS"
+
+
+_GO_URL = re.compile(r"(https?)://([^/?]*)(.*)", re.DOTALL)  # lower-case scheme, as URL_PATTERN wants
+_USERINFO = re.compile(r"[-A-Za-z0-9._:~!$&'()*+,;=%@]*")
+_HOST_CHARS = re.compile(r"""[-A-Za-z0-9._~!$&'()*+,;=:\[\]<>"%\x80-\U0010ffff]*""")
+_PORT = re.compile(r"(:[0-9]*)?")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_BAD_HOST_ESCAPE = re.compile(r"%(?!25|[89A-Fa-f][0-9A-Fa-f])")
+
+
+def _go_request_uri(value: str) -> bool:
+    """What the CRD's CEL `isURL` (Go's `url.ParseRequestURI`) accepts, for absolute http(s) URLs.
+
+    Go keeps `#` in the path (no fragment), refuses ASCII control characters, bad `%` escapes in the
+    path and host, characters a host may not hold, and a port that is not all digits.
+    """
+    match = _GO_URL.fullmatch(value)
+    if match is None or any(c < " " or c == "\x7f" for c in value):
+        return False
+    authority, rest = match[2], match[3]
+    if _BAD_ESCAPE.search(rest.split("?", 1)[0]):
+        return False
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and (not _USERINFO.fullmatch(userinfo) or _BAD_ESCAPE.search(userinfo)):
+        return False
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        return end >= 0 and bool(_PORT.fullmatch(hostport[end + 1:]))
+    host, colon, port = hostport.rpartition(":")
+    if not colon:
+        host, port = hostport, ""
+    return (
+        bool(host)
+        and port.isascii()
+        and (port == "" or port.isdigit())
+        and bool(_HOST_CHARS.fullmatch(host))
+        and not _BAD_HOST_ESCAPE.search(host)
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +104,7 @@ class UrlCheck:
             or not host
             or any(c.isspace() for c in value)
             or len(value) > URL_MAX_LENGTH
+            or not _go_request_uri(value)
         ):
             raise PydanticCustomError("url", URL_MESSAGE + ", not {value}", {"value": repr(value)})
         return value
@@ -124,6 +166,29 @@ HttpBody = Annotated[
 ]
 
 
+MAX_BODY_DEPTH = 32
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of JSON data (a scalar is 0), computed without recursion: bodies are free JSON."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[Any] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+BODY_DEPTH_MESSAGE = f"http.body is nested more than {MAX_BODY_DEPTH} levels deep; flatten it"
+
+
 class HttpAction(ApiModel):
     """An HTTP request. Success means a response whose status is in `expectedStatus` (any 2xx if unset)."""
 
@@ -145,6 +210,14 @@ class HttpAction(ApiModel):
     def accepts(self, status: int) -> bool:
         """Whether a response with `status` counts as success."""
         return status in self.expected_status if self.expected_status else 200 <= status <= 299
+
+    @model_validator(mode="before")
+    @classmethod
+    def _body_depth(cls, data: Any) -> Any:
+        # Before field validation: pydantic's own limit (255 levels) would give an unreadable error first.
+        if isinstance(data, dict) and json_depth(data.get("body")) > MAX_BODY_DEPTH:
+            raise PydanticCustomError("body_depth", BODY_DEPTH_MESSAGE)
+        return data
 
     @model_validator(mode="after")
     def _codes(self) -> HttpAction:

@@ -31,6 +31,7 @@ _UNIT_SECONDS = {
     "m": Decimal(60),
     "h": Decimal(3600),
 }
+_GO_MAX_NANOS = 2**63 - 1
 EXAMPLES = "such as 30s, 5m, 1h30m or 500ms"
 
 
@@ -39,6 +40,8 @@ def parse_duration(text: str) -> timedelta:
     if len(text) > DURATION_MAX_LENGTH or not _WHOLE.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration {EXAMPLES}")
     seconds = sum((Decimal(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text)), Decimal(0))
+    if seconds * 1_000_000_000 > _GO_MAX_NANOS:  # Go (and CEL) keep durations in int64 nanoseconds
+        raise ValueError(f"{text!r} is longer than the longest duration, about 2562047h")
     return timedelta(microseconds=int((seconds * 1_000_000).to_integral_value()))
 
 
