@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
+from e2e_support import eventually
 from kopf.testing import KopfRunner
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -27,17 +27,6 @@ PLURAL = "widgets"
 
 def api(state: cluster.State, user: str = "admin") -> client.ApiClient:
     return config.new_client_from_config(config_file=state.kubeconfig, context=user)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
