@@ -7,7 +7,7 @@ DEV    ?= .steadfast/dev
 .PHONY: help venv binaries lint typecheck crds crds-check test unit integration demo dev-up dev-down clean e2e-kind
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed  ## create the virtual environment with pinned dependencies
 
-binaries: venv  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl from the Go module proxy
+binaries: venv  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm from the Go module proxy
 	$(BIN)/steadfast dev build etcd kube-apiserver kube-controller-manager kubectl helm
 
 lint: venv  ## ruff and strict mypy
