@@ -737,7 +737,7 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plots(results: dict[str, Any], out: Path) -> list[str]:
+def plots(results: dict[str, Any], out: Path, prefix: str = "bench") -> list[str]:
     try:
         import matplotlib
 
@@ -756,8 +756,8 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("samples")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "bench-latency.png", dpi=110)
-        made.append("bench-latency.png")
+        fig.savefig(out / f"{prefix}-latency.png", dpi=110)
+        made.append(f"{prefix}-latency.png")
     t = results.get("throughput")
     if t and t["finish_times"]:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -765,8 +765,8 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_xlabel("seconds since the sagas were applied")
         ax.set_ylabel("sagas Succeeded")
         fig.tight_layout()
-        fig.savefig(out / "bench-throughput.png", dpi=110)
-        made.append("bench-throughput.png")
+        fig.savefig(out / f"{prefix}-throughput.png", dpi=110)
+        made.append(f"{prefix}-throughput.png")
     hist = results.get("history")
     if hist:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -777,8 +777,8 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("stored history (events)")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "bench-history.png", dpi=110)
-        made.append("bench-history.png")
+        fig.savefig(out / f"{prefix}-history.png", dpi=110)
+        made.append(f"{prefix}-history.png")
     mon = results.get("monitors")
     if mon and mon["series"]:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -788,8 +788,8 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set_ylabel("operator RSS (MiB)")
         ax.set_ylim(bottom=0)
         fig.tight_layout()
-        fig.savefig(out / "bench-monitor-rss.png", dpi=110)
-        made.append("bench-monitor-rss.png")
+        fig.savefig(out / f"{prefix}-monitor-rss.png", dpi=110)
+        made.append(f"{prefix}-monitor-rss.png")
     return made
 
 
@@ -851,6 +851,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--monitor-seconds", type=float, default=120)
     parser.add_argument("--history-iterations", type=int, default=200)
     parser.add_argument("--write", type=Path, default=None, help="write the Markdown report here (plots beside it)")
+    parser.add_argument("--plot-prefix", default="bench", help="file name prefix of the PNG plots")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"monitor_count": args.monitors, "history_iterations": args.history_iterations}
     with tempfile.TemporaryDirectory(prefix="steadfast-bench-") as tmp:
@@ -882,7 +883,7 @@ def main(argv: list[str]) -> int:
     table = report(results)
     print(table)
     if args.write:
-        images = plots(results, args.write.parent)
+        images = plots(results, args.write.parent, args.plot_prefix)
         write_doc(args.write, results, table, images, argv)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0
