@@ -240,7 +240,27 @@ class Bed:
             pid=self.operator.pid,
             log=log,
         )
-        time.sleep(1.0)  # let kopf's watches start
+        self._wait_admission()
+
+    def _wait_admission(self, timeout: float = 60.0) -> None:
+        """The webhooks fail closed: until the new replica has registered its server, creates are refused."""
+        probe = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TaskSaga",
+            "metadata": {"name": "probe"},
+            "spec": saga_spec(self.task_url, "probe"),
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.objects.create_namespaced_custom_object(
+                    GROUP, VERSION, "default", "tasksagas", probe, dry_run="All"
+                )
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def stop_operator(self) -> None:
         if self.operator is not None:
