@@ -306,23 +306,40 @@ class PhaseWatch:
         from kubernetes import watch
 
         self.seen: dict[str, dict[str, float]] = {}
+        self._stopped = False
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, args=(bed, namespace, plural), daemon=True)
         self._thread.start()
         time.sleep(0.3)
 
     def _run(self, bed: Bed, namespace: str, plural: str) -> None:
-        with contextlib.suppress(Exception):  # the stream ends when the bench bed is torn down
-            self._follow(bed, namespace, plural)
+        # A watch ends (server timeout, expired resource version, restarts under load): list and watch again,
+        # until stop(). Without this a long run silently stopped seeing phases.
+        while not self._stopped:
+            with contextlib.suppress(Exception):
+                listed = bed.objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+                for obj in listed.get("items", []):
+                    self._record(obj)
+                self._follow(bed, namespace, plural, listed["metadata"]["resourceVersion"])
+            if not self._stopped:
+                time.sleep(0.5)
 
-    def _follow(self, bed: Bed, namespace: str, plural: str) -> None:
+    def _record(self, obj: dict[str, Any]) -> None:
+        phase = (obj.get("status") or {}).get("phase")
+        if phase:
+            self.seen.setdefault(obj["metadata"]["name"], {}).setdefault(phase, time.time())
+
+    def _follow(self, bed: Bed, namespace: str, plural: str, version: str) -> None:
         for event in self._watch.stream(
-            bed.objects.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, timeout_seconds=3600
+            bed.objects.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            timeout_seconds=600,
+            resource_version=version,
         ):
-            obj = event["object"]
-            phase = (obj.get("status") or {}).get("phase")
-            if phase:
-                self.seen.setdefault(obj["metadata"]["name"], {}).setdefault(phase, time.time())
+            self._record(event["object"])
 
     def wait(self, names: list[str], phases: set[str], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -333,6 +350,7 @@ class PhaseWatch:
         return False
 
     def stop(self) -> None:
+        self._stopped = True
         self._watch.stop()
 
 
