@@ -299,6 +299,19 @@ class Bed:
         self.plane.down()
 
 
+def start_baseline_worker(bed: Bed) -> subprocess.Popen[str]:
+    """The bare worker (this file with --baseline-worker) on the bed's engine; stops when its stdin closes."""
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--baseline-worker", bed.engine.address],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=bed.env,
+    )
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    return worker
+
+
 class PhaseWatch:
     """Records, per object, when each phase was first seen (a watch, as `kubectl get -w` sees it)."""
 
@@ -359,14 +372,7 @@ def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
     from dapr.ext.workflow import DaprWorkflowClient
 
     # Baseline: the same workflow through the SDK on the same engine, no Kubernetes.
-    worker = subprocess.Popen(
-        [sys.executable, __file__, "--baseline-worker", bed.engine.address],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=bed.env,
-    )
-    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    worker = start_baseline_worker(bed)
     client = DaprWorkflowClient(host="127.0.0.1", port=bed.engine.address.rsplit(":", 1)[1])
     ids = [f"baseline-{uuid.uuid4().hex[:10]}" for _ in range(n)]
 
@@ -648,27 +654,25 @@ def monitors(bed: Bed, count: int, seconds: float) -> dict[str, Any]:
     return {"series": series}
 
 
-def _history_len(bed: Bed, iid: str) -> int:
+def _history(bed: Bed, iid: str) -> list[dict[str, Any]]:
+    """The instance's stored events, read with the engine's own inspector (read-only)."""
     out = subprocess.run(
         [sys.executable, "-m", "steadfast.dev.engine", "history", iid, "--db", str(bed.engine.db), "--json"],
         capture_output=True,
         text=True,
     )
-    return len([line for line in out.stdout.splitlines() if line.strip()])
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def _history_len(bed: Bed, iid: str) -> int:
+    return len(_history(bed, iid))
 
 
 def history_growth(bed: Bed, iterations: int) -> dict[str, list[tuple[int, int]]]:
     """History size per iteration for a `while True` loop and for continue_as_new, on the raw engine."""
     from dapr.ext.workflow import DaprWorkflowClient
 
-    worker = subprocess.Popen(
-        [sys.executable, __file__, "--baseline-worker", bed.engine.address],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=bed.env,
-    )
-    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    worker = start_baseline_worker(bed)
     client = DaprWorkflowClient(host="127.0.0.1", port=bed.engine.address.rsplit(":", 1)[1])
     out: dict[str, list[tuple[int, int]]] = {}
     for name in ("bench.looping", "bench.continuing"):
@@ -677,9 +681,8 @@ def history_growth(bed: Bed, iterations: int) -> dict[str, list[tuple[int, int]]
         points: list[tuple[int, int]] = []
         while True:
             state = client.get_workflow_state(iid, fetch_payloads=False)
-            size = _history_len(bed, iid)
-            events = _history_events(bed, iid)
-            points.append((events, size))
+            history = _history(bed, iid)
+            points.append((_iterations(history), len(history)))
             if state is not None and state.runtime_status.name in ("COMPLETED", "FAILED"):
                 break
             time.sleep(0.2)
@@ -690,18 +693,10 @@ def history_growth(bed: Bed, iterations: int) -> dict[str, list[tuple[int, int]]
     return out
 
 
-def _history_events(bed: Bed, iid: str) -> int:
+def _iterations(history: list[dict[str, Any]]) -> int:
     """Iterations done so far: completed activities in this run plus the counter carried into it."""
-    out = subprocess.run(
-        [sys.executable, "-m", "steadfast.dev.engine", "history", iid, "--db", str(bed.engine.db), "--json"],
-        capture_output=True,
-        text=True,
-    )
     carried = done = 0
-    for line in out.stdout.splitlines():
-        if not line.strip():
-            continue
-        event = json.loads(line)
+    for event in history:
         if "taskCompleted" in event:
             done += 1
         elif "executionStarted" in event:

@@ -106,9 +106,6 @@ class StatusWriter:
         self._ready: deque[str] = deque()
         self._written_seq: dict[str, int] = {}
         self._stopped = False
-        self.writes = 0
-        self.events = 0
-        self.submitted = 0
         self._threads = [threading.Thread(target=self._work, name=f"status-writer-{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
@@ -125,7 +122,6 @@ class StatusWriter:
         key = self._key(ref)
         metrics.STATUS_SUBMITS.inc()
         with self._lock:
-            self.submitted += 1
             if seq < self._written_seq.get(key, -1):
                 future.set_result(None)  # a newer snapshot is already on the object
                 return future
@@ -194,7 +190,6 @@ class StatusWriter:
                     ref.group, ref.version, ref.namespace, ref.plural, ref.name, {"status": item.status},
                     _preload_content=False)
                 _drain(response)
-                self.writes += 1
                 metrics.STATUS_WRITES.inc()
                 break
             except ApiException as exc:
@@ -229,7 +224,6 @@ class StatusWriter:
         }
         try:
             _drain(self._core.create_namespaced_event(ref.namespace, body, _preload_content=False))
-            self.events += 1
             metrics.transition(ref.kind, event.reason)
         except ApiException as exc:
             if exc.status != 409:  # 409: a redelivered transition; the Event already exists

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steadfast.dev.controlplane import binaries, identities, pki, processes
+from steadfast import certs
+from steadfast.dev.controlplane import binaries, identities, processes
 
 STATE_FILE = "state.json"
 DEFAULT_DIR = Path(".steadfast/dev")
@@ -123,7 +124,7 @@ class ControlPlane:
             raise
 
     def _start(self, paths: dict[str, Path], logs: Path, timeout: float, started: float) -> State:
-        certs = pki.generate(self.directory / "pki")
+        pki = certs.generate(self.directory / "pki")
         admin = identities.admin()
         people = [admin, *self.users]
         tokens = self.directory / "tokens.csv"
@@ -147,19 +148,19 @@ class ControlPlane:
         self._spawn("kube-apiserver", [
             str(paths["kube-apiserver"]), f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
-            f"--tls-cert-file={certs.serving_cert}", f"--tls-private-key-file={certs.serving_key}",
-            f"--client-ca-file={certs.ca_cert}",
+            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
             f"--token-auth-file={tokens}", "--authorization-mode=RBAC", "--anonymous-auth=false",
-            f"--service-account-key-file={certs.sa_public}",
-            f"--service-account-signing-key-file={certs.sa_private}",
+            f"--service-account-key-file={pki.sa_public}",
+            f"--service-account-signing-key-file={pki.sa_private}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount", "--profiling=false",
             "--endpoint-reconciler-type=none",
         ], logs)
-        ca_pem = certs.ca_cert.read_bytes()
+        ca_pem = pki.ca_cert.read_bytes()
         processes.wait_until(
-            lambda: processes.http_ok(f"{server}/readyz", token=admin.token, ca_file=certs.ca_cert),
+            lambda: processes.http_ok(f"{server}/readyz", token=admin.token, ca_file=pki.ca_cert),
             what="kube-apiserver", timeout=timeout, pid=self._procs["kube-apiserver"].pid,
             log=logs / "kube-apiserver.log")
 
@@ -174,7 +175,7 @@ class ControlPlane:
             "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
             f"--cert-dir={self.directory / 'kcm-certs'}", "--use-service-account-credentials=false",
-            f"--root-ca-file={certs.ca_cert}",
+            f"--root-ca-file={pki.ca_cert}",
         ], logs)
         processes.wait_until(
             lambda: processes.http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure=True),

@@ -1,8 +1,8 @@
-"""Certificates and keys for the local control plane.
+"""Certificates and keys: the operator's admission webhooks and the local control plane.
 
 Made with `cryptography` rather than openssl or kopf's certbuilder (whose OpenSSL detection fails on
-these machines). One CA signs the API server's serving certificate; the service-account key pair lets
-the API server issue tokens, as a real cluster does.
+some machines). One CA signs a serving certificate; for the local control plane a service-account key
+pair also lets the API server issue tokens, as a real cluster does.
 """
 
 from __future__ import annotations
@@ -86,6 +86,18 @@ def make_serving_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivate
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key
+
+
+def serving_files(directory: Path, hosts: list[str]) -> tuple[str, str, str]:
+    """A fresh CA and a serving certificate for `hosts` (plus localhost), as PEM files: (cert, key, ca)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = make_ca("steadfast-webhook-ca")
+    cert, key = make_serving_cert(ca_cert, ca_key, hosts[0], list(dict.fromkeys([*hosts, "localhost"])))
+    paths = {name: directory / f"{name}.pem" for name in ("cert", "key", "ca")}
+    write_pem(paths["cert"], cert)
+    write_pem(paths["ca"], ca_cert)
+    _write_key(paths["key"], key)
+    return str(paths["cert"]), str(paths["key"]), str(paths["ca"])
 
 
 def write_pem(path: Path, cert: x509.Certificate) -> None:
