@@ -81,6 +81,28 @@ def total(samples: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in samples.items() if k.startswith(prefix))
 
 
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` onto `cpus` (affinity is per thread; new threads inherit their creator's)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def api_calls(samples: dict[str, float]) -> dict[str, float]:
+    """API server requests by verb and resource (with subresource), from its metrics."""
+    import re
+
+    out: dict[str, float] = {}
+    for key, value in samples.items():
+        if not key.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', key))
+        what = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
+        name = f"{labels.get('verb', '?')} {what}"
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
 def saga_spec(task_url: str, task: str) -> dict[str, Any]:
     def http(method: str, path: str, body: Any = None) -> dict[str, Any]:
         out: dict[str, Any] = {"http": {"method": method, "url": f"{task_url}{path}"}}
@@ -176,7 +198,7 @@ def _delta(seconds: float) -> Any:
 class Bed:
     """Control plane + engine + task service + operator, all local, all stopped at the end."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, pin: bool = False) -> None:
         from steadfast.dev.controlplane import cluster, identities, processes
         from steadfast.dev.engine.process import start_engine
 
@@ -218,6 +240,23 @@ class Bed:
         self.admin_token = admin["user"]["token"]
         self.ca = str(Path(self.state.directory) / "pki" / "ca.crt")
 
+        # --pin: the control plane (and this client) on CPU 0, the engine, task service, operator and bare
+        # worker on the others; as in a cluster, where the API server does not share the operator's node.
+        self.pinned = pin
+        if pin:
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < 2:
+                raise SystemExit("--pin needs at least 2 CPUs")
+            self.control_cpus, self.work_cpus = {cpus[0]}, set(cpus[1:])
+            for pid in [*self.state.pids.values(), os.getpid()]:
+                pin_process(pid, self.control_cpus)
+            for pid in (self.engine.pid, self.task.pid):
+                pin_process(pid, self.work_cpus)
+
+    def pin_worker(self, pid: int) -> None:
+        if self.pinned:
+            pin_process(pid, self.work_cpus)
+
     def _kubeconfig(self) -> dict[str, Any]:
         import yaml
 
@@ -240,6 +279,7 @@ class Bed:
             pid=self.operator.pid,
             log=log,
         )
+        self.pin_worker(self.operator.pid)
         self._wait_admission()
 
     def _wait_admission(self, timeout: float = 60.0) -> None:
@@ -309,7 +349,50 @@ def start_baseline_worker(bed: Bed) -> subprocess.Popen[str]:
         env=bed.env,
     )
     assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    bed.pin_worker(worker.pid)
     return worker
+
+
+class Profiler:
+    """py-spy on the operator and the API server's pprof CPU profile, over one measured stretch."""
+
+    def __init__(self, bed: Bed, out: Path | None) -> None:
+        self.bed, self.out = bed, out
+        self.spy: subprocess.Popen[bytes] | None = None
+        self.pprof: threading.Thread | None = None
+
+    def __enter__(self) -> Profiler:
+        if self.out is None or self.bed.operator is None:
+            return self
+        self.out.mkdir(parents=True, exist_ok=True)
+        spy = Path(sys.executable).with_name("py-spy")
+        self.spy = subprocess.Popen(
+            [str(spy), "record", "-p", str(self.bed.operator.pid), "-r", "40", "-f", "raw", "--nonblocking", "--gil",
+             "-o", str(self.out / "operator.pyspy.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.pprof = threading.Thread(target=self._apiserver, daemon=True)
+        self.pprof.start()
+        return self
+
+    def _apiserver(self) -> None:
+        import ssl
+
+        assert self.out is not None
+        request = urllib.request.Request(
+            f"{self.bed.state.apiserver}/debug/pprof/profile?seconds=20",
+            headers={"Authorization": f"Bearer {self.bed.admin_token}"},
+        )
+        context = ssl.create_default_context(cafile=self.bed.ca)
+        with urllib.request.urlopen(request, timeout=60, context=context) as answer:
+            (self.out / "kube-apiserver.pprof").write_bytes(answer.read())
+
+    def __exit__(self, *_: Any) -> None:
+        if self.spy is not None:
+            self.spy.send_signal(2)
+            self.spy.wait(timeout=60)
+        if self.pprof is not None:
+            self.pprof.join(timeout=60)
 
 
 class PhaseWatch:
@@ -368,7 +451,7 @@ class PhaseWatch:
 
 
 # ------------------------------------------------------------------------------------------ scenarios
-def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
+def saga_throughput(bed: Bed, n: int, threads: int, profile: Path | None = None) -> dict[str, Any]:
     from dapr.ext.workflow import DaprWorkflowClient
 
     # Baseline: the same workflow through the SDK on the same engine, no Kubernetes.
@@ -427,13 +510,17 @@ def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
         )
 
     cpu0 = bed.cpu()
+    calls0 = api_calls(scrape(f"{bed.state.apiserver}/metrics", bed.admin_token, bed.ca))
     started_wall = time.time()
     started = time.monotonic()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(create, names))
-    done = watch.wait(names, {"Succeeded"}, timeout=max(600, n))
+    with Profiler(bed, profile):
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(create, names))
+        done = watch.wait(names, {"Succeeded"}, timeout=max(600, n))
     op_elapsed = time.monotonic() - started
     op_cpu = _per(bed.cpu(), cpu0, n)
+    calls = api_calls(scrape(f"{bed.state.apiserver}/metrics", bed.admin_token, bed.ca))
+    per_saga_calls = {k: round((v - calls0.get(k, 0.0)) / n, 2) for k, v in calls.items()}
     after = scrape(bed.metrics_url)
     watch.stop()
     succeeded = sum(1 for nm in names if "Succeeded" in watch.seen.get(nm, {}))
@@ -457,6 +544,8 @@ def saga_throughput(bed: Bed, n: int, threads: int) -> dict[str, Any]:
         "finish_times": finish_times,
         # CPU milliseconds per saga, by process: what bounds the rate on a small machine.
         "cpu_ms_per_saga": {"baseline": base_cpu, "operator": op_cpu},
+        # API requests per saga (the benchmark's own create, list and watch included).
+        "api_calls_per_saga": {k: v for k, v in sorted(per_saga_calls.items(), key=lambda kv: -kv[1]) if v >= 0.01},
     }
 
 
@@ -720,6 +809,10 @@ def report(results: dict[str, Any]) -> str:
             ranked = sorted(cpu.get(key, {}).items(), key=lambda kv: -kv[1])
             parts = ", ".join(f"{k} {v:.0f}" for k, v in ranked if v)
             lines.append(f"| CPU ms per saga, {label} | {parts} | | |")
+        calls = t.get("api_calls_per_saga", {})
+        if calls:
+            parts = ", ".join(f"{k} {v:g}" for k, v in calls.items())
+            lines.append(f"| API requests per saga ({sum(calls.values()):.1f}) | {parts} | | |")
         lines.append(
             f"| status writes per transition (N={t['n']}) | {t['writes_per_transition']:.2f} | target <= 1 | |"
         )
@@ -849,7 +942,13 @@ def write_doc(path: Path, results: dict[str, Any], table: str, images: list[str]
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python bench/operator_bench.py {' '.join(argv)}` on "
         f"{os.cpu_count()} cores ({cpu}), {memory_gib} GiB; "
         f"{versions}. Everything runs on this one machine: the local control plane, the local engine "
-        "(SQLite, fsync on), the sample task service and the operator.",
+        "(SQLite, fsync on), the sample task service and the operator."
+        + (
+            " Pinned (--pin): etcd, kube-apiserver, kube-controller-manager and the benchmark's client on CPU 0; "
+            "the engine, the task service, the operator and the bare worker on the other CPU(s)."
+            if results.get("pinned")
+            else ""
+        ),
         "",
         table,
         "",
@@ -884,18 +983,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--monitor-seconds", type=float, default=120)
     parser.add_argument("--history-iterations", type=int, default=200)
     parser.add_argument("--write", type=Path, default=None, help="write the Markdown report here (plots beside it)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="profile the operator (py-spy) and the API server (pprof) during saga throughput")
+    parser.add_argument("--pin", action="store_true",
+                        help="control plane on CPU 0, engine/operator/bare worker on the rest (as in a cluster)")
     parser.add_argument("--plot-prefix", default="bench", help="file name prefix of the PNG plots")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"monitor_count": args.monitors, "history_iterations": args.history_iterations}
     with tempfile.TemporaryDirectory(prefix="steadfast-bench-") as tmp:
-        bed = Bed(Path(tmp))
+        bed = Bed(Path(tmp), pin=args.pin)
+        results["pinned"] = args.pin
         try:
             if args.history_iterations:
                 print("history: while True vs continue_as_new ...", file=sys.stderr, flush=True)
                 results["history"] = history_growth(bed, args.history_iterations)
             if args.sagas:
                 print(f"throughput: {args.sagas} sagas ...", file=sys.stderr, flush=True)
-                results["throughput"] = saga_throughput(bed, args.sagas, args.threads)
+                results["throughput"] = saga_throughput(bed, args.sagas, args.threads, args.profile)
             if bed.operator is None:
                 bed.start_operator()
             if args.latency:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,6 @@ from steadfast.status import StatusWriter, conditions
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "steadfast.dev/finalizer"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _RUNNING = {WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED}
 
@@ -69,12 +68,23 @@ class Binding:
     signals: tuple[Signal, ...] = ()
 
 
+StartHook = Callable[[kopf.Body, kopf.Logger], Awaitable[None]]
+
+
 class Bindings:
     """Registers kopf handlers for each binding; shares the workflow client and the status writer."""
 
     def __init__(self, client: DaprWorkflowClient, writer: StatusWriter) -> None:
         self.client = client
         self.writer = writer
+        self._after_start: dict[str, list[StartHook]] = {}
+
+    def after_start(self, binding: Binding, hook: StartHook) -> None:
+        """Run `hook` in the same kopf handler as the start, after it (and again on retry: it must be idempotent).
+
+        One handler per cause is what lets kopf finish a resource without writing progress annotations.
+        """
+        self._after_start.setdefault(binding.kind.plural, []).append(hook)
 
     @staticmethod
     def ref(kind: Kind, body: kopf.Body) -> ObjectRef:
@@ -88,9 +98,13 @@ class Bindings:
 
         async def start(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.start(binding, body, logger, resumed=False)
+            for hook in self._after_start.get(kind.plural, ()):
+                await hook(body, logger)
 
         async def resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.start(binding, body, logger, resumed=True)
+            for hook in self._after_start.get(kind.plural, ()):
+                await hook(body, logger)
 
         async def stop(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.stop(binding, body, logger)
@@ -202,7 +216,7 @@ class Bindings:
         logger.info("workflow %s purged", iid)
 
     async def _write(self, ref: ObjectRef, status: dict[str, Any]) -> None:
-        future = self.writer.submit(ref, status, seq=0)
+        future = self.writer.submit(ref, status, seq=0, urgent=True)
         await asyncio.wrap_future(future)
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 
-from steadfast import kinds, metrics, webhooks
+from steadfast import kinds, metrics, persistence, webhooks
 from steadfast.actions import ActionRunner
-from steadfast.binding import FINALIZER, Bindings
+from steadfast.api.kinds import FINALIZER, KINDS
+from steadfast.binding import Bindings
 from steadfast.egress import EgressPolicy
 from steadfast.kube import api_client
 from steadfast.status import StatusWriter
@@ -48,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                           "that replicas of one Deployment never tie: kopf pauses every replica on a tie)")
     run.add_argument("--peering-lifetime", type=int, default=int(os.environ.get("STEADFAST_PEERING_LIFETIME", "20")),
                      help="seconds after which a silent peer counts as gone and a standby takes over")
+    run.add_argument("--status-linger", type=float,
+                     default=float(os.environ.get("STEADFAST_STATUS_LINGER", "2")), metavar="SECONDS",
+                     help="how long a progress-only status update (a step started, a check passed) may wait to be "
+                          "folded into the next one; phase changes are written at once. 0 writes every update")
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
@@ -60,11 +65,10 @@ def _egress(args: argparse.Namespace) -> EgressPolicy:
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
-    """Kopf's bookkeeping goes into annotations under our prefix, not into our status schema."""
+    """Kopf's bookkeeping goes into annotations under our prefix (never our status schema), and only when needed."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="steadfast.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="steadfast.dev", key="last-handled-configuration")
+    settings.persistence.progress_storage = persistence.ProgressStorage()
+    settings.persistence.diffbase_storage = persistence.DiffBaseStorage(KINDS)
     settings.posting.enabled = False  # we post our own Events, one per transition
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -99,7 +103,8 @@ def main(args: argparse.Namespace) -> int:
     if args.metrics:
         metrics.serve(args.metrics)
     api = api_client()
-    writer = StatusWriter(api, workers=8)
+    # Progress within a phase may show up --status-linger late: under load that saves a write per step.
+    writer = StatusWriter(api, workers=8, linger=args.status_linger)
     # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
     runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
     Activities(ActionRunner(api, _egress(args)), writer).register(runtime)

@@ -2,8 +2,11 @@
 
 Writes are merge patches of the status subresource. While a write for an object is in flight, newer
 snapshots for it are coalesced into one next write, so a busy saga costs at most one write per burst
-rather than one per transition. Snapshots carry a sequence number from the workflow; an older snapshot
-never overwrites a newer one. Events go out with the write that carries the transition.
+rather than one per transition. A snapshot that only reports progress (no Event: a step started, a check
+passed) waits up to `linger` for a newer one; the first snapshot of an object and any that carries an
+Event (a phase change) go out at once and take the waiting one along. Snapshots carry a sequence number
+from the workflow; an older snapshot never overwrites a newer one. Events go out with the write that
+carries the transition.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import hashlib
 import logging
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,19 +93,23 @@ class _Pending:
     seq: int
     events: list[EventSpec] = field(default_factory=list)
     futures: list[Future[None]] = field(default_factory=list)
+    urgent: bool = False
 
 
 class StatusWriter:
     """Thread-safe; used from workflow activities (threads) and kopf handlers alike."""
 
-    def __init__(self, api: client.ApiClient, *, workers: int = 4, component: str = "steadfast") -> None:
+    def __init__(self, api: client.ApiClient, *, workers: int = 4, component: str = "steadfast",
+                 linger: float = 0.2) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._component = component
+        self._linger = linger
         self._lock = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         self._inflight: set[str] = set()
-        self._ready: deque[str] = deque()
+        self._ready: dict[str, None] = {}  # a FIFO with O(1) membership
+        self._due: dict[str, float] = {}  # lingering keys -> when they become ready
         self._written_seq: dict[str, int] = {}
         self._stopped = False
         self._threads = [threading.Thread(target=self._work, name=f"status-writer-{i}", daemon=True)
@@ -116,8 +122,11 @@ class StatusWriter:
         return f"{ref.plural}/{ref.namespace}/{ref.name}/{ref.uid}"
 
     def submit(self, ref: ObjectRef, status: dict[str, Any], *, seq: int,
-               events: list[EventSpec] | None = None) -> Future[None]:
-        """Queue a status snapshot; the future resolves once it (or a newer one) is written."""
+               events: list[EventSpec] | None = None, urgent: bool = False) -> Future[None]:
+        """Queue a status snapshot; the future resolves once it (or a newer one) is written.
+
+        `urgent` (or carrying Events, or being the object's first) skips the linger.
+        """
         future: Future[None] = Future()
         key = self._key(ref)
         metrics.STATUS_SUBMITS.inc()
@@ -127,16 +136,44 @@ class StatusWriter:
                 return future
             pending = self._pending.get(key)
             if pending is None:
-                self._pending[key] = _Pending(ref, dict(status), seq, list(events or []), [future])
-                if key not in self._inflight:
-                    self._ready.append(key)
-                    self._lock.notify()
+                pending = self._pending[key] = _Pending(ref, dict(status), seq, list(events or []), [future])
             else:
                 if seq >= pending.seq:
                     pending.status, pending.seq = dict(status), seq
                 pending.events.extend(events or [])
                 pending.futures.append(future)
+            first = key not in self._written_seq and key not in self._inflight
+            pending.urgent = pending.urgent or urgent or bool(events) or first
+            if key not in self._inflight:
+                self._schedule(key, pending)
         return future
+
+    def _schedule(self, key: str, pending: _Pending) -> None:
+        """Make `key` ready now, or at the end of its linger; called with the lock held."""
+        if key in self._due:
+            if not pending.urgent:
+                return
+            del self._due[key]
+        elif key in self._ready:
+            return
+        if pending.urgent or self._linger <= 0:
+            self._ready[key] = None
+        else:
+            self._due[key] = time.monotonic() + self._linger
+        self._lock.notify()
+
+    def _promote(self) -> float | None:
+        """Move lingering keys whose time has come to ready; the seconds until the next one, if any."""
+        if not self._due:
+            return None
+        now = time.monotonic()
+        if self._stopped:
+            now = float("inf")
+        for key, due in list(self._due.items()):
+            if due <= now:
+                del self._due[key]
+                self._ready[key] = None
+        return min(self._due.values()) - now if self._due else None
 
     def forget(self, ref: ObjectRef) -> None:
         """Drop bookkeeping for a deleted resource."""
@@ -154,11 +191,15 @@ class StatusWriter:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._ready and not self._stopped:
-                    self._lock.wait()
+                while True:
+                    wait = self._promote()
+                    if self._ready or (self._stopped and not self._due):
+                        break
+                    self._lock.wait(wait)
                 if self._stopped and not self._ready:
                     return
-                key = self._ready.popleft()
+                key = next(iter(self._ready))
+                del self._ready[key]
                 item = self._pending.pop(key)
                 self._inflight.add(key)
             error: BaseException | None = None
@@ -171,8 +212,7 @@ class StatusWriter:
                 if error is None:
                     self._written_seq[key] = max(item.seq, self._written_seq.get(key, -1))
                 if key in self._pending:
-                    self._ready.append(key)
-                    self._lock.notify()
+                    self._schedule(key, self._pending[key])
             for future in item.futures:
                 if error is None:
                     future.set_result(None)

@@ -6,6 +6,9 @@ a mutating webhook stamps the authenticated creator (`steadfast.dev/requested-by
 not back. The rules are pure functions of (operation, user, old, new) so they are tested without a
 cluster; the kopf glue and the TLS server that `steadfast run` serves on loopback are at the bottom.
 
+On CREATE the mutating webhooks also set the operator's finalizer, so that kopf need not patch every new
+resource to add it (see steadfast.persistence).
+
 The webhooks fail closed (failurePolicy Fail) and stay registered when the operator stops: while it is
 down, ApprovalRequests and TaskSagas cannot be created or changed, so no decision ever skips the checks.
 """
@@ -30,7 +33,7 @@ from kubernetes import client
 
 from steadfast import certs
 from steadfast.api.action import BODY_DEPTH_MESSAGE, MAX_BODY_DEPTH, json_depth
-from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, TASK_SAGA
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +237,15 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
         if annotations:
             patch.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
 
+    def finalize(patch: kopf.Patch, operation: str) -> None:
+        def add(body: Any) -> None:
+            finalizers = body.setdefault("metadata", {}).setdefault("finalizers", [])
+            if FINALIZER not in finalizers:
+                finalizers.append(FINALIZER)
+
+        if operation == "CREATE":
+            patch.fns.append(add)
+
     def refuse(problem: str | None, code: int = 403) -> None:
         if problem:
             raise kopf.AdmissionError(problem, code=code)
@@ -243,13 +255,15 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
 
     monitors = (HEALTH_MONITOR.group, HEALTH_MONITOR.version, HEALTH_MONITOR.plural)
 
-    @kopf.on.validate(*monitors, id="monitor-rules", **common)
+    @kopf.on.mutate(*monitors, id="monitor-rules", **common)
     def _monitor_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
+        finalize(kw["patch"], kw["operation"])
 
     @kopf.on.mutate(*apr, id="approval-identity", **common)
     def _approval_identity(**kw: Any) -> None:
         stamp(kw["patch"], approval_stamps(kw["operation"], user(kw), kw["old"], kw["new"], operator=operator))
+        finalize(kw["patch"], kw["operation"])
 
     @kopf.on.validate(*apr, id="approval-rules", **common)
     def _approval_rules(**kw: Any) -> None:
@@ -263,6 +277,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
     def _saga_identity(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)  # a saga's spec never changes, so CREATE is the one place to look
         stamp(kw["patch"], saga_stamps(kw["operation"], user(kw)))
+        finalize(kw["patch"], kw["operation"])
 
     @kopf.on.validate(*sagas, id="saga-rules", **{**common, "operations": ["UPDATE"]})
     def _saga_rules(**kw: Any) -> None:

@@ -332,9 +332,12 @@ def test_helm_install(installed: str, tools: Tools, admin: client.ApiClient) -> 
     deployment = client.AppsV1Api(admin).read_namespaced_deployment(RELEASE, NAMESPACE)
     assert deployment.spec.template.spec.service_account_name == RELEASE
     assert client.PolicyV1Api(admin).read_namespaced_pod_disruption_budget(RELEASE, NAMESPACE)
-    hooks = client.AdmissionregistrationV1Api(admin).read_validating_webhook_configuration(RELEASE)
-    assert {w.name for w in hooks.webhooks} == {"approval-rules.steadfast.dev", "saga-rules.steadfast.dev",
-                                               "monitor-rules.steadfast.dev"}
+    registry = client.AdmissionregistrationV1Api(admin)
+    hooks = registry.read_validating_webhook_configuration(RELEASE)
+    assert {w.name for w in hooks.webhooks} == {"approval-rules.steadfast.dev", "saga-rules.steadfast.dev"}
+    mutating = registry.read_mutating_webhook_configuration(RELEASE)
+    assert {w.name for w in mutating.webhooks} == {"approval-identity.steadfast.dev", "saga-identity.steadfast.dev",
+                                                  "monitor-rules.steadfast.dev"}
 
 
 # ---- the operator under the chart's ServiceAccount -----------------------------------------------

@@ -173,6 +173,13 @@ def test_saga_rules() -> None:
     assert _at(schema, ".spec.steps[*].action.http.timeout")["default"] == "10s"
 
 
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+def test_a_kind_is_treated_as_immutable_only_when_its_crd_refuses_spec_changes(kind: Any) -> None:
+    """The operator keeps no diff base for a kind with spec_immutable: the CRD must back that up."""
+    rules = [r["rule"] for r in _schema(kind.kind)["properties"]["spec"].get("x-kubernetes-validations", [])]
+    assert ("self == oldSelf" in rules) == kind.spec_immutable
+
+
 def test_monitor_durations_and_defaults() -> None:
     schema = _schema("HealthMonitor")
     for field, default in [("healthyInterval", "60m"), ("unhealthyInterval", "5m")]:

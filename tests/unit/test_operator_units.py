@@ -7,15 +7,17 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kopf
 import pytest
 
+from steadfast import persistence
 from steadfast.actions import idempotency_key
-from steadfast.api.kinds import TASK_SAGA
+from steadfast.api.kinds import HEALTH_MONITOR, KINDS, TASK_SAGA
 from steadfast.api.saga import RetryPolicy
 from steadfast.binding import instance_id
 from steadfast.egress import EgressDenied, EgressPolicy
 from steadfast.kube import ObjectRef
-from steadfast.status import StatusWriter, conditions
+from steadfast.status import EventSpec, StatusWriter, conditions
 from steadfast.workflows.common import backoff
 
 
@@ -108,3 +110,84 @@ def test_status_writer_coalesces_a_burst_and_drops_stale_snapshots() -> None:
     stale.result(timeout=5)
     assert len(fake.patches) == 2
     writer.stop()
+
+
+class _Recorder:
+    """Records status patches and Events with the moment each arrived."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[float, str]] = []
+        self.events: list[str] = []
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> None:
+        self.patches.append((time.monotonic(), args[-1]["status"]["phase"]))
+
+    def create_namespaced_event(self, _namespace: str, body: dict[str, Any], **_: Any) -> None:
+        self.events.append(body["reason"])
+
+
+def test_status_writer_holds_progress_back_but_never_a_transition() -> None:
+    fake = _Recorder()
+    writer = StatusWriter(api=None, workers=2, linger=0.6)  # type: ignore[arg-type]
+    writer._objects = fake  # type: ignore[assignment]
+    writer._core = fake  # type: ignore[assignment]
+    ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
+    started = time.monotonic()
+    writer.submit(ref, {"phase": "Running"}, seq=1).result(timeout=5)  # the first snapshot: at once
+    progress = writer.submit(ref, {"phase": "step-2"}, seq=2)
+    time.sleep(0.2)
+    assert [p for _, p in fake.patches] == ["Running"]  # progress waits for company
+    done = writer.submit(ref, {"phase": "Succeeded"}, seq=3, events=[EventSpec("Succeeded", "done")])
+    done.result(timeout=5)
+    progress.result(timeout=5)
+    assert [p for _, p in fake.patches] == ["Running", "Succeeded"]  # step-2 was folded into the transition
+    assert fake.patches[1][0] - started < 0.5
+    assert fake.events == ["Succeeded"]
+    writer.submit(ref, {"phase": "checked"}, seq=4).result(timeout=5)  # alone: written when the linger ends
+    assert fake.patches[2][1] == "checked" and fake.patches[2][0] - fake.patches[1][0] >= 0.5
+    writer.submit(ref, {"phase": "final"}, seq=5, urgent=True).result(timeout=0.3)
+    writer.stop()
+
+
+def test_status_writer_flushes_lingering_snapshots_on_stop() -> None:
+    fake = _Recorder()
+    writer = StatusWriter(api=None, workers=1, linger=30)  # type: ignore[arg-type]
+    writer._objects = fake  # type: ignore[assignment]
+    ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
+    writer.submit(ref, {"phase": "Running"}, seq=1).result(timeout=5)
+    waiting = writer.submit(ref, {"phase": "step-2"}, seq=2)
+    writer.stop()
+    waiting.result(timeout=1)
+    assert [p for _, p in fake.patches] == ["Running", "step-2"]
+
+
+def _body(kind: Any, status: dict[str, Any] | None = None) -> kopf.Body:
+    raw: dict[str, Any] = {"apiVersion": kind.api_version, "kind": kind.kind,
+                           "metadata": {"name": "x", "namespace": "ns", "annotations": {}}, "spec": {"a": 1}}
+    if status is not None:
+        raw["status"] = status
+    return kopf.Body(raw)  # type: ignore[arg-type]
+
+
+def test_an_immutable_kind_is_handled_without_a_diff_base_write() -> None:
+    storage = persistence.DiffBaseStorage(KINDS)
+    fresh, reported = _body(TASK_SAGA), _body(TASK_SAGA, {"phase": "Running"})
+    assert storage.fetch(body=fresh) is None  # not yet reported: its creation is still to handle
+    assert storage.fetch(body=reported) == storage.build(body=reported)  # nothing to diff
+    patch = kopf.Patch()
+    storage.store(body=reported, patch=patch, essence=storage.build(body=reported))
+    assert not patch
+    monitor = _body(HEALTH_MONITOR, {"phase": "Healthy"})
+    assert storage.fetch(body=monitor) is None  # a mutable kind keeps kopf's annotation
+    storage.store(body=monitor, patch=patch, essence=storage.build(body=monitor))
+    assert "steadfast.dev/last-handled-configuration" in patch["metadata"]["annotations"]
+
+
+def test_a_first_success_leaves_no_patch_behind() -> None:
+    storage = persistence.ProgressStorage()
+    body, patch = _body(TASK_SAGA), kopf.Patch()
+    storage.store(key="start", record={"success": True}, body=body, patch=patch)  # type: ignore[arg-type]
+    storage.purge(key="start", body=body, patch=patch)  # type: ignore[arg-type]
+    assert not patch
+    storage.store(key="start", record={"retries": 1}, body=body, patch=patch)  # type: ignore[arg-type]
+    assert list(patch["metadata"]["annotations"]) == ["steadfast.dev/start"]  # a retry is still recorded

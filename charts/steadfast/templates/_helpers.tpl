@@ -72,10 +72,10 @@ the path /<handler id>. Keep in step with that function; tests/integration/test_
 mutating:
   - {id: approval-identity, resource: approvalrequests, operations: [CREATE, UPDATE]}
   - {id: saga-identity, resource: tasksagas, operations: [CREATE]}
+  - {id: monitor-rules, resource: healthmonitors, operations: [CREATE, UPDATE]}
 validating:
   - {id: approval-rules, resource: approvalrequests, operations: [CREATE, UPDATE]}
   - {id: saga-rules, resource: tasksagas, operations: [UPDATE]}
-  - {id: monitor-rules, resource: healthmonitors, operations: [CREATE, UPDATE]}
 {{- end -}}
 
 {{- define "steadfast.validate" -}}

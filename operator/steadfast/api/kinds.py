@@ -12,6 +12,8 @@ from steadfast.api.saga import TaskSagaSpec, TaskSagaStatus
 from steadfast.api.schema import Cel
 
 GROUP = "steadfast.dev"
+# Set at admission on CREATE (a kopf patch per resource otherwise); kopf removes it once the instance is gone.
+FINALIZER = f"{GROUP}/finalizer"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "steadfast"
@@ -52,6 +54,8 @@ class Kind:
     description: str
     printer_columns: tuple[PrinterColumn, ...]
     root_rules: tuple[Cel, ...] = ()
+    # The CRD refuses any change of spec (a CEL `self == oldSelf` rule on it): nothing to diff after creation.
+    spec_immutable: bool = False
     categories: tuple[str, ...] = (CATEGORY,)
     group: str = GROUP
     version: str = VERSION
@@ -94,6 +98,7 @@ TASK_SAGA = Kind(
         PrinterColumn("Result", "string", ".status.result.status", "The outcome.", priority=1),
         AGE,
     ),
+    spec_immutable=True,
 )
 
 HEALTH_MONITOR = Kind(

@@ -31,7 +31,8 @@ class Activities:
     def _submit(self, inp: dict[str, Any]) -> Any:
         ref = ObjectRef.from_dict(inp["ref"])
         events = [EventSpec.from_dict(e) for e in inp.get("events") or []]
-        return self.writer.submit(ref, inp["status"], seq=int(inp["seq"]), events=events)
+        # A snapshot the workflow waits for (a final state) is never held back to coalesce.
+        return self.writer.submit(ref, inp["status"], seq=int(inp["seq"]), events=events, urgent=bool(inp.get("wait")))
 
     def execute(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
         """Report the snapshot that says this attempt is running, then make the attempt."""

@@ -280,8 +280,9 @@ def register_handlers(bindings: Bindings, registry: kopf.OperatorRegistry, bindi
     """kopf handlers: decisions to the workflow; a gated saga's ApprovalRequest and its outcome to the saga.
 
     Decisions have their own field handler rather than a generic `Signal`: the first decision changes
-    spec.decision from nothing, which the generic one reads as creation. On resume, a decision whose
-    decider is not yet in status.approvals is sent again (the workflow ignores a repeat).
+    spec.decision from nothing, which the generic one reads as creation. After every start (a resume
+    included), a decision whose decider is not yet in status.approvals is sent again (the workflow ignores
+    a repeat).
     """
 
     async def decided(body: kopf.Body, **_: Any) -> None:
@@ -289,7 +290,7 @@ def register_handlers(bindings: Bindings, registry: kopf.OperatorRegistry, bindi
         if data is not None:
             await bindings.signal(binding, body, DECISION_EVENT, data)
 
-    async def catch_up(body: kopf.Body, **_: Any) -> None:
+    async def catch_up(body: kopf.Body, _logger: kopf.Logger) -> None:
         status = body.get("status") or {}
         data = decision_payload(dict(body))
         recorded = {a.get("user") for a in status.get("approvals") or []}
@@ -312,7 +313,7 @@ def register_handlers(bindings: Bindings, registry: kopf.OperatorRegistry, bindi
         await bindings.signal(saga_binding, kopf.Body(raw), GATE_EVENT, data)
         logger.info("approval outcome %s sent to TaskSaga %s", data.get("phase"), owner["name"])
 
-    async def ensure(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    async def ensure(body: kopf.Body, logger: kopf.Logger) -> None:
         if (body.get("status") or {}).get("phase") in {p.value for p in SagaPhase if p.terminal}:
             return
         try:
@@ -354,12 +355,10 @@ def register_handlers(bindings: Bindings, registry: kopf.OperatorRegistry, bindi
                                     "reason": f"ApprovalRequest {body['metadata']['name']} was deleted undecided"},
                             logger)
 
-    sagas = (TASK_SAGA.group, TASK_SAGA.version, TASK_SAGA.plural)
     aprs = (APPROVAL_REQUEST.group, APPROVAL_REQUEST.version, APPROVAL_REQUEST.plural)
     kopf.on.field(*aprs, field="spec.decision", registry=registry, id="decision")(decided)
-    kopf.on.resume(*aprs, registry=registry, id="decision-catch-up")(catch_up)
-    kopf.on.create(*sagas, registry=registry, id="approval-gate")(ensure)
-    kopf.on.resume(*sagas, registry=registry, id="approval-gate")(ensure)
+    bindings.after_start(binding, catch_up)
+    bindings.after_start(saga_binding, ensure)
     kopf.on.event(*aprs, registry=registry, id="gate-outcome", when=lambda body, **_: _saga_owner(body)
                   is not None)(outcome)
     kopf.on.delete(*aprs, registry=registry, id="gate-deleted", optional=True)(deleted)

@@ -155,7 +155,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.sa_private}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount", "--profiling=false",
+            "--disable-admission-plugins=ServiceAccount",
             "--endpoint-reconciler-type=none",
         ], logs)
         ca_pem = pki.ca_cert.read_bytes()

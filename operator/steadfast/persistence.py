@@ -1,0 +1,61 @@
+"""Where kopf keeps what it has handled, chosen so that handling a resource costs no write of its own.
+
+By default kopf patches every object at least three times on creation: a finalizer, progress annotations
+and the last-handled configuration. Each patch is an API server write, a watch event back to every
+watcher and an admission call. Here:
+
+- the finalizer is set by the admission webhook on CREATE (steadfast.webhooks), so kopf finds it present;
+- a kind whose spec the CRD makes immutable needs no diff base: there is no later change to diff. Once its
+  workflow has written status, the resource counts as handled; before that, every event is its creation
+  (starting is idempotent, so a repeat costs one refused gRPC call, not a duplicate instance);
+- progress annotations carry no "kopf-managed" marker: it only tells other kopf operators which prefix is
+  ours, and writing it is what turned a handler's first success into a patch.
+
+A handler that fails still records its retries in annotations, and kinds with field handlers keep their
+last-handled configuration in an annotation, as kopf does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+
+from steadfast.api.kinds import Kind
+
+PREFIX = "steadfast.dev"
+
+
+class ProgressStorage(kopf.AnnotationsProgressStorage):
+    def __init__(self) -> None:
+        super().__init__(prefix=PREFIX)
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        super().store(key=key, record=record, body=body, patch=patch)
+        marker = f"{PREFIX}/kopf-managed"
+        annotations = patch.get("metadata", {}).get("annotations", {})
+        if marker in annotations and marker not in body.metadata.annotations:
+            del annotations[marker]
+            if not annotations:  # an empty stanza left behind would still make kopf send the patch
+                del patch["metadata"]["annotations"]
+                if not patch["metadata"]:
+                    del patch["metadata"]
+
+
+class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    def __init__(self, immutable: Iterable[Kind]) -> None:
+        super().__init__(prefix=PREFIX, key="last-handled-configuration")
+        self._immutable = {(k.api_version, k.kind) for k in immutable if k.spec_immutable}
+
+    def _is_immutable(self, body: kopf.Body) -> bool:
+        return (body.get("apiVersion"), body.get("kind")) in self._immutable
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if not self._is_immutable(body):
+            return super().fetch(body=body)
+        return self.build(body=body) if body.get("status") else None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        if not self._is_immutable(body):
+            super().store(body=body, patch=patch, essence=essence)
