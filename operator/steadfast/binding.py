@@ -19,6 +19,7 @@ import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 from pydantic import ValidationError
 
+from steadfast import persistence
 from steadfast.api.errors import describe
 from steadfast.api.kinds import Kind
 from steadfast.kube import ObjectRef
@@ -109,8 +110,8 @@ class Bindings:
         async def stop(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.stop(binding, body, logger)
 
-        kopf.on.resume(*resource, registry=registry, id="start")(resume)
-        kopf.on.create(*resource, registry=registry, id="start")(start)
+        kopf.on.resume(*resource, registry=registry, id=persistence.START)(resume)
+        kopf.on.create(*resource, registry=registry, id=persistence.START)(start)
         kopf.on.delete(*resource, registry=registry, id="stop")(stop)
         for sig in binding.signals:
             self._register_signal(binding, sig, registry)

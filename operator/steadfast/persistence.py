@@ -5,9 +5,9 @@ and the last-handled configuration. Each patch is an API server write, a watch e
 watcher and an admission call. Here:
 
 - the finalizer is set by the admission webhook on CREATE (steadfast.webhooks), so kopf finds it present;
-- a kind whose spec the CRD makes immutable needs no diff base: there is no later change to diff. Once its
-  workflow has written status, the resource counts as handled; before that, every event is its creation
-  (starting is idempotent, so a repeat costs one refused gRPC call, not a duplicate instance);
+- a kind whose spec the CRD makes immutable needs no diff base: there is no later change to diff. Once it
+  has status and no retry of its start is pending, the resource counts as handled; before that, every event
+  is its creation (starting is idempotent, so a repeat costs one refused gRPC call, not a twin instance);
 - progress annotations carry no "kopf-managed" marker: it only tells other kopf operators which prefix is
   ours, and writing it is what turned a handler's first success into a patch.
 
@@ -18,13 +18,14 @@ last-handled configuration in an annotation, as kopf does.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from steadfast.api.kinds import Kind
 
 PREFIX = "steadfast.dev"
+START = "start"  # the id of the handler that starts a resource's workflow (steadfast.binding)
 
 
 class ProgressStorage(kopf.AnnotationsProgressStorage):
@@ -44,17 +45,27 @@ class ProgressStorage(kopf.AnnotationsProgressStorage):
 
 
 class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    def __init__(self, immutable: Iterable[Kind]) -> None:
+    def __init__(self, immutable: Iterable[Kind], progress: kopf.ProgressStorage) -> None:
         super().__init__(prefix=PREFIX, key="last-handled-configuration")
         self._immutable = {(k.api_version, k.kind) for k in immutable if k.spec_immutable}
+        self._progress = progress
 
     def _is_immutable(self, body: kopf.Body) -> bool:
         return (body.get("apiVersion"), body.get("kind")) in self._immutable
 
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        # No handler follows any change of an immutable kind, so its essence is empty: kopf then deep-copies
+        # nothing on each of the kind's watch events (most of them are our own status writes coming back).
+        if self._is_immutable(body) and not extra_fields:
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
+
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         if not self._is_immutable(body):
             return super().fetch(body=body)
-        return self.build(body=body) if body.get("status") else None
+        if not body.get("status") or self._progress.fetch(key=cast(Any, START), body=body) is not None:
+            return None  # not started, or its start failed and kopf is retrying it (a status says why)
+        return self.build(body=body)
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         if not self._is_immutable(body):

@@ -67,8 +67,9 @@ def _egress(args: argparse.Namespace) -> EgressPolicy:
 def configure_settings(settings: kopf.OperatorSettings) -> None:
     """Kopf's bookkeeping goes into annotations under our prefix (never our status schema), and only when needed."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = persistence.ProgressStorage()
-    settings.persistence.diffbase_storage = persistence.DiffBaseStorage(KINDS)
+    progress = persistence.ProgressStorage()
+    settings.persistence.progress_storage = progress
+    settings.persistence.diffbase_storage = persistence.DiffBaseStorage(KINDS, progress)
     settings.posting.enabled = False  # we post our own Events, one per transition
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

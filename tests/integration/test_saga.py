@@ -47,6 +47,11 @@ def test_happy_path(operator: Operator, task_service: TaskService, sagas: Resour
     assert ready["status"] == "True"
     assert status["workflowInstanceId"].startswith("tasksaga-")
     assert task_service.applied("/records/t-ok") == [] and "POST /records" in task_service.applied("/records")
+    # The operator wrote only status: the finalizer came with admission, and no kopf bookkeeping is left behind.
+    meta = obj["metadata"]
+    assert meta["finalizers"] == ["steadfast.dev/finalizer"]
+    assert [a for a in meta.get("annotations", {}) if a.startswith("steadfast.dev/")] == ["steadfast.dev/requested-by"]
+    assert [m["operation"] for m in meta["managedFields"] if not m.get("subresource")] == ["Update"]  # the create
 
 
 def test_failure_compensates_in_reverse(operator: Operator, task_service: TaskService, sagas: Resources) -> None:

@@ -170,10 +170,13 @@ def _body(kind: Any, status: dict[str, Any] | None = None) -> kopf.Body:
 
 
 def test_an_immutable_kind_is_handled_without_a_diff_base_write() -> None:
-    storage = persistence.DiffBaseStorage(KINDS)
+    storage = persistence.DiffBaseStorage(KINDS, persistence.ProgressStorage())
     fresh, reported = _body(TASK_SAGA), _body(TASK_SAGA, {"phase": "Running"})
     assert storage.fetch(body=fresh) is None  # not yet reported: its creation is still to handle
-    assert storage.fetch(body=reported) == storage.build(body=reported)  # nothing to diff
+    assert storage.fetch(body=reported) == storage.build(body=reported) == {}  # nothing to diff, nothing to copy
+    retrying = _body(TASK_SAGA, {"phase": "Pending"})
+    retrying["metadata"]["annotations"]["steadfast.dev/start"] = '{"retries":1,"delayed":"2026-01-01T00:00:00"}'
+    assert storage.fetch(body=retrying) is None  # its start failed and is retried: still a creation
     patch = kopf.Patch()
     storage.store(body=reported, patch=patch, essence=storage.build(body=reported))
     assert not patch
