@@ -3,8 +3,8 @@
 Writes are merge patches of the status subresource. While a write for an object is in flight, newer
 snapshots for it are coalesced into one next write, so a busy saga costs at most one write per burst
 rather than one per transition. A snapshot that only reports progress (no Event: a step started, a check
-passed) waits up to `linger` for a newer one; the first snapshot of an object and any that carries an
-Event (a phase change) go out at once and take the waiting one along. Snapshots carry a sequence number
+passed) waits up to `linger` for a newer one; the first snapshot of an object and any that changes the
+phase or carries an Event go out at once and take the waiting one along. Snapshots carry a sequence number
 from the workflow; an older snapshot never overwrites a newer one. Events go out with the write that
 carries the transition.
 """
@@ -111,6 +111,7 @@ class StatusWriter:
         self._ready: dict[str, None] = {}  # a FIFO with O(1) membership
         self._due: dict[str, float] = {}  # lingering keys -> when they become ready
         self._written_seq: dict[str, int] = {}
+        self._written_phase: dict[str, Any] = {}
         self._stopped = False
         self._threads = [threading.Thread(target=self._work, name=f"status-writer-{i}", daemon=True)
                          for i in range(workers)]
@@ -125,7 +126,7 @@ class StatusWriter:
                events: list[EventSpec] | None = None, urgent: bool = False) -> Future[None]:
         """Queue a status snapshot; the future resolves once it (or a newer one) is written.
 
-        `urgent` (or carrying Events, or being the object's first) skips the linger.
+        `urgent` (or a phase change, Events, or being the object's first) skips the linger.
         """
         future: Future[None] = Future()
         key = self._key(ref)
@@ -143,7 +144,8 @@ class StatusWriter:
                 pending.events.extend(events or [])
                 pending.futures.append(future)
             first = key not in self._written_seq and key not in self._inflight
-            pending.urgent = pending.urgent or urgent or bool(events) or first
+            moved = "phase" in status and status["phase"] != self._written_phase.get(key)
+            pending.urgent = pending.urgent or urgent or bool(events) or first or moved
             if key not in self._inflight:
                 self._schedule(key, pending)
         return future
@@ -179,6 +181,7 @@ class StatusWriter:
         """Drop bookkeeping for a deleted resource."""
         with self._lock:
             self._written_seq.pop(self._key(ref), None)
+            self._written_phase.pop(self._key(ref), None)
         metrics.phase(ref.kind, self._key(ref), None)
 
     def stop(self) -> None:
@@ -209,8 +212,9 @@ class StatusWriter:
                 error = exc
             with self._lock:
                 self._inflight.discard(key)
-                if error is None:
-                    self._written_seq[key] = max(item.seq, self._written_seq.get(key, -1))
+                if error is None and item.seq >= self._written_seq.get(key, -1):
+                    self._written_seq[key] = item.seq
+                    self._written_phase[key] = item.status.get("phase", self._written_phase.get(key))
                 if key in self._pending:
                     self._schedule(key, self._pending[key])
             for future in item.futures:

@@ -113,17 +113,21 @@ def test_status_writer_coalesces_a_burst_and_drops_stale_snapshots() -> None:
 
 
 class _Recorder:
-    """Records status patches and Events with the moment each arrived."""
+    """Records status patches (as phase/step) and Events with the moment each arrived."""
 
     def __init__(self) -> None:
         self.patches: list[tuple[float, str]] = []
         self.events: list[str] = []
 
     def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> None:
-        self.patches.append((time.monotonic(), args[-1]["status"]["phase"]))
+        status = args[-1]["status"]
+        self.patches.append((time.monotonic(), f"{status['phase']}/{status.get('step', '')}"))
 
     def create_namespaced_event(self, _namespace: str, body: dict[str, Any], **_: Any) -> None:
         self.events.append(body["reason"])
+
+    def written(self) -> list[str]:
+        return [p for _, p in self.patches]
 
 
 def test_status_writer_holds_progress_back_but_never_a_transition() -> None:
@@ -133,19 +137,21 @@ def test_status_writer_holds_progress_back_but_never_a_transition() -> None:
     writer._core = fake  # type: ignore[assignment]
     ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
     started = time.monotonic()
-    writer.submit(ref, {"phase": "Running"}, seq=1).result(timeout=5)  # the first snapshot: at once
-    progress = writer.submit(ref, {"phase": "step-2"}, seq=2)
+    writer.submit(ref, {"phase": "Running", "step": "1"}, seq=1).result(timeout=5)  # the first: at once
+    progress = writer.submit(ref, {"phase": "Running", "step": "2"}, seq=2)
     time.sleep(0.2)
-    assert [p for _, p in fake.patches] == ["Running"]  # progress waits for company
+    assert fake.written() == ["Running/1"]  # progress within a phase waits for company
     done = writer.submit(ref, {"phase": "Succeeded"}, seq=3, events=[EventSpec("Succeeded", "done")])
     done.result(timeout=5)
     progress.result(timeout=5)
-    assert [p for _, p in fake.patches] == ["Running", "Succeeded"]  # step-2 was folded into the transition
+    assert fake.written() == ["Running/1", "Succeeded/"]  # step 2 was folded into the transition
     assert fake.patches[1][0] - started < 0.5
     assert fake.events == ["Succeeded"]
-    writer.submit(ref, {"phase": "checked"}, seq=4).result(timeout=5)  # alone: written when the linger ends
-    assert fake.patches[2][1] == "checked" and fake.patches[2][0] - fake.patches[1][0] >= 0.5
-    writer.submit(ref, {"phase": "final"}, seq=5, urgent=True).result(timeout=0.3)
+    writer.submit(ref, {"phase": "Succeeded", "step": "x"}, seq=4).result(timeout=5)  # alone: after the linger
+    assert fake.patches[2][1] == "Succeeded/x" and fake.patches[2][0] - fake.patches[1][0] >= 0.5
+    writer.submit(ref, {"phase": "Compensating"}, seq=5).result(timeout=0.3)  # a phase change, no Event: at once
+    writer.submit(ref, {"phase": "Compensating", "step": "y"}, seq=6, urgent=True).result(timeout=0.3)
+    assert fake.written()[-2:] == ["Compensating/", "Compensating/y"]
     writer.stop()
 
 
@@ -155,10 +161,10 @@ def test_status_writer_flushes_lingering_snapshots_on_stop() -> None:
     writer._objects = fake  # type: ignore[assignment]
     ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
     writer.submit(ref, {"phase": "Running"}, seq=1).result(timeout=5)
-    waiting = writer.submit(ref, {"phase": "step-2"}, seq=2)
+    waiting = writer.submit(ref, {"phase": "Running", "step": "2"}, seq=2)
     writer.stop()
     waiting.result(timeout=1)
-    assert [p for _, p in fake.patches] == ["Running", "step-2"]
+    assert fake.written() == ["Running/", "Running/2"]
 
 
 def _body(kind: Any, status: dict[str, Any] | None = None) -> kopf.Body:
