@@ -228,6 +228,7 @@ class Bed:
             "KUBECONFIG": self.state.kubeconfig,
             "DAPR_GRPC_ENDPOINT": self.engine.address,
             "PYTHONUNBUFFERED": "1",
+            "MALLOC_ARENA_MAX": "2",  # as the image sets it (Dockerfile): RSS as it would be in a cluster
         }
         self.metrics_url = f"http://127.0.0.1:{processes.free_port()}/metrics"
         self.operator: Any = None
@@ -367,9 +368,22 @@ class Profiler:
         self.out.mkdir(parents=True, exist_ok=True)
         spy = Path(sys.executable).with_name("py-spy")
         self.spy = subprocess.Popen(
-            [str(spy), "record", "-p", str(self.bed.operator.pid), "-r", "40", "-f", "raw", "--nonblocking", "--gil",
-             "-o", str(self.out / "operator.pyspy.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(spy),
+                "record",
+                "-p",
+                str(self.bed.operator.pid),
+                "-r",
+                "40",
+                "-f",
+                "raw",
+                "--nonblocking",
+                "--gil",
+                "-o",
+                str(self.out / "operator.pyspy.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.pprof = threading.Thread(target=self._apiserver, daemon=True)
         self.pprof.start()
@@ -692,11 +706,15 @@ def scale(bed: Bed, sizes: list[int], idle_seconds: float, threads: int) -> list
         b0 = bed.apiserver_requests()
         time.sleep(idle_seconds)
         b1 = bed.apiserver_requests()
+        # A restarted operator resumes every resource: its RSS is what a pod needs with `size` of them,
+        # without the churn of having created them.
         bed.start_operator()
+        time.sleep(idle_seconds)
         rows.append(
             {
                 "resources": size,
                 "rss_mib": rss,
+                "rss_after_restart_mib": rss_mib(bed.operator.pid),
                 "api_rps": (a1 - a0) / idle_seconds,
                 "api_rps_without_operator": (b1 - b0) / idle_seconds,
                 "status_writes_per_s": (
@@ -837,9 +855,10 @@ def report(results: dict[str, Any]) -> str:
         )
     for row in results.get("scale", []):
         lines.append(
-            f"| idle with {row['resources']} live sagas: RSS / API req/s (without the operator: "
+            f"| idle with {row['resources']} live sagas: RSS (after a restart) / API req/s (without the operator: "
             f"{row['api_rps_without_operator']:.2f}) / status writes/s | "
-            f"{row['rss_mib']:.0f} MiB / {row['api_rps']:.2f} / {row['status_writes_per_s']:.2f} "
+            f"{row['rss_mib']:.0f} MiB ({row.get('rss_after_restart_mib', float('nan')):.0f} MiB) / "
+            f"{row['api_rps']:.2f} / {row['status_writes_per_s']:.2f} "
             f"| target <= 300 MiB at 10,000; 0 writes | |"
         )
     mon = results.get("monitors")
@@ -916,6 +935,21 @@ def plots(results: dict[str, Any], out: Path, prefix: str = "bench") -> list[str
         fig.tight_layout()
         fig.savefig(out / f"{prefix}-monitor-rss.png", dpi=110)
         made.append(f"{prefix}-monitor-rss.png")
+    rows = results.get("scale", [])
+    if len(rows) > 1:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        sizes = [r["resources"] for r in rows]
+        ax.plot(sizes, [r["rss_mib"] for r in rows], marker="o", label="after creating them")
+        if all("rss_after_restart_mib" in r for r in rows):
+            ax.plot(sizes, [r["rss_after_restart_mib"] for r in rows], marker="o", label="after a restart")
+        ax.axhline(300, color="grey", linestyle="--", label="target")
+        ax.set_xlabel("live TaskSagas")
+        ax.set_ylabel("operator RSS (MiB)")
+        ax.set_ylim(bottom=0)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"{prefix}-rss.png", dpi=110)
+        made.append(f"{prefix}-rss.png")
     return made
 
 
@@ -983,10 +1017,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--monitor-seconds", type=float, default=120)
     parser.add_argument("--history-iterations", type=int, default=200)
     parser.add_argument("--write", type=Path, default=None, help="write the Markdown report here (plots beside it)")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="profile the operator (py-spy) and the API server (pprof) during saga throughput")
-    parser.add_argument("--pin", action="store_true",
-                        help="control plane on CPU 0, engine/operator/bare worker on the rest (as in a cluster)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="profile the operator (py-spy) and the API server (pprof) during saga throughput",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="control plane on CPU 0, engine/operator/bare worker on the rest (as in a cluster)",
+    )
     parser.add_argument("--plot-prefix", default="bench", help="file name prefix of the PNG plots")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"monitor_count": args.monitors, "history_iterations": args.history_iterations}

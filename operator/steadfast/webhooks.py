@@ -16,9 +16,11 @@ down, ApprovalRequests and TaskSagas cannot be created or changed, so no decisio
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -331,7 +333,9 @@ def configure(args: argparse.Namespace, settings: kopf.OperatorSettings, registr
     if not (cert and key):
         if ca:
             raise SystemExit("--webhook-ca needs --webhook-cert and --webhook-key")
-        cert, key, ca = make_certificate(Path(tempfile.mkdtemp(prefix="steadfast-webhook-")), [host, addr])
+        directory = tempfile.mkdtemp(prefix="steadfast-webhook-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)  # a private key: not left behind
+        cert, key, ca = make_certificate(Path(directory), [host, addr])
     settings.admission.server = kopf.WebhookServer(
         addr=addr, port=args.webhook_port or (9443 if in_cluster else None), host=host,
         certfile=cert, pkeyfile=key, cafile=ca)
