@@ -110,7 +110,10 @@ class Bindings:
         async def stop(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.stop(binding, body, logger)
 
-        kopf.on.resume(*resource, registry=registry, id=persistence.START)(resume)
+        def unfinished(body: kopf.Body, **_: Any) -> bool:  # a restart need not even call into a finished one
+            return (body.get("status") or {}).get("phase") not in binding.terminal_phases
+
+        kopf.on.resume(*resource, registry=registry, id=persistence.START, when=unfinished)(resume)
         kopf.on.create(*resource, registry=registry, id=persistence.START)(start)
         kopf.on.delete(*resource, registry=registry, id="stop")(stop)
         for sig in binding.signals:

@@ -311,6 +311,9 @@ def test_gitops_reapply_does_not_undo_a_decision(aprs: Resources, as_user: Any, 
     assert obj is not None and obj["spec"]["decision"] == {"approved": True, "reason": "approved outside Git"}
     owners = {m["manager"]: json.dumps(m.get("fieldsV1", {})) for m in obj["metadata"]["managedFields"]}
     assert "f:decision" not in owners["gitops"]  # Git never owned it, so applying Git cannot remove it
+    # Nor the finalizer and the creator's stamp that admission added to Git's first apply.
+    assert obj["metadata"]["finalizers"] == ["steadfast.dev/finalizer"]
+    assert obj["metadata"]["annotations"]["steadfast.dev/requested-by"] == "admin"
     # A sync that replaces the whole object (Argo CD's Replace=true) is refused instead of undoing it.
     replaced = kubectl("replace", "-f", "-")
     assert replaced.returncode != 0 and "cannot be removed" in replaced.stderr
