@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      default=float(os.environ.get("STEADFAST_STATUS_LINGER", "2")), metavar="SECONDS",
                      help="how long a progress-only status update (a step started, a check passed) may wait to be "
                           "folded into the next one; phase changes are written at once. 0 writes every update")
+    run.add_argument("--status-progress-rate", type=float,
+                     default=float(os.environ.get("STEADFAST_STATUS_PROGRESS_RATE", "10")), metavar="PER_SECOND",
+                     help="at most this many progress-only status writes per second (the rest wait and fold into "
+                          "later ones); phase changes and Events are not limited. 0 for no limit")
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
@@ -111,8 +115,8 @@ def main(args: argparse.Namespace) -> int:
     if args.metrics:
         metrics.serve(args.metrics)
     api = api_client()
-    # Progress within a phase may show up --status-linger late: under load that saves a write per step.
-    writer = StatusWriter(api, workers=8, linger=args.status_linger)
+    # Progress within a phase may show up --status-linger late (later under load): fewer writes per step.
+    writer = StatusWriter(api, workers=8, linger=args.status_linger, progress_rate=args.status_progress_rate)
     # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
     runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
     Activities(ActionRunner(api, _egress(args)), writer).register(runtime)

@@ -100,18 +100,23 @@ class StatusWriter:
     """Thread-safe; used from workflow activities (threads) and kopf handlers alike."""
 
     def __init__(self, api: client.ApiClient, *, workers: int = 4, component: str = "steadfast",
-                 linger: float = 0.2) -> None:
+                 linger: float = 0.2, progress_rate: float = 0.0) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._component = component
         self._linger = linger
+        # Progress-only writes share a budget of `progress_rate` per second (0: no limit): under load they
+        # wait longer and fold into fewer writes, while phase changes still go out at once.
+        self._rate = progress_rate
+        self._tokens = progress_rate
+        self._refilled = time.monotonic()
         self._lock = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         self._inflight: set[str] = set()
         self._ready: dict[str, None] = {}  # a FIFO with O(1) membership
         self._due: dict[str, float] = {}  # lingering keys -> when they become ready
         self._written_seq: dict[str, int] = {}
-        self._written_phase: dict[str, Any] = {}
+        self._sent_phase: dict[str, Any] = {}
         self._stopped = False
         self._threads = [threading.Thread(target=self._work, name=f"status-writer-{i}", daemon=True)
                          for i in range(workers)]
@@ -144,7 +149,7 @@ class StatusWriter:
                 pending.events.extend(events or [])
                 pending.futures.append(future)
             first = key not in self._written_seq and key not in self._inflight
-            moved = "phase" in status and status["phase"] != self._written_phase.get(key)
+            moved = "phase" in status and status["phase"] != self._sent_phase.get(key)
             pending.urgent = pending.urgent or urgent or bool(events) or first or moved
             if key not in self._inflight:
                 self._schedule(key, pending)
@@ -165,23 +170,35 @@ class StatusWriter:
         self._lock.notify()
 
     def _promote(self) -> float | None:
-        """Move lingering keys whose time has come to ready; the seconds until the next one, if any."""
-        if not self._due:
-            return None
+        """Move lingering keys whose time has come (and budget allows) to ready; seconds until the next one.
+
+        `_due` is in order of due time: every key gets the same linger when it is added.
+        """
         now = time.monotonic()
         if self._stopped:
-            now = float("inf")
-        for key, due in list(self._due.items()):
-            if due <= now:
-                del self._due[key]
-                self._ready[key] = None
-        return min(self._due.values()) - now if self._due else None
+            self._ready.update(dict.fromkeys(self._due))
+            self._due.clear()
+            return None
+        if self._rate:
+            self._tokens = min(self._rate, self._tokens + (now - self._refilled) * self._rate)
+            self._refilled = now
+        while self._due:
+            key, due = next(iter(self._due.items()))
+            if due > now:
+                return due - now
+            if self._rate:
+                if self._tokens < 1:
+                    return (1 - self._tokens) / self._rate
+                self._tokens -= 1
+            del self._due[key]
+            self._ready[key] = None
+        return None
 
     def forget(self, ref: ObjectRef) -> None:
         """Drop bookkeeping for a deleted resource."""
         with self._lock:
             self._written_seq.pop(self._key(ref), None)
-            self._written_phase.pop(self._key(ref), None)
+            self._sent_phase.pop(self._key(ref), None)
         metrics.phase(ref.kind, self._key(ref), None)
 
     def stop(self) -> None:
@@ -205,6 +222,7 @@ class StatusWriter:
                 del self._ready[key]
                 item = self._pending.pop(key)
                 self._inflight.add(key)
+                self._sent_phase[key] = item.status.get("phase", self._sent_phase.get(key))
             error: BaseException | None = None
             try:
                 self._write(item)
@@ -214,7 +232,6 @@ class StatusWriter:
                 self._inflight.discard(key)
                 if error is None and item.seq >= self._written_seq.get(key, -1):
                     self._written_seq[key] = item.seq
-                    self._written_phase[key] = item.status.get("phase", self._written_phase.get(key))
                 if key in self._pending:
                     self._schedule(key, self._pending[key])
             for future in item.futures:

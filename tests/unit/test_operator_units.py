@@ -200,3 +200,24 @@ def test_a_first_success_leaves_no_patch_behind() -> None:
     assert not patch
     storage.store(key="start", record={"retries": 1}, body=body, patch=patch)  # type: ignore[arg-type]
     assert list(patch["metadata"]["annotations"]) == ["steadfast.dev/start"]  # a retry is still recorded
+
+
+def test_progress_writes_share_a_budget_but_phase_changes_do_not_wait_for_it() -> None:
+    fake = _Recorder()
+    writer = StatusWriter(api=None, workers=4, linger=0.01, progress_rate=5)  # type: ignore[arg-type]
+    writer._objects = fake  # type: ignore[assignment]
+    writer._core = fake  # type: ignore[assignment]
+    refs = [ObjectRef("g", "v1", "K", "ks", "ns", f"n{i}", f"uid{i}") for i in range(10)]
+    for ref in refs:
+        writer.submit(ref, {"phase": "Running"}, seq=1).result(timeout=5)  # first writes: not budgeted
+    started = time.monotonic()
+    progress = [writer.submit(ref, {"phase": "Running", "step": "2"}, seq=2) for ref in refs]
+    moved = writer.submit(refs[0], {"phase": "Succeeded"}, seq=3)  # folds refs[0]'s progress in, at once
+    moved.result(timeout=0.5)
+    assert time.monotonic() - started < 0.5
+    for future in progress:
+        future.result(timeout=5)
+    # 9 progress writes at 5 per second, with a burst of 5 allowed: at least ~0.8 s.
+    assert time.monotonic() - started >= 0.7
+    assert sorted(fake.written()).count("Running/2") == 9
+    writer.stop()
