@@ -75,8 +75,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = progress
     settings.persistence.diffbase_storage = persistence.DiffBaseStorage(KINDS, progress)
     settings.posting.enabled = False  # we post our own Events, one per transition
-    # List in pages on start and re-list: one LIST of 10,000 resources parsed at once costs ~100 MiB of RSS
-    # that the process keeps afterwards.
+    # List in pages (kopf's default is one LIST of everything): a start or re-list with 10,000 resources then
+    # parses 500 at a time rather than one response holding all of them.
     settings.watching.chunk_size = 500
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
