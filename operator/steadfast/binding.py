@@ -98,14 +98,10 @@ class Bindings:
         resource = (kind.group, kind.version, kind.plural)
 
         async def start(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-            await self.start(binding, body, logger, resumed=False)
-            for hook in self._after_start.get(kind.plural, ()):
-                await hook(body, logger)
+            await self._begin(binding, body, logger, resumed=False)
 
         async def resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-            await self.start(binding, body, logger, resumed=True)
-            for hook in self._after_start.get(kind.plural, ()):
-                await hook(body, logger)
+            await self._begin(binding, body, logger, resumed=True)
 
         async def stop(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.stop(binding, body, logger)
@@ -118,6 +114,11 @@ class Bindings:
         kopf.on.delete(*resource, registry=registry, id="stop")(stop)
         for sig in binding.signals:
             self._register_signal(binding, sig, registry)
+
+    async def _begin(self, binding: Binding, body: kopf.Body, logger: kopf.Logger, *, resumed: bool) -> None:
+        await self.start(binding, body, logger, resumed=resumed)
+        for hook in self._after_start.get(binding.kind.plural, ()):
+            await hook(body, logger)
 
     def _register_signal(self, binding: Binding, sig: Signal, registry: kopf.OperatorRegistry) -> None:
         kind = binding.kind

@@ -2,9 +2,10 @@
 
 Writes are merge patches of the status subresource. While a write for an object is in flight, newer
 snapshots for it are coalesced into one next write, so a busy saga costs at most one write per burst
-rather than one per transition. A snapshot that only reports progress (no Event: a step started, a check
-passed) waits up to `linger` for a newer one; the first snapshot of an object and any that changes the
-phase or carries an Event go out at once and take the waiting one along. Snapshots carry a sequence number
+rather than one per transition. A snapshot that only reports progress (a step started, a check passed)
+waits `linger` for a newer one, and longer when progress writes of all objects exceed `progress_rate` per
+second; the first snapshot of an object and any that changes the phase or carries an Event go out at once
+and take the waiting one along. Snapshots carry a sequence number
 from the workflow; an older snapshot never overwrites a newer one. Events go out with the write that
 carries the transition.
 """
