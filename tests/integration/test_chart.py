@@ -21,6 +21,7 @@ import json
 import ssl
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -311,7 +312,14 @@ def test_server_side_dry_run(tools: Tools) -> None:
 def installed(tools: Tools, admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `helm install` of the default chart; the webhooks apply only to namespaces labelled for them."""
     # The control plane pre-installs crds/ for development; the chart must own them, so start without.
-    tools.run("kubectl", "delete", "-f", str(REPO / "crds"), "--wait=true")
+    # Waited for here rather than by `kubectl --wait` within one 120 s command: on a loaded machine the API
+    # server's CRD cleanup once took longer than that (CI flake, all three CRDs already marked deleted).
+    tools.run("kubectl", "delete", "-f", str(REPO / "crds"), "--wait=false")
+    extensions = client.ApiextensionsV1Api(admin)
+    deadline = time.monotonic() + 300
+    while any(c.spec.group == "steadfast.dev" for c in extensions.list_custom_resource_definition().items):
+        assert time.monotonic() < deadline, "the pre-installed CRDs were not removed within 300 s"
+        time.sleep(1)
     values = tmp_path_factory.mktemp("values") / "values.yaml"
     values.write_text(yaml.safe_dump({"webhook": {"namespaceSelector": {
         "matchLabels": {"steadfast.dev/chart-test": "webhooks"}}}}))
