@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEV    ?= .steadfast/dev
+ENGINE ?= local
+# daprd's build needs github.com/dapr/durabletask-go, which some Go module proxies refuse: third_party/ holds its
+# source. Where the proxy serves it, `make STEADFAST_GO_REPLACE= ...` builds from the proxy (the same code).
+export STEADFAST_GO_REPLACE ?= github.com/dapr/durabletask-go=$(CURDIR)/third_party/durabletask-go-v0.12.4.tar.gz
 
 .PHONY: help venv binaries lint typecheck crds crds-check test unit integration demo dev-up dev-down clean e2e-kind
 
@@ -17,8 +21,8 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed  ## create the virtual environment with pinned dependencies
 
-binaries: venv  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm from the Go module proxy
-	$(BIN)/steadfast dev build etcd kube-apiserver kube-controller-manager kubectl helm
+binaries: venv  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, daprd, placement, scheduler
+	$(BIN)/steadfast dev build etcd kube-apiserver kube-controller-manager kubectl helm daprd placement scheduler
 
 lint: venv  ## ruff and strict mypy
 	$(BIN)/ruff check operator tests bench
@@ -41,11 +45,11 @@ test: venv binaries lint  ## the full suite: lint, unit, engine and integration 
 e2e-kind: venv  ## with Docker and kind: a kind cluster, Dapr by its chart, the image loaded, the chart and samples (tests/e2e)
 	$(BIN)/pytest tests/e2e -m e2e -v
 
-demo: venv binaries  ## local control plane + engine + operator, sample resources applied, statuses shown
-	$(BIN)/steadfast dev demo --dir $(DEV)
+demo: venv binaries  ## local control plane + engine + operator, samples applied, statuses shown (ENGINE=daprd for daprd)
+	$(BIN)/steadfast dev demo --dir $(DEV) --engine $(ENGINE)
 
 dev-up: venv binaries  ## start the local control plane and engine; prints the exports
-	@$(BIN)/steadfast dev up --dir $(DEV) --user alice:approvers --user bob:approvers --user carol
+	@$(BIN)/steadfast dev up --dir $(DEV) --engine $(ENGINE) --user alice:approvers --user bob:approvers --user carol
 
 dev-down: venv  ## stop what dev-up started
 	$(BIN)/steadfast dev down --dir $(DEV)

@@ -1,13 +1,15 @@
-"""Benchmark of the local workflow engine through the real SDK (a table, not a timed test).
+"""Benchmark of both workflow engines, the local one and daprd, through the real SDK in one run.
 
-N workflows of four activities each are scheduled from 16 client threads; the worker runs in a
-separate process (as the operator would). Each workflow runs two activities, waits for an external
-event, then runs two more. When the workflow code reaches the wait it tells the benchmark over a
-local socket; the benchmark then raises the event and the workflow records, when its code resumes,
-the wall-clock time. Reported: workflows/s end to end and the p50/p99 latency from
-``raise_workflow_event`` to the workflow resuming.
+The same load runs on each engine of ``--engines`` (default both), and the table prints them side by
+side with the ratio local/daprd. N workflows of four activities each are scheduled from 16 client
+threads; the worker runs in a separate process (as the operator would). Each workflow runs two
+activities, waits for an external event, then runs two more. When the workflow code reaches the wait
+it tells the benchmark over a local socket; the benchmark then raises the event and the workflow
+records, when its code resumes, the wall-clock time. Reported: workflows/s end to end, the p50/p99 latency from
+``raise_workflow_event`` to the workflow resuming, CPU of the engine's processes under load and while
+idle (a worker connected, nothing to do), and their resident memory after the load.
 
-    python bench/engine_bench.py [-n 500] [--threads 16] [--write docs/engine.md]
+    python bench/engine_bench.py [-n 500] [--threads 16] [--engines local,daprd] [--write docs/engine.md]
 """
 
 from __future__ import annotations
@@ -87,14 +89,15 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def run(n: int, threads: int, synchronous: str = "FULL") -> dict[str, Any]:
+def run(engine_name: str, n: int, threads: int, idle_seconds: float, synchronous: str = "FULL") -> dict[str, Any]:
     import subprocess
 
     import dapr.ext.workflow as wf
 
+    from steadfast.dev import engines
     from steadfast.dev.engine.process import start_engine
 
-    tmp = Path(tempfile.mkdtemp(prefix="engine-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"engine-bench-{engine_name}-"))
     listener = socket.create_server(("127.0.0.1", 0))
     notify_port = listener.getsockname()[1]
     ready: dict[str, threading.Event] = {}
@@ -117,7 +120,11 @@ def run(n: int, threads: int, synchronous: str = "FULL") -> dict[str, Any]:
             event_for(line.strip()).set()
 
     threading.Thread(target=accept, daemon=True).start()
-    engine = start_engine(tmp / "bench.db", synchronous=synchronous)
+    engine: engines.Engine
+    if engine_name == "local":
+        engine = start_engine(tmp / "bench.db", synchronous=synchronous)
+    else:
+        engine = engines.start("daprd", tmp)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, __file__, "--worker", engine.address, str(notify_port)]
@@ -127,7 +134,12 @@ def run(n: int, threads: int, synchronous: str = "FULL") -> dict[str, Any]:
         if b"ready" not in worker.stdout.readline():
             raise RuntimeError("benchmark worker did not start")
         client = wf.DaprWorkflowClient(host=engine.host, port=str(engine.port))
-        engine_cpu0 = _cpu(engine.pid)
+        pids = list(engine.pids.values())
+        time.sleep(2)  # let start-up work settle before measuring idle
+        idle0 = _cpu(*pids)
+        time.sleep(idle_seconds)
+        idle_cpu = (_cpu(*pids) - idle0) / idle_seconds
+        engine_cpu0 = _cpu(*pids)
         worker_cpu0 = _cpu(worker.pid)
         latencies: list[float] = []
         outputs: dict[str, Any] = {}
@@ -150,8 +162,9 @@ def run(n: int, threads: int, synchronous: str = "FULL") -> dict[str, Any]:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, range(n)))
         elapsed = time.perf_counter() - started
-        engine_cpu = _cpu(engine.pid) - engine_cpu0
+        engine_cpu = _cpu(*pids) - engine_cpu0
         worker_cpu = _cpu(worker.pid) - worker_cpu0
+        rss = sum(_rss_mib(pid) for pid in pids)
         bad = [iid for iid, out in outputs.items() if out["x"] != int(iid.split("-")[1]) * 16]
         assert not bad, bad[:5]
         client.close()  # type: ignore[no-untyped-call]
@@ -164,6 +177,10 @@ def run(n: int, threads: int, synchronous: str = "FULL") -> dict[str, Any]:
         engine.stop()
         listener.close()
     return {
+        "engine": engine_name,
+        "processes": len(pids),
+        "idle_cpu_pct": idle_cpu * 100,
+        "rss_mib": rss,
         "workflows": n,
         "threads": threads,
         "seconds": elapsed,
@@ -176,27 +193,57 @@ def run(n: int, threads: int, synchronous: str = "FULL") -> dict[str, Any]:
     }
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu(*pids: int) -> float:
+    """User + system CPU seconds of the processes so far."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def table(r: dict[str, Any]) -> str:
-    rows = [
-        ("workflows (4 activities + 1 event each)", f"{r['workflows']}"),
-        ("client threads", f"{r['threads']}"),
-        ("wall time", f"{r['seconds']:.2f} s"),
-        ("throughput", f"{r['workflows_per_s']:.1f} workflows/s"),
-        ("raise_event -> resume p50", f"{r['p50_ms']:.1f} ms"),
-        ("raise_event -> resume p99", f"{r['p99_ms']:.1f} ms"),
-        ("engine CPU", f"{r['engine_cpu_s']:.2f} s"),
-        ("worker CPU (SDK, separate process)", f"{r['worker_cpu_s']:.2f} s"),
-        ("CPUs", f"{r['cpus']}"),
-        ("engine SQLite synchronous", f"{r.get('synchronous', 'FULL')}"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    lines = [f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
-    lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# (label, key, format); the ratio column is local / daprd.
+_ROWS = [
+    ("throughput (workflows/s)", "workflows_per_s", "{:.1f}"),
+    ("raise_event -> resume p50 (ms)", "p50_ms", "{:.1f}"),
+    ("raise_event -> resume p99 (ms)", "p99_ms", "{:.1f}"),
+    ("engine CPU under load (s)", "engine_cpu_s", "{:.2f}"),
+    ("engine CPU per workflow (ms)", "engine_cpu_ms_per_wf", "{:.2f}"),
+    ("worker CPU, SDK process (s)", "worker_cpu_s", "{:.2f}"),
+    ("engine idle CPU, worker connected (%)", "idle_cpu_pct", "{:.2f}"),
+    ("engine RSS after the load (MiB)", "rss_mib", "{:.0f}"),
+    ("engine processes", "processes", "{}"),
+    ("wall time (s)", "seconds", "{:.2f}"),
+]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """One column per engine, and local/daprd when both ran."""
+    for r in results:
+        r["engine_cpu_ms_per_wf"] = r["engine_cpu_s"] * 1000 / r["workflows"]
+    by = {r["engine"]: r for r in results}
+    ratio = "local" in by and "daprd" in by
+    head = ["metric", *by, *(["local / daprd"] if ratio else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for label, key, fmt in _ROWS:
+        cells = [fmt.format(r[key]) for r in by.values()]
+        if ratio:
+            base = by["daprd"][key]
+            cells.append(f"{by['local'][key] / base:.2f}" if base else "-")
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    first = results[0]
+    lines.append("")
+    lines.append(f"{first['workflows']} workflows (4 activities + 1 external event each), {first['threads']} client "
+                 f"threads, worker in its own process, {first['cpus']} CPUs; local engine SQLite synchronous="
+                 f"{first.get('synchronous', 'FULL')}; daprd v1.18.3 with placement and scheduler, state.sqlite "
+                 "actor state store.")
     return "\n".join(lines)
 
 
@@ -207,11 +254,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("-n", type=int, default=500)
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--write", type=Path, help="also write the table into the marked section of this markdown file")
-    p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"], help="engine's SQLite mode")
+    p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"], help="local engine's SQLite mode")
+    p.add_argument("--engines", default="local,daprd", help="comma-separated: local, daprd (default both)")
+    p.add_argument("--idle-seconds", type=float, default=10.0, help="how long idle CPU is measured")
     args = p.parse_args(argv)
-    result = run(args.n, args.threads, args.synchronous)
-    result["synchronous"] = args.synchronous
-    text = table(result)
+    from steadfast.dev import engines
+
+    results = []
+    for name in engines.parse(args.engines):
+        print(f"[bench] {name}: {args.n} workflows", file=sys.stderr, flush=True)
+        result = run(name, args.n, args.threads, args.idle_seconds, args.synchronous)
+        result["synchronous"] = args.synchronous
+        results.append(result)
+    text = table(results)
     print(text)
     if args.write:
         write_section(args.write, text)

@@ -33,7 +33,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["dev", "engine"]:
+        return dev_cli.engine_main(argv[2:])
+    args = parser().parse_args(argv)
     result: int = args.func(args)
     return result
 

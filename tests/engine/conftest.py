@@ -14,8 +14,10 @@ from pathlib import Path
 
 import dapr.ext.workflow as wf
 import pytest
+from beds import Bed
 from workflows import register
 
+from steadfast.dev import engines
 from steadfast.dev.engine.process import EngineProcess, start_engine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,3 +109,23 @@ def worker_process(engine: EngineProcess, tmp_path: Path) -> Iterator[Callable[[
     finally:
         for w in started:
             w.stop()
+
+
+@pytest.fixture(scope="session")
+def beds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Bed]]:
+    """Every selected engine at once, each with its own worker (the same registered workflows) and client."""
+    started: list[tuple[engines.Engine, wf.WorkflowRuntime, wf.DaprWorkflowClient]] = []
+    try:
+        for name in engines.selected():
+            directory = tmp_path_factory.mktemp(f"bed-{name}")
+            engine = engines.start(name, directory)
+            rt = wf.WorkflowRuntime(host=engine.host, port=str(engine.port))
+            started.append((engine, rt, wf.DaprWorkflowClient(host=engine.host, port=str(engine.port))))
+            register(rt)
+            rt.start()
+        yield [Bed(e.name, e, c, tmp_path_factory.mktemp(f"marks-{e.name}")) for e, _, c in started]
+    finally:
+        for engine, rt, c in reversed(started):
+            c.close()
+            rt.shutdown()
+            engine.stop()

@@ -71,8 +71,11 @@ def test_event_raised_before_wait_is_kept(client, runtime):
     assert json.loads(state.serialized_output) == ["first", "second"]
 
 
-def test_raise_to_unknown_instance_is_not_an_error(client, runtime):
-    client.raise_workflow_event("no-such-instance", "go", data=1)
+def test_raise_to_unknown_instance_is_refused(client, runtime):
+    """As on daprd: an event for an instance that does not exist is an error, not silently kept."""
+    with pytest.raises(grpc.RpcError) as err:
+        client.raise_workflow_event("no-such-instance", "go", data=1)
+    assert err.value.details() == "no such instance exists"
     assert client.get_workflow_state("no-such-instance") is None
 
 
@@ -80,7 +83,7 @@ def test_duplicate_ids_purge_and_reuse(client, runtime):
     iid = client.schedule_new_workflow("wait_event", input="go", instance_id="dup-1")
     with pytest.raises(grpc.RpcError) as running_dup:
         client.schedule_new_workflow("wait_event", input="go", instance_id=iid)
-    assert running_dup.value.code() == grpc.StatusCode.UNKNOWN
+    assert running_dup.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "already exists" in running_dup.value.details()
     with pytest.raises(grpc.RpcError) as purge_running:
         client.purge_workflow(iid)
@@ -89,15 +92,17 @@ def test_duplicate_ids_purge_and_reuse(client, runtime):
     state = client.wait_for_workflow_completion(iid, timeout_in_seconds=20)
     assert _status(state) == "TERMINATED"
     assert json.loads(state.serialized_output) == "stopped"
-    with pytest.raises(grpc.RpcError) as finished_dup:
-        client.schedule_new_workflow("wait_event", input="go", instance_id=iid)
-    assert "already exists" in finished_dup.value.details()
-    client.purge_workflow(iid)
-    assert client.get_workflow_state(iid) is None
+    # A finished instance's ID can be used again (as on daprd 1.18): a new execution replaces it.
     client.schedule_new_workflow("wait_event", input="go", instance_id=iid)
     client.raise_workflow_event(iid, "go", data=7)
     state = client.wait_for_workflow_completion(iid, timeout_in_seconds=20)
     assert json.loads(state.serialized_output) == 7
+    client.purge_workflow(iid)
+    assert client.get_workflow_state(iid) is None
+    client.schedule_new_workflow("wait_event", input="go", instance_id=iid)
+    client.raise_workflow_event(iid, "go", data=8)
+    state = client.wait_for_workflow_completion(iid, timeout_in_seconds=20)
+    assert json.loads(state.serialized_output) == 8
 
 
 def test_recursive_terminate_and_purge(client, runtime):
@@ -250,7 +255,6 @@ def test_sdk_finds_engine_through_env(engine):
     code = (
         "import dapr.ext.workflow as wf\n"
         "c = wf.DaprWorkflowClient()\n"
-        "c.raise_workflow_event('nobody', 'x')\n"
         "print(c.get_workflow_state('nobody'))\n"
     )
     forms = [

@@ -31,6 +31,17 @@ def register(rt: wf.WorkflowRuntime) -> None:
     def fail(ctx: Any, msg: str) -> None:
         raise ValueError(msg)
 
+    @rt.activity(name="flaky")
+    def flaky(ctx: Any, arg: dict[str, Any]) -> int:
+        """Fails the first `fail` calls for `arg["key"]` (counted in a marker directory), then returns the count."""
+        marks = Path(arg["marks"]) / arg["key"]
+        marks.mkdir(parents=True, exist_ok=True)
+        (marks / f"{os.getpid()}-{time.monotonic_ns()}").touch()
+        calls = len(list(marks.iterdir()))
+        if calls <= arg["fail"]:
+            raise RuntimeError(f"flaky call {calls} of {arg['key']}")
+        return calls
+
     @rt.workflow(name="chain4")
     def chain4(ctx: wf.DaprWorkflowContext, x: int) -> Any:
         for _ in range(4):
@@ -92,6 +103,62 @@ def register(rt: wf.WorkflowRuntime) -> None:
     @rt.workflow(name="failing")
     def failing(ctx: wf.DaprWorkflowContext, msg: str) -> Any:
         yield ctx.call_activity(fail, input=msg)
+
+    @rt.workflow(name="flaky_child")
+    def flaky_child(ctx: wf.DaprWorkflowContext, arg: dict[str, Any]) -> Any:
+        calls = yield ctx.call_activity(flaky, input=arg)
+        return {"calls": calls, "instance": ctx.instance_id}
+
+    @rt.workflow(name="parent_retrying")
+    def parent_retrying(ctx: wf.DaprWorkflowContext, arg: dict[str, Any]) -> Any:
+        """A child whose activity has no retry, started with a retry policy: the child is started again."""
+        policy = None
+        if arg.get("attempts"):
+            policy = wf.RetryPolicy(first_retry_interval=timedelta(milliseconds=200),
+                                    max_number_of_attempts=arg["attempts"])
+        child_id = f"{ctx.instance_id}-child" if arg.get("named") else None
+        result = yield ctx.call_child_workflow(flaky_child, input=arg, instance_id=child_id, retry_policy=policy)
+        return result
+
+    @rt.workflow(name="activity_retrying")
+    def activity_retrying(ctx: wf.DaprWorkflowContext, arg: dict[str, Any]) -> Any:
+        policy = wf.RetryPolicy(first_retry_interval=timedelta(milliseconds=100),
+                                max_number_of_attempts=arg["attempts"])
+        calls = yield ctx.call_activity(flaky, input=arg, retry_policy=policy)
+        return calls
+
+    @rt.workflow(name="parent_failing_child")
+    def parent_failing_child(ctx: wf.DaprWorkflowContext, msg: str) -> Any:
+        yield ctx.call_child_workflow(failing, input=msg, instance_id=f"{ctx.instance_id}-child")
+
+    @rt.workflow(name="catching_parent")
+    def catching_parent(ctx: wf.DaprWorkflowContext, msg: str) -> Any:
+        """Catches a child's failure: what the workflow code sees of it."""
+        try:
+            yield ctx.call_child_workflow(failing, input=msg, instance_id=f"{ctx.instance_id}-child")
+        except Exception as exc:
+            return {"type": type(exc).__name__, "message": str(exc)}
+        return None
+
+    @rt.workflow(name="catching_activity")
+    def catching_activity(ctx: wf.DaprWorkflowContext, msg: str) -> Any:
+        try:
+            yield ctx.call_activity(fail, input=msg)
+        except Exception as exc:
+            return {"type": type(exc).__name__, "message": str(exc)}
+        return None
+
+    @rt.workflow(name="raising")
+    def raising(ctx: wf.DaprWorkflowContext, msg: str) -> Any:
+        """Fails in workflow code itself, not in an activity."""
+        raise KeyError(msg)
+
+    @rt.workflow(name="timer_or_event")
+    def timer_or_event(ctx: wf.DaprWorkflowContext, seconds: float) -> Any:
+        timer = ctx.create_timer(timedelta(seconds=seconds))
+        event = ctx.wait_for_external_event("go")
+        winner = yield wf.when_any([timer, event])
+        return "event" if winner == event else "timer"
 
     @rt.workflow(name="bench4")
     def bench4(ctx: wf.DaprWorkflowContext, x: int) -> Any:

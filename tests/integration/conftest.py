@@ -1,6 +1,8 @@
-"""End-to-end fixtures: the local engine, the sample task service and a running operator process.
+"""End-to-end fixtures: a workflow engine, the sample task service and a running operator process.
 
-All are real processes on free loopback ports, killed with the test run (even if pytest is killed).
+Every test that needs the engine (directly or through the operator) runs once on each engine of
+`$STEADFAST_ENGINES` (default: the local engine and daprd). All are real processes on free loopback ports,
+killed with the test run.
 """
 
 from __future__ import annotations
@@ -14,16 +16,15 @@ import pytest
 from e2e_support import Operator, TaskService
 from kubernetes import client, config
 
+from steadfast.dev import engines
 from steadfast.dev.controlplane import cluster, processes
-from steadfast.dev.engine.process import EngineProcess, start_engine
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    directory = tmp_path_factory.mktemp("engine")
-    proc = start_engine(directory / "engine.db", log_file=directory / "engine.log", synchronous="NORMAL")
+@pytest.fixture(scope="session", params=engines.selected())
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[engines.Engine]:
+    proc = engines.start(request.param, tmp_path_factory.mktemp(f"engine-{request.param}"))
     try:
         yield proc
     finally:
@@ -45,9 +46,9 @@ def task_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskServi
 
 
 @pytest.fixture(scope="session")
-def operator(control_plane: cluster.State, engine: EngineProcess,
+def operator(control_plane: cluster.State, engine: engines.Engine,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(control_plane, engine, tmp_path_factory.mktemp("operator") / "operator.log")
+    op = Operator(control_plane, engine, tmp_path_factory.mktemp(f"operator-{engine.name}") / "operator.log")
     op.start()
     try:
         yield op

@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from steadfast.dev.controlplane import cluster, processes
-from steadfast.dev.engine.process import EngineProcess
+from steadfast.dev.engines import Engine
 
 GROUP, VERSION = "steadfast.dev", "v1alpha1"
 
@@ -65,7 +65,7 @@ class TaskService:
 class Operator:
     """`steadfast run` as a separate process, as in production; restartable and killable."""
 
-    def __init__(self, state: cluster.State, engine: EngineProcess, log: Path, *, kubeconfig: str | None = None,
+    def __init__(self, state: cluster.State, engine: Engine, log: Path, *, kubeconfig: str | None = None,
                  extra_args: Sequence[str] = ()) -> None:
         """`kubeconfig` replaces the admin one (e.g. a ServiceAccount token's); `extra_args` go to `steadfast run`."""
         self.env = {**os.environ, "KUBECONFIG": kubeconfig or state.kubeconfig, "DAPR_GRPC_ENDPOINT": engine.address,

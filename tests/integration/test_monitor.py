@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +11,8 @@ import pytest
 from e2e_support import Operator, Resources, TaskService, eventually
 from kubernetes import client
 
-from steadfast.dev.engine.process import EngineProcess
+from steadfast.dev.engines import Engine
+from workflow_api import WorkflowAPI
 
 pytestmark = pytest.mark.controlplane
 SOAK_ITERATIONS = 200
@@ -31,17 +29,15 @@ def spec(svc: TaskService, name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def engine_cli(engine: EngineProcess, *args: str) -> Any:
-    out = subprocess.run([sys.executable, "-m", "steadfast.dev.engine", *args, "--db", str(engine.db), "--json"],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+def instance_ids(engine: Engine) -> set[str]:
+    with WorkflowAPI(engine.address) as api:
+        return set(api.instance_ids())
 
 
-def history_size(engine: EngineProcess, instance: str) -> int:
-    """Stored events of the instance's current run (`history --json` prints one event per line)."""
-    out = subprocess.run([sys.executable, "-m", "steadfast.dev.engine", "history", instance, "--db", str(engine.db),
-                          "--json"], capture_output=True, text=True, check=True)
-    return len([line for line in out.stdout.splitlines() if line.strip()])
+def history_size(engine: Engine, instance: str) -> int:
+    """Stored events of the instance's current run, as the engine's history API returns them."""
+    with WorkflowAPI(engine.address) as api:
+        return len(api.history(instance))
 
 
 def rss_kib(pid: int) -> int:
@@ -156,18 +152,18 @@ def test_operator_restart_keeps_counters(soak: dict[str, Any], operator: Operato
     assert after["workflowInstanceId"] == before["workflowInstanceId"]
 
 
-def test_delete_ends_and_purges_the_instance(soak: dict[str, Any], operator: Operator, engine: EngineProcess,
+def test_delete_ends_and_purges_the_instance(soak: dict[str, Any], operator: Operator, engine: Engine,
                                              task_service: TaskService, monitors: Resources) -> None:
     monitors.create("doomed", spec(task_service, "doomed"))
     instance = monitors.wait_status("doomed", lambda s: s.get("checkCount", 0) >= 1, "a check")["workflowInstanceId"]
-    assert instance in {i["instance_id"] for i in engine_cli(engine, "list")}
+    assert instance in instance_ids(engine)
     monitors.delete("doomed")
     monitors.wait_gone("doomed")
-    eventually(lambda: instance not in {i["instance_id"] for i in engine_cli(engine, "list")}, what="purged")
+    eventually(lambda: instance not in instance_ids(engine), what="purged")
 
 
 def test_history_stays_bounded_over_many_runs(soak: dict[str, Any], operator: Operator,
-                                              engine: EngineProcess) -> None:
+                                              engine: Engine) -> None:
     monitors: Resources = soak["monitors"]
     instance = soak["instance"]
     size_early = history_size(engine, instance)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import random
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -21,7 +19,8 @@ from e2e_support import Operator, Resources, TaskService, eventually
 from kubernetes import client
 
 from steadfast.dev.controlplane import cluster
-from steadfast.dev.engine.process import EngineProcess
+from steadfast.dev.engines import Engine
+from workflow_api import WorkflowAPI
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.chaos]
 
@@ -46,11 +45,9 @@ def saga(svc: TaskService, task: str) -> dict[str, Any]:
     ]}
 
 
-def instances(engine: EngineProcess) -> list[dict[str, Any]]:
-    out = subprocess.run([sys.executable, "-m", "steadfast.dev.engine", "list", "--db", str(engine.db), "--json"],
-                         capture_output=True, text=True, check=True)
-    loaded: list[dict[str, Any]] = json.loads(out.stdout)
-    return loaded
+def instance_ids(engine: Engine) -> list[str]:
+    with WorkflowAPI(engine.address) as api:
+        return api.instance_ids()
 
 
 def final_sagas(sagas: Resources, names: list[str], timeout: float) -> dict[str, dict[str, Any]]:
@@ -77,7 +74,7 @@ def assert_effects_once(svc: TaskService, tasks: list[str]) -> None:
     print(f"\n[chaos] raw deliveries {len(stats['deliveries'])}, applied effects {len(stats['applied'])}")
 
 
-def test_operator_sigkill_rounds(operator: Operator, engine: EngineProcess, task_service: TaskService,
+def test_operator_sigkill_rounds(operator: Operator, engine: Engine, task_service: TaskService,
                                  kube: client.ApiClient, namespace: str) -> None:
     task_service.reset()
     for route in ("POST /capacity/reserve", "POST /notices"):
@@ -105,11 +102,11 @@ def test_operator_sigkill_rounds(operator: Operator, engine: EngineProcess, task
     assert_effects_once(task_service, names)
     # One instance per resource: its deterministic ID, the one its status names.
     uids = {n: d["metadata"]["uid"] for n, d in done.items()}
-    listed = instances(engine)
+    listed = instance_ids(engine)
     for name, uid in uids.items():
-        mine = [i for i in listed if i["instance_id"].endswith(uid)]
+        mine = [i for i in listed if i.endswith(uid)]
         assert len(mine) == 1, (name, mine)
-        assert mine[0]["instance_id"] == done[name]["status"]["workflowInstanceId"]
+        assert mine[0] == done[name]["status"]["workflowInstanceId"]
     for i in range(APPROVALS):
         approvals.wait_phase(f"a{i:02d}", "TimedOut", timeout=60)
     for i in range(MONITORS):
@@ -117,7 +114,7 @@ def test_operator_sigkill_rounds(operator: Operator, engine: EngineProcess, task
         assert status["phase"] == "Healthy"
 
 
-def test_engine_sigkill_mid_run_resumes(operator: Operator, engine: EngineProcess, task_service: TaskService,
+def test_engine_sigkill_mid_run_resumes(operator: Operator, engine: Engine, task_service: TaskService,
                                         kube: client.ApiClient, namespace: str) -> None:
     task_service.reset()
     task_service.fault("POST /notices", fail=0, delay=0.3)
@@ -161,7 +158,7 @@ def test_api_server_and_etcd_restart(operator: Operator, plane: cluster.ControlP
     assert recovered <= 10, f"operator took {recovered:.1f}s to finish a saga after the API server came back"
 
 
-def test_standby_replica_takes_over(operator: Operator, engine: EngineProcess, control_plane: cluster.State,
+def test_standby_replica_takes_over(operator: Operator, engine: Engine, control_plane: cluster.State,
                                     task_service: TaskService, kube: client.ApiClient, namespace: str,
                                     kubectl_path: Any, tmp_path: Any) -> None:
     """Two peered replicas: one active, one paused; SIGKILL the active one and the other carries on."""

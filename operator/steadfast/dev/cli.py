@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from steadfast.dev import engines
 from steadfast.dev.controlplane import binaries, cluster, identities, processes
 
 
@@ -18,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     up.add_argument("--dir", type=Path, default=cluster.DEFAULT_DIR, help="state folder (default %(default)s)")
     up.add_argument("--user", action="append", default=[], metavar="NAME[:GROUP,...]",
                     help="an extra token identity with groups, e.g. alice:approvers (repeatable)")
-    up.add_argument("--no-engine", action="store_true", help="do not start the local workflow engine")
+    up.add_argument("--engine", choices=engines.NAMES, default="local",
+                    help="workflow engine: the local one (default) or daprd with placement and scheduler")
+    up.add_argument("--no-engine", action="store_true", help="do not start a workflow engine")
     up.add_argument("--crds", type=Path, default=None, help="folder of CRD manifests to install")
     up.set_defaults(func=_up)
 
@@ -37,11 +40,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     demo = commands.add_parser("demo", help="control plane + engine + operator, samples applied, statuses shown")
     demo.add_argument("--dir", type=Path, default=cluster.DEFAULT_DIR)
+    demo.add_argument("--engine", choices=engines.NAMES, default="local",
+                      help="workflow engine: the local one (default) or daprd with placement and scheduler")
     demo.set_defaults(func=_demo)
 
-    engine = commands.add_parser("engine", help="run or inspect the local workflow engine", add_help=False)
-    engine.add_argument("engine_args", nargs=argparse.REMAINDER)
-    engine.set_defaults(func=_engine)
+    # Only listed here: `steadfast.cli.main` hands `dev engine ...` to the engine's own parser untouched, since
+    # argparse cannot pass options that come first (`--port 4001`) through a REMAINDER argument.
+    commands.add_parser("engine", help="run or inspect the local workflow engine (see `dev engine --help`)",
+                        add_help=False)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -50,7 +56,8 @@ def _up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    plane = cluster.ControlPlane(args.dir, users=users, engine=not args.no_engine, detach=True, crds=args.crds)
+    plane = cluster.ControlPlane(args.dir, users=users, engine=False if args.no_engine else args.engine, detach=True,
+                                 crds=args.crds)
     try:
         state = plane.up()
     except (processes.StartError, binaries.BuildError) as exc:
@@ -89,16 +96,16 @@ def _demo(args: argparse.Namespace) -> int:
     from steadfast.dev import demo
 
     try:
-        return demo.run(args.dir)
+        return demo.run(args.dir, engine=args.engine)
     except (processes.StartError, binaries.BuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
-def _engine(args: argparse.Namespace) -> int:
+def engine_main(argv: list[str]) -> int:
     try:
         from steadfast.dev.engine import cli as engine_cli
     except ImportError as exc:
         print(f"error: the local workflow engine is not available: {exc}", file=sys.stderr)
         return 1
-    return engine_cli.main(list(args.engine_args))
+    return engine_cli.main(argv)

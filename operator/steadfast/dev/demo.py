@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from steadfast.dev.controlplane import binaries, cluster, identities, processes
+from steadfast.dev.engines import EngineName
 
 SAMPLES = cluster.REPO_ROOT / "config" / "samples"
 TASK_SERVICE = cluster.REPO_ROOT / "examples" / "task_service.py"
@@ -82,7 +83,8 @@ def _fault(route: str, fail: int) -> None:
 
 
 class Demo:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, engine: EngineName = "local") -> None:
+        self.engine: EngineName = engine
         self.directory = directory
         self.state = self._control_plane()
         self.kubectl = str(binaries.ensure(binaries.KUBECTL)["kubectl"])
@@ -98,7 +100,7 @@ class Demo:
         if existing["components"]:
             cluster.ControlPlane(self.directory).down()
         users = [identities.Identity.parse(u) for u in ("alice:approvers", "bob:approvers", "carol")]
-        return cluster.ControlPlane(self.directory, users=users, detach=True).up()
+        return cluster.ControlPlane(self.directory, users=users, detach=True, engine=self.engine).up()
 
     def k(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.kubectl, *args], env=self.env, check=check, capture_output=True, text=True,
@@ -206,8 +208,8 @@ class Demo:
         )
 
 
-def run(directory: Path) -> int:
-    demo = Demo(directory)
+def run(directory: Path, engine: EngineName = "local") -> int:
+    demo = Demo(directory, engine)
     demo.start_services()
     applied = demo.apply()
     _say("watching the resources settle (Ctrl-C stops everything)")

@@ -1,4 +1,4 @@
-"""Pinned Kubernetes, etcd and Helm binaries built from the Go module proxy.
+"""Pinned Kubernetes, etcd, Helm and Dapr binaries built from the Go module proxy.
 
 These machines have Go and the module proxy but no release downloads and no Docker, so we do what
 controller-runtime's envtest does with downloads, with `go build` instead: one small wrapper module
@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -25,6 +26,11 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.13"
 HELM_VERSION = "v3.22.0"
+DAPR_VERSION = "v1.18.3"
+
+# `module=path[,module=path...]`: build with a local copy of a module the proxy does not serve (a folder, or a
+# .tar.gz holding one top folder). Empty on a normal network.
+REPLACE_ENV = "STEADFAST_GO_REPLACE"
 
 
 class BuildError(RuntimeError):
@@ -49,20 +55,26 @@ class Component:
     name: str
     version: str
     group: str  # which wrapper module builds it
+    recipe: str = ""  # bumped when the way it is built changes, so a cached binary built the old way is not reused
 
     @property
     def path(self) -> Path:
-        return bin_dir() / f"{self.name}-{self.version}"
+        return bin_dir() / f"{self.name}-{self.version}{self.recipe}"
 
 
 KUBE_APISERVER = Component("kube-apiserver", KUBERNETES_VERSION, "kubernetes")
 KUBE_CONTROLLER_MANAGER = Component("kube-controller-manager", KUBERNETES_VERSION, "kubernetes")
 KUBECTL = Component("kubectl", KUBERNETES_VERSION, "kubernetes")
 ETCD = Component("etcd", ETCD_VERSION, "etcd")
-HELM = Component("helm", HELM_VERSION, "helm")
+HELM = Component("helm", HELM_VERSION, "helm", recipe="-r2")  # r2: release ldflags (Kubernetes version)
+
+DAPRD = Component("daprd", DAPR_VERSION, "dapr")
+PLACEMENT = Component("placement", DAPR_VERSION, "dapr")
+SCHEDULER = Component("scheduler", DAPR_VERSION, "dapr")
 
 CONTROL_PLANE = (ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBECTL)
-ALL = (*CONTROL_PLANE, HELM)
+DAPR = (DAPRD, PLACEMENT, SCHEDULER)
+ALL = (*CONTROL_PLANE, HELM, *DAPR)
 BY_NAME = {c.name: c for c in ALL}
 
 # Each main mirrors the upstream cmd/<name> main, so the binary behaves like the released one.
@@ -225,6 +237,88 @@ def _prepare_etcd(src: Path) -> None:
     _run_go(["mod", "tidy"], src, "go mod tidy for the etcd wrapper module")
 
 
+def go_replaces() -> dict[str, Path]:
+    """The modules `$STEADFAST_GO_REPLACE` points at local copies (tarballs unpacked into the cache once)."""
+    result: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in os.environ.get(REPLACE_ENV, "").split(","))):
+        module, sep, where = item.partition("=")
+        if not sep or not module or not where:
+            raise BuildError(f"{REPLACE_ENV}: expected module=path, got {item!r}")
+        path = Path(where).expanduser().resolve()
+        if not path.exists():
+            raise BuildError(f"{REPLACE_ENV}: {path} (for {module}) does not exist")
+        if path.is_file():
+            path = _unpack(path)
+        if not (path / "go.mod").is_file():
+            raise BuildError(f"{REPLACE_ENV}: {path} (for {module}) has no go.mod")
+        result[module] = path
+    return result
+
+
+def _unpack(tarball: Path) -> Path:
+    """Unpack a source tarball into the cache (keyed by its name and size); return its one top folder."""
+    target = cache_dir() / "src" / "replace" / f"{tarball.name}-{tarball.stat().st_size}"
+    if not target.exists():
+        tmp = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else _mkdir(target.parent)))
+        with tarfile.open(tarball) as archive:
+            archive.extractall(tmp, filter="data")
+        os.replace(tmp, target)
+    tops = [p for p in target.iterdir() if p.is_dir()]
+    if len(tops) != 1:
+        raise BuildError(f"{tarball} should hold exactly one top folder, found {[p.name for p in tops]}")
+    return tops[0]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# daprd registers its components in cmd/daprd/components, one file per component behind the build tags
+# `allcomponents || stablecomponents`, and panics on purpose without them. The tests need only the SQLite and
+# in-memory state stores, so our copy of the module keeps exactly those two files, untagged.
+_DAPR_COMPONENTS = ("state_sqlite.go", "state_in-memory.go")
+
+
+def _prepare_dapr(src: Path) -> None:
+    """A writable copy of github.com/dapr/dapr at the pinned version, trimmed to the components we use."""
+    _mkdir(src.parent)
+    info = json.loads(_run_go(["mod", "download", "-json", f"github.com/dapr/dapr@{DAPR_VERSION}"], src.parent,
+                              "fetching github.com/dapr/dapr"))
+    tmp = Path(tempfile.mkdtemp(dir=src.parent, prefix=".dapr-"))
+    copy = tmp / "dapr"
+    shutil.copytree(info["Dir"], copy)
+    for path in copy.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
+    components = copy / "cmd" / "daprd" / "components"
+    for path in components.glob("*.go"):
+        if path.name in _DAPR_COMPONENTS:
+            path.write_text(re.sub(r"^//go:build .*\n", "", path.read_text(), count=1))
+        else:
+            path.unlink()
+    replaces = go_replaces()
+    if replaces:
+        with open(copy / "go.mod", "a") as handle:
+            handle.writelines(f"\nreplace {module} => {path}\n" for module, path in replaces.items())
+    shutil.rmtree(src, ignore_errors=True)
+    os.replace(copy, src)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _helm_ldflags() -> str:
+    """What helm's own Makefile sets: without it `helm template` assumes Kubernetes v1.20."""
+    info = json.loads(_run_go(["mod", "download", "-json", f"helm.sh/helm/v3@{HELM_VERSION}"], _mkdir(cache_dir()),
+                              "fetching helm.sh/helm/v3"))
+    found = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", Path(info["GoMod"]).read_text(), flags=re.M)
+    if not found:
+        raise BuildError("helm's go.mod names no k8s.io/client-go version")
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={found.group(1)}"]
+    return " ".join(flags)
+
+
 def _kube_ldflags() -> str:
     major, minor, _ = KUBERNETES_VERSION.removeprefix("v").split(".")
     flags = ["-s", "-w"]
@@ -249,11 +343,19 @@ def _build(component: Component) -> None:
         if component.group == "helm":
             _log(f"building helm {component.version} (go install, ~2 min the first time)")
             env = _go_env() | {"GOBIN": str(tmp)}
-            proc = subprocess.run([_go(), "install", "-trimpath", "-ldflags=-s -w",
+            proc = subprocess.run([_go(), "install", "-trimpath", f"-ldflags={_helm_ldflags()}",
                                    f"helm.sh/helm/v3/cmd/helm@{component.version}"],
                                   cwd=tmp, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise BuildError(f"building helm failed:\n{proc.stderr[-3000:]}")
+        elif component.group == "dapr":
+            if not (src / "go.mod").exists():
+                _prepare_dapr(src)
+            expected = {"daprd": "~3 min", "placement": "~2 min", "scheduler": "~1 min"}[component.name]
+            _log(f"building {component.name} {component.version} ({expected} cold on 2 cores; fetches what it imports)")
+            ldflags = f"-s -w -X github.com/dapr/dapr/pkg/buildinfo.version={component.version.removeprefix('v')}"
+            _run_go(["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), f"./cmd/{component.name}"],
+                    src, f"building {component.name}")
         else:
             mains = _KUBE_MAINS if component.group == "kubernetes" else {"etcd": _ETCD_MAIN}
             if not (src / "go.sum").exists():

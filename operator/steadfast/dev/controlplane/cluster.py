@@ -20,6 +20,8 @@ from typing import Any
 
 from steadfast import certs
 from steadfast.dev.controlplane import binaries, identities, processes
+from steadfast.dev.controlplane.daprd import DaprdEngine
+from steadfast.dev.engines import EngineName
 
 STATE_FILE = "state.json"
 DEFAULT_DIR = Path(".steadfast/dev")
@@ -94,8 +96,9 @@ def _grpc_ready(address: str) -> bool:
 
 class ControlPlane:
     def __init__(self, directory: Path = DEFAULT_DIR, *, users: list[identities.Identity] | None = None,
-                 engine: bool = True, detach: bool = False, crds: Path | None = None,
+                 engine: bool | EngineName = True, detach: bool = False, crds: Path | None = None,
                  log: Any = None) -> None:
+        """`engine`: which workflow engine to start beside the control plane (True = the local one)."""
         self.directory = directory.resolve()
         self.users = users or []
         self.engine = engine
@@ -183,7 +186,12 @@ class ControlPlane:
             log=logs / "kube-controller-manager.log")
 
         engine_address: str | None = None
-        if self.engine and _engine_available():
+        if self.engine == "daprd":
+            self._log("starting daprd, placement and scheduler")
+            daprd = DaprdEngine(self.directory / "daprd", detach=self.detach, start_timeout=timeout).start()
+            self._procs.update(daprd.children)
+            engine_address = daprd.address
+        elif self.engine and _engine_available():
             engine_port = processes.free_port()
             engine_address = f"127.0.0.1:{engine_port}"
             self._spawn("engine", [sys.executable, "-m", "steadfast.dev.engine", "--host", "127.0.0.1",

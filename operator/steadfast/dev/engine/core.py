@@ -64,8 +64,15 @@ def _invalid(message: str) -> EngineError:
     return EngineError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def _not_found(iid: str) -> EngineError:
-    return EngineError(grpc.StatusCode.UNKNOWN, f"no such instance exists: '{iid}'")
+# daprd's wording of "no such instance" differs per call; clients may match on it, so ours is the same.
+_NOT_FOUND_PREFIX = {
+    "terminate": "failed to submit termination request: ",
+    "purge": "failed to purge workflow state: failed to fetch workflow state: ",
+}
+
+
+def _not_found(call: str = "") -> EngineError:
+    return EngineError(grpc.StatusCode.UNKNOWN, f"{_NOT_FOUND_PREFIX.get(call, '')}no such instance exists")
 
 
 def _check_json(what: str, value: Any) -> str | None:
@@ -240,7 +247,7 @@ class Engine:
     # == client operations =========================================================================
 
     def start_instance(self, req: Any) -> tuple[str, st.Ticket]:
-        """Create an instance; refuse an ID that exists in any state until it is purged."""
+        """Create an instance; an ID is free again once its instance and every descendant have finished."""
         iid: str = req.instanceId
         name: str = req.name
         if not iid:
@@ -254,14 +261,12 @@ class Engine:
         execution_id = req.executionId.value if req.HasField("executionId") and req.executionId.value else None
         with self._lock:
             self._check_open()
-            if iid in self._instances:
-                existing = self._instances[iid]
-                raise EngineError(
-                    grpc.StatusCode.UNKNOWN,  # durabletask-go returns a plain error, which gRPC reports as UNKNOWN
-                    f"failed to create orchestration instance: an instance with ID '{iid}' already exists "
-                    f"(status {status_name(existing.status)}); purge it before reusing the ID",
-                )
+            taken = self._id_taken(iid)
+            if taken:
+                raise EngineError(grpc.StatusCode.ALREADY_EXISTS, "failed to create workflow instance: rpc error: "
+                                  f"code = AlreadyExists desc = {taken}")
             ops: list[st.Op] = []
+            self._forget_finished(ops, iid)
             started = pb.ExecutionStartedEvent(
                 name=name,
                 input=_sv(input_text),
@@ -341,7 +346,7 @@ class Engine:
             cond.notify_all()
 
     def raise_event(self, iid: str, name: str, input_value: Any | None) -> st.Ticket:
-        """Append an external event; unknown or finished instances drop it silently (as daprd does)."""
+        """Append an external event: refused for an unknown instance, dropped by a finished one (as on daprd)."""
         if not iid:
             raise _invalid("instance ID must not be empty")
         if not name:
@@ -349,6 +354,8 @@ class Engine:
         text = _check_json("event data", input_value)
         with self._lock:
             self._check_open()
+            if iid not in self._instances:
+                raise EngineError(grpc.StatusCode.UNKNOWN, "no such instance exists")
             ops: list[st.Op] = []
             ev = _event(time.time(), eventRaised=pb.EventRaisedEvent(name=name, input=_sv(text)))
             self._deliver(ops, iid, ev)
@@ -363,7 +370,7 @@ class Engine:
             self._check_open()
             inst = self._instances.get(iid)
             if inst is None:
-                raise _not_found(iid)
+                raise _not_found(kind)
             if inst.terminal:
                 return st.DONE
             now = time.time()
@@ -387,15 +394,8 @@ class Engine:
             self._check_open()
             inst = self._instances.get(iid)
             if inst is None:
-                raise _not_found(iid)
-            victims = [iid]
-            if recursive:
-                frontier = [iid]
-                while frontier:
-                    for child in sorted(self._children.get(frontier.pop(), ())):
-                        if child in self._instances and child not in victims:
-                            victims.append(child)
-                            frontier.append(child)
+                raise _not_found("purge")
+            victims = [iid, *(self._descendants(iid) if recursive else ())]
             for vid in victims:
                 victim = self._instances[vid]
                 if not victim.terminal:
@@ -426,7 +426,7 @@ class Engine:
         with self._lock:
             inst = self._instances.get(iid)
             if inst is None:
-                raise _not_found(iid)
+                raise _not_found("history")
             if inst.history is not None:
                 return list(inst.history)
             barrier = self.store.barrier()
@@ -793,11 +793,9 @@ class Engine:
                     workflowInstance=pb.WorkflowInstance(instanceId=iid, executionId=_sv(inst.execution_id)),
                 ),
             )
-            if child_id in self._instances:
-                details = pb.TaskFailureDetails(
-                    errorType="OrchestrationAlreadyExists",
-                    errorMessage=f"a workflow instance with ID '{child_id}' already exists",
-                )
+            taken = self._id_taken(child_id)
+            if taken:
+                details = pb.TaskFailureDetails(errorType="WorkflowInstanceAlreadyExists", errorMessage=taken)
                 failed = _event(
                     now,
                     childWorkflowInstanceFailed=pb.ChildWorkflowInstanceFailedEvent(
@@ -806,6 +804,7 @@ class Engine:
                 )
                 self._deliver(ops, iid, failed)
             else:
+                self._forget_finished(ops, child_id)  # a retried child runs again under its ID, as on daprd
                 self._create_instance(ops, started, iid, None)
         elif kind == "sendEvent":
             s = action.sendEvent
@@ -978,6 +977,47 @@ class Engine:
             ops.append(st.op_inbox_clear(inst.instance_id))
 
     # == internals =================================================================================
+
+    def _id_taken(self, iid: str) -> str | None:
+        """Why `iid` cannot be (re)used, in daprd's words, or None when it can.
+
+        daprd (1.18) reuses the ID of a finished instance once every descendant has finished too: a running
+        descendant could still deliver events from the old execution into the new one.
+        """
+        existing = self._instances.get(iid)
+        if existing is None:
+            return None
+        if not existing.terminal:
+            return f"an active workflow with ID '{iid}' already exists"
+        for child in self._descendants(iid):
+            if not self._instances[child].terminal:
+                return (f"cannot recreate workflow with ID '{iid}': child workflow '{child}': "
+                        "orchestration has not yet completed")
+        return None
+
+    def _descendants(self, iid: str) -> list[str]:
+        found: list[str] = []
+        frontier = [iid]
+        while frontier:
+            for child in sorted(self._children.get(frontier.pop(), ())):
+                if child in self._instances and child not in found:
+                    found.append(child)
+                    frontier.append(child)
+        return found
+
+    def _forget_finished(self, ops: list[st.Op], iid: str) -> None:
+        """Drop a finished instance whose ID is being reused; its children become roots of their own."""
+        old = self._instances.pop(iid, None)
+        if old is None:
+            return
+        ops.extend(st.op_delete_instance(iid))
+        if old.parent_id and old.parent_id in self._children:
+            self._children[old.parent_id].discard(iid)
+        for child_id in self._children.pop(iid, ()):
+            child = self._instances.get(child_id)
+            if child is not None:
+                child.parent_id = None
+                ops.append(st.op_upsert_instance(child.row()))
 
     def _check_open(self) -> None:
         if self._closed:

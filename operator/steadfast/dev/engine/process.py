@@ -49,6 +49,8 @@ def wait_until_serving(address: str, timeout: float) -> bool:
 class EngineProcess:
     """A running engine subprocess; restartable on the same database and port."""
 
+    name = "local"
+
     def __init__(
         self,
         db: Path,
@@ -80,6 +82,11 @@ class EngineProcess:
         if self._proc is None:
             raise RuntimeError("engine is not running")
         return self._proc.pid
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The engine's processes by name (one), for CPU and memory accounting."""
+        return {"engine": self._proc.pid} if self.running and self._proc is not None else {}
 
     @property
     def running(self) -> bool:

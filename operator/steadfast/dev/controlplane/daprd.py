@@ -1,0 +1,214 @@
+"""Real daprd (with placement and scheduler) on loopback, as one engine: what a cluster's sidecar runs.
+
+The three processes are pinned Dapr builds (see `binaries`). Their state lives in one folder: the actor
+state store is `state.sqlite` in `state.db`, timers and reminders in the scheduler's embedded etcd, so a
+restarted unit continues where it stopped, like the local engine on its SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steadfast.dev.controlplane import binaries, processes
+
+APP_ID = "steadfast"
+NAMESPACE = "default"
+
+_COMPONENT = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.sqlite
+  version: v1
+  metadata:
+  - name: connectionString
+    value: "{db}"
+  - name: actorStateStore
+    value: "true"
+"""
+
+
+@dataclass
+class _Ports:
+    """Every port the three processes open, all picked free on loopback once, so restarts keep them."""
+
+    grpc: int = field(default_factory=processes.free_port)
+    http: int = field(default_factory=processes.free_port)
+    internal_grpc: int = field(default_factory=processes.free_port)
+    public: int = field(default_factory=processes.free_port)
+    metrics: int = field(default_factory=processes.free_port)
+    placement: int = field(default_factory=processes.free_port)
+    placement_raft: int = field(default_factory=processes.free_port)
+    placement_healthz: int = field(default_factory=processes.free_port)
+    placement_metrics: int = field(default_factory=processes.free_port)
+    scheduler: int = field(default_factory=processes.free_port)
+    scheduler_healthz: int = field(default_factory=processes.free_port)
+    scheduler_metrics: int = field(default_factory=processes.free_port)
+    etcd_client: int = field(default_factory=processes.free_port)
+    etcd_peer: int = field(default_factory=processes.free_port)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL we built)
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class DaprdEngine:
+    """daprd + placement + scheduler, started and stopped as one unit.
+
+    The same surface as the local engine's `EngineProcess` (address, start, stop, kill, restart,
+    log_tail), so fixtures and benchmarks take either. `kill()` SIGKILLs daprd only, as when a sidecar
+    crashes: placement and scheduler are cluster services and keep running.
+    """
+
+    name = "daprd"
+
+    def __init__(self, directory: Path, *, host: str = "127.0.0.1", detach: bool = False,
+                 start_timeout: float = 60.0, log_level: str = "warn") -> None:
+        self.directory = Path(directory)
+        self.host = host
+        self.detach = detach
+        self.start_timeout = start_timeout
+        self.log_level = log_level
+        self.ports = _Ports()
+        self.log_file = self.directory / "daprd.log"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def port(self) -> int:
+        return self.ports.grpc
+
+    @property
+    def address(self) -> str:
+        """`host:port` of daprd's gRPC API, as `DAPR_GRPC_ENDPOINT` takes it."""
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def pid(self) -> int:
+        proc = self._procs.get("daprd")
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError("daprd is not running")
+        return proc.pid
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Every running process of the unit, for CPU and memory accounting."""
+        return {name: p.pid for name, p in self._procs.items() if p.poll() is None}
+
+    @property
+    def children(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The running processes by name (the dev control plane records and stops them with its own)."""
+        return {name: p for name, p in self._procs.items() if p.poll() is None}
+
+    @property
+    def running(self) -> bool:
+        proc = self._procs.get("daprd")
+        return proc is not None and proc.poll() is None
+
+    def _alive(self, name: str) -> bool:
+        proc = self._procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def _launch(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "NAMESPACE": NAMESPACE, "DAPR_HOST_IP": self.host}
+        proc = processes.launch(args, self.directory / f"{name}.log", detach=self.detach, env=env)
+        self._procs[name] = proc
+        return proc
+
+    def _wait(self, name: str, url: str) -> None:
+        processes.wait_until(lambda: _healthy(url), what=name, timeout=self.start_timeout,
+                             pid=self._procs[name].pid, log=self.directory / f"{name}.log")
+
+    def start(self) -> DaprdEngine:
+        """Start what is not running (placement, scheduler, then daprd) and wait until daprd is healthy."""
+        paths = binaries.ensure(*binaries.DAPR)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        resources = self.directory / "resources"
+        resources.mkdir(exist_ok=True)
+        (resources / "statestore.yaml").write_text(_COMPONENT.format(db=self.directory / "state.db"))
+        p, h = self.ports, self.host
+        try:
+            if not self._alive("placement"):
+                self._launch("placement", [
+                    str(paths["placement"]), "--mode", "standalone", "--id", "dapr-placement-0",
+                    "--initial-cluster", f"dapr-placement-0={h}:{p.placement_raft}",
+                    "--port", str(p.placement), "--listen-address", h,
+                    "--healthz-port", str(p.placement_healthz), "--healthz-listen-address", h,
+                    "--metrics-port", str(p.placement_metrics), "--metrics-listen-address", h,
+                    "--log-level", self.log_level])
+            if not self._alive("scheduler"):
+                self._launch("scheduler", [
+                    str(paths["scheduler"]), "--mode", "standalone", "--id", "dapr-scheduler-server-0",
+                    "--port", str(p.scheduler), "--listen-address", h,
+                    "--override-broadcast-host-port", f"{h}:{p.scheduler}",
+                    "--healthz-port", str(p.scheduler_healthz), "--healthz-listen-address", h,
+                    "--metrics-port", str(p.scheduler_metrics), "--metrics-listen-address", h,
+                    "--etcd-data-dir", str(self.directory / "scheduler-etcd"),
+                    "--etcd-client-port", str(p.etcd_client), "--etcd-client-listen-address", h,
+                    "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://{h}:{p.etcd_peer}",
+                    "--identity-directory-write", str(self.directory / "identity"),
+                    "--log-level", self.log_level])
+            self._wait("placement", f"http://{h}:{p.placement_healthz}/healthz")
+            self._wait("scheduler", f"http://{h}:{p.scheduler_healthz}/healthz")
+            if not self._alive("daprd"):
+                self._launch("daprd", [
+                    str(paths["daprd"]), "--mode", "standalone", "--app-id", APP_ID,
+                    "--dapr-grpc-port", str(p.grpc), "--dapr-http-port", str(p.http),
+                    "--dapr-internal-grpc-port", str(p.internal_grpc), "--dapr-public-port", str(p.public),
+                    "--dapr-listen-addresses", h, "--dapr-public-listen-address", h,
+                    "--dapr-internal-grpc-listen-address", h,
+                    "--metrics-port", str(p.metrics), "--metrics-listen-address", h,
+                    "--placement-host-address", f"{h}:{p.placement}",
+                    "--scheduler-host-address", f"{h}:{p.scheduler}",
+                    "--resources-path", str(resources), "--log-level", self.log_level])
+            self._wait("daprd", f"http://{h}:{p.http}/v1.0/healthz")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM daprd, then scheduler and placement (SIGKILL after `timeout` each)."""
+        for name in ("daprd", "scheduler", "placement"):
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                processes.stop(proc.pid, timeout)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(1)
+
+    def kill(self) -> None:
+        """SIGKILL daprd: no chance to flush anything (the chaos tests' crash of the sidecar)."""
+        proc = self._procs.pop("daprd", None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def restart(self, *, hard: bool = False) -> DaprdEngine:
+        if hard:
+            self.kill()
+        else:
+            proc = self._procs.pop("daprd", None)
+            if proc is not None:
+                processes.stop(proc.pid)
+                proc.wait()
+        return self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return processes.tail(self.log_file, lines)
+
+    def __enter__(self) -> DaprdEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,51 @@
+"""What a workflow engine holds, read through its gRPC API, so the same assertion holds on every engine.
+
+`ListInstanceIDs` and `GetInstanceHistory` are part of Dapr's workflow protocol (daprd serves them for the
+`dapr workflow` CLI); reading the local engine's SQLite file instead would test only the local engine.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import grpc
+from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from dapr.ext.workflow._durabletask.internal import protos as pb
+
+
+class WorkflowAPI:
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
+
+    def instance_ids(self) -> list[str]:
+        """Every instance the engine stores (all pages)."""
+        ids: list[str] = []
+        token: str | None = None
+        while True:
+            request = pb.ListInstanceIDsRequest(pageSize=500)
+            if token:
+                request.continuationToken = token
+            response = self._stub.ListInstanceIDs(request, timeout=30)
+            ids.extend(response.instanceIds)
+            token = response.continuationToken if response.HasField("continuationToken") else None
+            if not token or not response.instanceIds:
+                return ids
+
+    def history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        """The stored history events of the instance's current run."""
+        response = self._stub.GetInstanceHistory(pb.GetInstanceHistoryRequest(instanceId=instance_id), timeout=30)
+        return list(response.events)
+
+    def event_kinds(self, instance_id: str) -> list[str]:
+        """The history as event kinds (`executionStarted`, `taskScheduled`, ...), in order."""
+        return [str(e.WhichOneof("eventType")) for e in self.history(instance_id)]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> WorkflowAPI:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
