@@ -97,11 +97,8 @@ class Bindings:
         kind = binding.kind
         resource = (kind.group, kind.version, kind.plural)
 
-        async def start(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-            await self._begin(binding, body, logger, resumed=False)
-
-        async def resume(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-            await self._begin(binding, body, logger, resumed=True)
+        async def start(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:  # on create and on resume
+            await self._begin(binding, body, logger)
 
         async def stop(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             await self.stop(binding, body, logger)
@@ -109,14 +106,14 @@ class Bindings:
         def unfinished(body: kopf.Body, **_: Any) -> bool:  # a restart need not even call into a finished one
             return (body.get("status") or {}).get("phase") not in binding.terminal_phases
 
-        kopf.on.resume(*resource, registry=registry, id=persistence.START, when=unfinished)(resume)
+        kopf.on.resume(*resource, registry=registry, id=persistence.START, when=unfinished)(start)
         kopf.on.create(*resource, registry=registry, id=persistence.START)(start)
         kopf.on.delete(*resource, registry=registry, id="stop")(stop)
         for sig in binding.signals:
             self._register_signal(binding, sig, registry)
 
-    async def _begin(self, binding: Binding, body: kopf.Body, logger: kopf.Logger, *, resumed: bool) -> None:
-        await self.start(binding, body, logger, resumed=resumed)
+    async def _begin(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
+        await self.start(binding, body, logger)
         for hook in self._after_start.get(binding.kind.plural, ()):
             await hook(body, logger)
 
@@ -133,7 +130,7 @@ class Bindings:
         kopf.on.field(kind.group, kind.version, kind.plural, field=sig.field, registry=registry,
                       id=f"signal-{sig.event}")(changed)
 
-    async def start(self, binding: Binding, body: kopf.Body, logger: kopf.Logger, *, resumed: bool) -> None:
+    async def start(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
         """Start the resource's instance; an existing one is left alone (it is the same instance).
 
         On create the instance is scheduled straight away and its first report writes status, so the
@@ -155,8 +152,9 @@ class Bindings:
                 previous=status.get("conditions"))})
             raise kopf.PermanentError(f"invalid spec: {problems}") from None
         iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
-        existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False) \
-            if resumed else None
+        # Looked up on create too: daprd starts a *finished* instance's ID afresh, so a repeated create (every
+        # event before the first status write counts as one, see persistence) must not schedule blindly.
+        existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
         if existing is not None:
             logger.debug("workflow instance %s already exists (%s)", iid, existing.runtime_status.name)
             if int(status.get("observedGeneration") or 0) < generation:

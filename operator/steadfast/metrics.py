@@ -31,6 +31,9 @@ APPROVALS = Gauge("steadfast_approvals", "ApprovalRequests by phase, as last rep
 DECISION_SECONDS = Histogram(
     "steadfast_approval_decision_seconds", "Time from an ApprovalRequest opening to its decision or timeout.",
     ["outcome"], registry=REGISTRY, buckets=(1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600, 72 * 3600))
+WORKER_RECONNECTS = Counter("steadfast_worker_reconnects_total",
+                            "Workflow worker reconnects after the engine stopped routing work to it.",
+                            registry=REGISTRY)
 STATUS_WRITES = Counter("steadfast_status_writes_total", "Status subresource patches sent.", registry=REGISTRY)
 STATUS_SUBMITS = Counter("steadfast_status_snapshots_total", "Status snapshots submitted (before coalescing).",
                          registry=REGISTRY)

@@ -21,6 +21,7 @@ from steadfast.binding import Bindings
 from steadfast.egress import EgressPolicy
 from steadfast.kube import api_client
 from steadfast.status import StatusWriter
+from steadfast.worker import Worker
 from steadfast.workflows.activities import Activities
 
 log = logging.getLogger("steadfast")
@@ -57,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      default=float(os.environ.get("STEADFAST_STATUS_PROGRESS_RATE", "10")), metavar="PER_SECOND",
                      help="at most this many progress-only status writes per second (the rest wait and fold into "
                           "later ones); phase changes and Events are not limited. 0 for no limit")
+    run.add_argument("--worker-probe-interval", type=float,
+                     default=float(os.environ.get("STEADFAST_WORKER_PROBE_INTERVAL", "15")), metavar="SECONDS",
+                     help="how often to check that the engine still routes work to this worker (reconnect if not)")
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
@@ -117,14 +121,20 @@ def main(args: argparse.Namespace) -> int:
     api = api_client()
     # Progress within a phase may show up --status-linger late (later under load): fewer writes per step.
     writer = StatusWriter(api, workers=8, linger=args.status_linger, progress_rate=args.status_progress_rate)
-    # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
-    runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
-    Activities(ActionRunner(api, _egress(args)), writer).register(runtime)
-    for kind in kinds.BINDINGS:
-        runtime.register_workflow(kind.workflow_fn, name=kind.binding.workflow)
-    runtime.start()  # type: ignore[no-untyped-call]
-    log.info("workflow worker connected")
+    activities = Activities(ActionRunner(api, _egress(args)), writer)
+
+    def build_runtime() -> WorkflowRuntime:
+        # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
+        runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
+        activities.register(runtime)
+        for kind in kinds.BINDINGS:
+            runtime.register_workflow(kind.workflow_fn, name=kind.binding.workflow)
+        return runtime
+
     client = DaprWorkflowClient()
+    worker = Worker(build_runtime, client, interval=args.worker_probe_interval)
+    worker.start()
+    log.info("workflow worker connected")
     bindings = Bindings(client, writer)
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(_login)
@@ -144,6 +154,6 @@ def main(args: argparse.Namespace) -> int:
             clusterwide=not args.namespace, namespaces=args.namespace, liveness_endpoint=args.liveness,
         ))
     finally:
-        runtime.shutdown()  # type: ignore[no-untyped-call]
+        worker.stop()
         writer.stop()
     return 0

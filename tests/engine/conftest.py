@@ -111,7 +111,7 @@ def worker_process(engine: EngineProcess, tmp_path: Path) -> Iterator[Callable[[
             w.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def beds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Bed]]:
     """Every selected engine at once, each with its own worker (the same registered workflows) and client."""
     started: list[tuple[engines.Engine, wf.WorkflowRuntime, wf.DaprWorkflowClient]] = []

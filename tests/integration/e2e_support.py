@@ -154,6 +154,10 @@ class Resources:
     def patch(self, name: str, spec: dict[str, Any]) -> None:
         self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name, {"spec": spec})
 
+    def patch_metadata(self, name: str, metadata: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name,
+                                                {"metadata": metadata})
+
     def status(self, name: str) -> dict[str, Any]:
         return dict((self.get(name) or {}).get("status") or {})
 

@@ -120,6 +120,13 @@ def test_lint_default_and_full_values(tools: Tools) -> None:
         assert "0 chart(s) failed" in out
 
 
+def test_built_helm_knows_its_kubernetes_version(tools: Tools) -> None:
+    """The helm we build carries a released helm's version flags: no `--kube-version` is needed to render."""
+    assert "v3.22.0" in tools.run("helm", "version", "--short").stdout
+    out = tools.run("helm", "template", RELEASE, str(CHART), "-n", NAMESPACE).stdout
+    assert any(d and d["kind"] == "Deployment" for d in yaml.safe_load_all(out))
+
+
 def test_schema_refuses_unknown_and_invalid_values(tools: Tools) -> None:
     for bad in ("replicaCount=0", "webhook.failurePolicy=Maybe", "typo=1", "dapr.components.stateStore.type=mysql"):
         done = tools.run("helm", "template", str(CHART), "--kube-version", KUBE_VERSION, "--set", bad, check=False)

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dapr.ext.workflow as wf
 import pytest
 
+from steadfast.dev import engines
 from steadfast.dev.controlplane import processes
 
 pytestmark = pytest.mark.controlplane
@@ -56,3 +58,26 @@ def test_bad_user_flag_is_refused_with_a_reason(tmp_path: Path) -> None:
     done = steadfast("dev", "up", "--dir", str(tmp_path / "x"), "--user", "Alice!", check=False)
     assert done.returncode == 2
     assert "invalid user name" in done.stderr
+
+
+@pytest.mark.parametrize("engine", engines.selected())
+def test_up_with_an_engine_serves_workflows_and_down_stops_it(tmp_path: Path, engine: str) -> None:
+    state_dir = tmp_path / "dev"
+    up = steadfast("dev", "up", "--dir", str(state_dir), "--engine", engine)
+    try:
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
+                       if line.startswith("export "))
+        info = json.loads(steadfast("dev", "status", "--dir", str(state_dir), "--json").stdout)
+        assert info["running"] is True
+        expected = {"engine"} if engine == "local" else {"daprd", "placement", "scheduler"}
+        assert expected <= set(info["components"])
+        # The exported address is a workflow API the unmodified SDK can use.
+        host, port = exports["DAPR_GRPC_ENDPOINT"].rsplit(":", 1)
+        client = wf.DaprWorkflowClient(host=host, port=port)
+        try:
+            assert client.get_workflow_state("nothing-here") is None
+        finally:
+            client.close()
+    finally:
+        steadfast("dev", "down", "--dir", str(state_dir))
+    assert not any(processes.alive(c["pid"]) for c in info["components"].values())

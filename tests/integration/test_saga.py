@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
-from e2e_support import Operator, Resources, TaskService, eventually
+from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, eventually
 from kubernetes import client
 
 pytestmark = pytest.mark.controlplane
@@ -186,6 +187,23 @@ def test_operator_killed_mid_saga_finishes_the_same_instance_once(
     status = sagas.wait_phase("killed", "Succeeded", "Compensated", "Failed", timeout=90)["status"]
     assert status["phase"] == "Succeeded"
     assert status["workflowInstanceId"] == first
+    applied = task_service.applied()
+    for effect in ("POST /records", "POST /capacity/reserve", "POST /notices", "POST /dashboard"):
+        assert applied.count(effect) == 1, (effect, applied)
+
+
+def test_a_finished_saga_whose_status_is_lost_does_not_run_again(
+        operator: Operator, task_service: TaskService, sagas: Resources) -> None:
+    """A restore without status (or an admin wiping it) makes the next event look like a creation.
+
+    daprd starts the ID of a finished instance afresh, so starting blindly would run every step a second time.
+    """
+    sagas.create("restored", {"task": {"id": "t-r"}, "steps": steps(task_service, "t-r")})
+    sagas.wait_phase("restored", "Succeeded")
+    sagas.api.patch_namespaced_custom_object_status(GROUP, VERSION, sagas.namespace, "tasksagas", "restored",
+                                                     {"status": None})
+    sagas.patch_metadata("restored", {"labels": {"touched": "yes"}})  # one more event, also without status
+    time.sleep(3)
     applied = task_service.applied()
     for effect in ("POST /records", "POST /capacity/reserve", "POST /notices", "POST /dashboard"):
         assert applied.count(effect) == 1, (effect, applied)
