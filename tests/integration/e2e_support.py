@@ -84,8 +84,13 @@ class Operator:
         self.pid = proc.pid
         self._proc = proc
 
+        webhooks = "--no-webhooks" not in self.extra_args
+
         def ready() -> bool:
-            return "workflow worker connected" in self.log.read_text()[len(before):]
+            # Creates fail closed until the admission webhooks point at this process: wait for that too.
+            text = self.log.read_text()[len(before):]
+            return "workflow worker connected" in text and (
+                not webhooks or "Reconfiguring the validating webhook" in text)
 
         processes.wait_until(ready, what="operator", timeout=60, pid=proc.pid, log=self.log)
 
