@@ -198,9 +198,9 @@ def _delta(seconds: float) -> Any:
 class Bed:
     """Control plane + engine + task service + operator, all local, all stopped at the end."""
 
-    def __init__(self, workdir: Path, pin: bool = False) -> None:
+    def __init__(self, workdir: Path, pin: bool = False, engine: str = "local") -> None:
+        from steadfast.dev import engines
         from steadfast.dev.controlplane import cluster, identities, processes
-        from steadfast.dev.engine.process import start_engine
 
         self.processes = processes
         self.workdir = workdir
@@ -208,7 +208,7 @@ class Bed:
             workdir / "cp", users=[identities.Identity.parse(u) for u in USERS], engine=False, detach=False
         )
         self.state = self.plane.up()
-        self.engine = start_engine(workdir / "engine.db", log_file=workdir / "engine.log")
+        self.engine = engines.start(engines.parse(engine)[0], workdir / "engine")
         port = processes.free_port()
         self.task_url = f"http://127.0.0.1:{port}"
         self.task = processes.launch(
@@ -251,7 +251,7 @@ class Bed:
             self.control_cpus, self.work_cpus = {cpus[0]}, set(cpus[1:])
             for pid in [*self.state.pids.values(), os.getpid()]:
                 pin_process(pid, self.control_cpus)
-            for pid in (self.engine.pid, self.task.pid):
+            for pid in (*self.engine.pids.values(), self.task.pid):
                 pin_process(pid, self.work_cpus)
 
     def pin_worker(self, pid: int) -> None:
@@ -311,7 +311,8 @@ class Bed:
     def cpu(self, extra: dict[str, int] | None = None) -> dict[str, float]:
         """CPU seconds (user + system) used so far by each process of the bed."""
         pids = {name: pid for name, pid in self.state.pids.items()}
-        pids.update({"engine": self.engine.pid, "task service": self.task.pid, **(extra or {})})
+        pids.update({f"engine ({name})": pid for name, pid in self.engine.pids.items()})
+        pids.update({"task service": self.task.pid, **(extra or {})})
         if self.operator is not None:
             pids["operator"] = self.operator.pid
         out: dict[str, float] = {}
@@ -776,13 +777,11 @@ def monitors(bed: Bed, count: int, seconds: float) -> dict[str, Any]:
 
 
 def _history(bed: Bed, iid: str) -> list[dict[str, Any]]:
-    """The instance's stored events, read with the engine's own inspector (read-only)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "steadfast.dev.engine", "history", iid, "--db", str(bed.engine.db), "--json"],
-        capture_output=True,
-        text=True,
-    )
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    """The instance's stored events, read through the workflow API (the same on both engines)."""
+    from steadfast.dev.workflow_api import WorkflowAPI
+
+    with WorkflowAPI(bed.engine.address) as api:
+        return api.history_dicts(iid)
 
 
 def _history_len(bed: Bed, iid: str) -> int:
@@ -1043,10 +1042,11 @@ def main(argv: list[str]) -> int:
         help="control plane on CPU 0, engine/operator/bare worker on the rest (as in a cluster)",
     )
     parser.add_argument("--plot-prefix", default="bench", help="file name prefix of the PNG plots")
+    parser.add_argument("--engine", default="local", choices=["local", "daprd"], help="workflow engine to run on")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"monitor_count": args.monitors, "history_iterations": args.history_iterations}
     with tempfile.TemporaryDirectory(prefix="steadfast-bench-") as tmp:
-        bed = Bed(Path(tmp), pin=args.pin)
+        bed = Bed(Path(tmp), pin=args.pin, engine=args.engine)
         results["pinned"] = args.pin
         try:
             if args.history_iterations:

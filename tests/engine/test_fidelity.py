@@ -18,7 +18,7 @@ import grpc
 import pytest
 from beds import Bed
 
-from workflow_api import WorkflowAPI
+from steadfast.dev.workflow_api import WorkflowAPI
 
 pytestmark = pytest.mark.engine
 

@@ -12,7 +12,7 @@ from e2e_support import Operator, Resources, TaskService, eventually
 from kubernetes import client
 
 from steadfast.dev.engines import Engine
-from workflow_api import WorkflowAPI
+from steadfast.dev.workflow_api import WorkflowAPI
 
 pytestmark = pytest.mark.controlplane
 SOAK_ITERATIONS = 200

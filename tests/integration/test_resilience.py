@@ -20,7 +20,7 @@ from kubernetes import client
 
 from steadfast.dev.controlplane import cluster
 from steadfast.dev.engines import Engine
-from workflow_api import WorkflowAPI
+from steadfast.dev.workflow_api import WorkflowAPI
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.chaos]
 

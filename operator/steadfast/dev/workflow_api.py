@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 import grpc
 from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from dapr.ext.workflow._durabletask.internal import protos as pb
+from google.protobuf import json_format
 
 
 class WorkflowAPI:
     def __init__(self, address: str) -> None:
         self._channel = grpc.insecure_channel(address)
-        self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
+        self._stub = stubs.TaskHubSidecarServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def instance_ids(self) -> list[str]:
         """Every instance the engine stores (all pages)."""
@@ -36,6 +38,10 @@ class WorkflowAPI:
         """The stored history events of the instance's current run."""
         response = self._stub.GetInstanceHistory(pb.GetInstanceHistoryRequest(instanceId=instance_id), timeout=30)
         return list(response.events)
+
+    def history_dicts(self, instance_id: str) -> list[dict[str, Any]]:
+        """The history as JSON-shaped dicts (`{"taskCompleted": {...}, "eventId": 3, ...}`)."""
+        return [json_format.MessageToDict(e) for e in self.history(instance_id)]
 
     def event_kinds(self, instance_id: str) -> list[str]:
         """The history as event kinds (`executionStarted`, `taskScheduled`, ...), in order."""
