@@ -24,9 +24,11 @@ venv: $(BIN)/.installed  ## create the virtual environment with pinned dependenc
 binaries: venv  ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, daprd, placement, scheduler
 	$(BIN)/steadfast dev build etcd kube-apiserver kube-controller-manager kubectl helm daprd placement scheduler
 
-lint: venv  ## ruff and strict mypy
-	$(BIN)/ruff check operator tests bench
+lint: venv  ## ruff (lint and format), strict mypy, import contracts, hadolint
+	$(BIN)/ruff check operator tests bench examples
+	$(BIN)/ruff format --check operator tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 crds: venv  ## regenerate crds/ from the API models

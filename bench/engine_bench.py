@@ -95,7 +95,7 @@ def run(engine_name: str, n: int, threads: int, idle_seconds: float, synchronous
     import dapr.ext.workflow as wf
 
     from steadfast.dev import engines
-    from steadfast.dev.engine.process import start_engine
+    from steadfast_engine.process import start_engine
 
     tmp = Path(tempfile.mkdtemp(prefix=f"engine-bench-{engine_name}-"))
     listener = socket.create_server(("127.0.0.1", 0))

@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from steadfast import approve, runner
-from steadfast.dev import cli as dev_cli
+
+# The development tools (control plane, daprd unit, local engine, demo) are not in the operator's image.
+try:
+    from steadfast.dev import cli as dev_cli
+except ImportError:  # pragma: no cover - exercised by the runtime-only install test
+    dev_cli = None  # type: ignore[assignment]
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -28,13 +33,14 @@ def parser() -> argparse.ArgumentParser:
 
     runner.add_parser(sub)
     approve.add_parsers(sub)
-    dev_cli.add_parser(sub)
+    if dev_cli is not None:
+        dev_cli.add_parser(sub)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["dev", "engine"]:
+    if argv[:2] == ["dev", "engine"] and dev_cli is not None:
         return dev_cli.engine_main(argv[2:])
     args = parser().parse_args(argv)
     result: int = args.func(args)

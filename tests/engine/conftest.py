@@ -15,10 +15,10 @@ from pathlib import Path
 import dapr.ext.workflow as wf
 import pytest
 from beds import Bed
-from workflows import register
 
 from steadfast.dev import engines
-from steadfast.dev.engine.process import EngineProcess, start_engine
+from steadfast_engine.process import EngineProcess, start_engine
+from workflows import register
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grp
 from dapr.ext.workflow._durabletask.internal import protos as pb
 from google.protobuf import wrappers_pb2
 
-from steadfast.dev.engine import cli
-from steadfast.dev.engine.process import EngineProcess
+from steadfast_engine import cli
+from steadfast_engine.process import EngineProcess
 
 pytestmark = pytest.mark.engine
 
@@ -33,7 +33,7 @@ def _stub(engine: EngineProcess) -> tuple[grpc.Channel, stubs.TaskHubSidecarServ
 
 def _history(engine: EngineProcess, iid: str) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, "-m", "steadfast.dev.engine", "history", iid, "--db", str(engine.db), "--json"],
+        [sys.executable, "-m", "steadfast_engine", "history", iid, "--db", str(engine.db), "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -24,7 +24,7 @@ from google.protobuf import descriptor, message_factory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steadfast.dev.engine.process import EngineProcess
+from steadfast_engine.process import EngineProcess
 
 pytestmark = [pytest.mark.engine, pytest.mark.fuzz]
 

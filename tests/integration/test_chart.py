@@ -36,7 +36,7 @@ from e2e_support import Operator, Resources, TaskService, eventually
 from kubernetes import client, config
 
 from steadfast.dev.controlplane import binaries, cluster
-from steadfast.dev.engine.process import EngineProcess, start_engine
+from steadfast_engine.process import EngineProcess, start_engine
 
 pytestmark = pytest.mark.controlplane
 

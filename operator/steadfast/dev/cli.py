@@ -104,7 +104,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def engine_main(argv: list[str]) -> int:
     try:
-        from steadfast.dev.engine import cli as engine_cli
+        from steadfast_engine import cli as engine_cli
     except ImportError as exc:
         print(f"error: the local workflow engine is not available: {exc}", file=sys.stderr)
         return 1

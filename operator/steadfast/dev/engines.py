@@ -58,7 +58,7 @@ def create(name: EngineName, directory: Path, *, detach: bool = False) -> Engine
         from steadfast.dev.controlplane.daprd import DaprdEngine
 
         return DaprdEngine(directory, detach=detach)
-    from steadfast.dev.engine.process import EngineProcess
+    from steadfast_engine.process import EngineProcess
 
     return EngineProcess(directory / "engine.db", log_file=directory / "engine.log", synchronous="NORMAL")
 

@@ -76,7 +76,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 def _engine_available() -> bool:
     try:
-        return importlib.util.find_spec("steadfast.dev.engine.__main__") is not None
+        return importlib.util.find_spec("steadfast_engine.__main__") is not None
     except ModuleNotFoundError:
         return False
 
@@ -194,7 +194,7 @@ class ControlPlane:
         elif self.engine and _engine_available():
             engine_port = processes.free_port()
             engine_address = f"127.0.0.1:{engine_port}"
-            self._spawn("engine", [sys.executable, "-m", "steadfast.dev.engine", "--host", "127.0.0.1",
+            self._spawn("engine", [sys.executable, "-m", "steadfast_engine", "--host", "127.0.0.1",
                                    "--port", str(engine_port), "--db", str(self.directory / "engine.db")],
                         logs)
             processes.wait_until(lambda: _grpc_ready(engine_address or ""), what="workflow engine",

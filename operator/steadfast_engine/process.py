@@ -1,4 +1,4 @@
-"""Run the engine as a subprocess (``sys.executable -m steadfast.dev.engine``).
+"""Run the engine as a subprocess (``sys.executable -m steadfast_engine``).
 
 Used by ``steadfast dev up``, test fixtures and the benchmark. A separate process is what makes the
 crash tests honest: ``kill()`` is a real SIGKILL and a restart re-reads the same SQLite file.
@@ -104,12 +104,12 @@ class EngineProcess:
         port_file.unlink()
         self._log = open(self.log_file, "ab")  # noqa: SIM115 - closed in stop()/kill()
         env = dict(os.environ)
-        operator_root = str(Path(__file__).resolve().parents[3])
+        operator_root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (operator_root, env.get("PYTHONPATH", "")) if p)
         cmd = [
             sys.executable,
             "-m",
-            "steadfast.dev.engine",
+            "steadfast_engine",
             "--host",
             self.host,
             "--port",

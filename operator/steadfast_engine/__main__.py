@@ -1,4 +1,4 @@
-"""``python -m steadfast.dev.engine`` — same as ``steadfast dev engine``."""
+"""``python -m steadfast_engine`` — same as ``steadfast dev engine``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Command line: serve the engine, or inspect its database read-only (``list``, ``history``).
 
-Wired as ``steadfast dev engine ...`` and ``python -m steadfast.dev.engine ...``.
+Wired as ``steadfast dev engine ...`` and ``python -m steadfast_engine ...``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 It plays the role Azurite plays for Azure Storage: the unmodified ``dapr-ext-workflow`` client and
 worker talk to it exactly as they talk to daprd, so end-to-end runs work without Docker or daprd.
-The package imports nothing else from ``steadfast`` so that it can become its own distribution.
+A package of its own: it imports nothing of the operator (``steadfast``), and the operator's runtime imports
+nothing of it (both are import-linter contracts in pyproject.toml).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The workflows (saga, monitor, approval) and the activities they share: deterministic code, effects in activities."""
