@@ -240,10 +240,12 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join([label, *cells]) + " |")
     first = results[0]
     lines.append("")
-    lines.append(f"{first['workflows']} workflows (4 activities + 1 external event each), {first['threads']} client "
-                 f"threads, worker in its own process, {first['cpus']} CPUs; local engine SQLite synchronous="
-                 f"{first.get('synchronous', 'FULL')}; daprd v1.18.3 with placement and scheduler, state.sqlite "
-                 "actor state store.")
+    lines.append(
+        f"{first['workflows']} workflows (4 activities + 1 external event each), {first['threads']} client "
+        f"threads, worker in its own process, {first['cpus']} CPUs; local engine SQLite synchronous="
+        f"{first.get('synchronous', 'FULL')}; daprd v1.18.3 with placement and scheduler, state.sqlite "
+        "actor state store."
+    )
     return "\n".join(lines)
 
 

@@ -26,9 +26,16 @@ from typing import Any
 from aiohttp import web
 
 EFFECT_ROUTES = {
-    ("POST", "/records"), ("DELETE", "/records/{id}"), ("POST", "/capacity/reserve"),
-    ("POST", "/capacity/release"), ("POST", "/notices"), ("DELETE", "/notices/{id}"), ("POST", "/dashboard"),
-    ("POST", "/alerts"), ("POST", "/approvals"), ("POST", "/deploy"),
+    ("POST", "/records"),
+    ("DELETE", "/records/{id}"),
+    ("POST", "/capacity/reserve"),
+    ("POST", "/capacity/release"),
+    ("POST", "/notices"),
+    ("DELETE", "/notices/{id}"),
+    ("POST", "/dashboard"),
+    ("POST", "/alerts"),
+    ("POST", "/approvals"),
+    ("POST", "/deploy"),
 }
 
 
@@ -109,8 +116,9 @@ def make_app() -> web.Application:
 
     async def set_fault(request: web.Request) -> web.Response:
         spec = await request.json()
-        state.faults[spec["route"]] = Fault(int(spec.get("fail", -1)), int(spec.get("status", 500)),
-                                            float(spec.get("delay", 0)))
+        state.faults[spec["route"]] = Fault(
+            int(spec.get("fail", -1)), int(spec.get("status", 500)), float(spec.get("delay", 0))
+        )
         return web.json_response({"ok": True})
 
     async def clear_faults(_: web.Request) -> web.Response:
@@ -118,8 +126,7 @@ def make_app() -> web.Application:
         return web.json_response({"ok": True})
 
     async def stats(_: web.Request) -> web.Response:
-        return web.json_response({"deliveries": state.deliveries, "applied": state.applied,
-                                  "records": state.records})
+        return web.json_response({"deliveries": state.deliveries, "applied": state.applied, "records": state.records})
 
     async def reset(_: web.Request) -> web.Response:
         state.deliveries.clear()

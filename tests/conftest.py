@@ -23,8 +23,9 @@ TEST_USERS = ["alice:approvers", "bob:approvers", "dave:sre", "mallory"]
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.State]:
     directory = tmp_path_factory.mktemp("controlplane") / "dev"
-    plane = cluster.ControlPlane(directory, users=[identities.Identity.parse(u) for u in TEST_USERS],
-                                 engine=False, detach=False)
+    plane = cluster.ControlPlane(
+        directory, users=[identities.Identity.parse(u) for u in TEST_USERS], engine=False, detach=False
+    )
     state = plane.up()
     _PLANE["plane"] = plane
     previous = os.environ.get("KUBECONFIG")

@@ -82,8 +82,10 @@ class ActionRunner:
             raise ActionError(f"Secret {namespace}/{secret} cannot be read (HTTP {exc.status})") from None
         labels = obj.metadata.labels or {}
         if labels.get(REFERABLE_LABEL) != "true":
-            raise ActionError(f"Secret {namespace}/{secret} is not referable: label it {REFERABLE_LABEL}=true "
-                              "to let Steadfast send it")
+            raise ActionError(
+                f"Secret {namespace}/{secret} is not referable: label it {REFERABLE_LABEL}=true "
+                "to let Steadfast send it"
+            )
         data = obj.data or {}
         if key not in data:
             raise ActionError(f"Secret {namespace}/{secret} has no key {key!r}")
@@ -116,13 +118,28 @@ class ActionRunner:
             path += "?" + parts.query
         pool: urllib3.HTTPConnectionPool
         if https:
-            pool = urllib3.HTTPSConnectionPool(addresses[0], port, server_hostname=host, assert_hostname=host,
-                                               cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(), maxsize=1)
+            pool = urllib3.HTTPSConnectionPool(
+                addresses[0],
+                port,
+                server_hostname=host,
+                assert_hostname=host,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=certifi.where(),
+                maxsize=1,
+            )
         else:
             pool = urllib3.HTTPConnectionPool(addresses[0], port, maxsize=1)
         try:
-            response = pool.urlopen(http.method.value, path, body=body, headers=headers, retries=False,
-                                    redirect=False, timeout=urllib3.Timeout(total=limit), preload_content=True)
+            response = pool.urlopen(
+                http.method.value,
+                path,
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                timeout=urllib3.Timeout(total=limit),
+                preload_content=True,
+            )
         except urllib3.exceptions.NewConnectionError as exc:  # before TimeoutError: it subclasses it
             return Outcome(False, message=f"{http.method.value} {http.url}: cannot connect: {_short(str(exc))}")
         except urllib3.exceptions.TimeoutError:

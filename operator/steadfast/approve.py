@@ -83,12 +83,16 @@ def _decide(args: argparse.Namespace) -> int:
         current = _get(api, kind, namespace, args.name)
         if ((current.get("spec") or {}).get("decision") or {}) == {k: v for k, v in decision.items() if v is not None}:
             by = ((current.get("metadata") or {}).get("annotations") or {}).get(DECIDED_BY, "someone")
-            print(f"error: {where} already carries this exact decision (recorded for {by}); the API server "
-                  "would see no change. Give a --reason of your own.", file=sys.stderr)
+            print(
+                f"error: {where} already carries this exact decision (recorded for {by}); the API server "
+                "would see no change. Give a --reason of your own.",
+                file=sys.stderr,
+            )
             return 1
         # reason: None removes a previous approver's reason under merge-patch semantics.
-        patched = api.patch_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, args.name,
-                                                     {"spec": {"decision": decision}})
+        patched = api.patch_namespaced_custom_object(
+            kind.group, kind.version, namespace, kind.plural, args.name, {"spec": {"decision": decision}}
+        )
     except ApiException as exc:
         if exc.status == 404:
             print(f"error: {where} not found", file=sys.stderr)
@@ -118,8 +122,10 @@ def _detail(kind: Kind, obj: dict[str, Any]) -> str:
         approved = sum(1 for a in status.get("approvals") or [] if a.get("approved"))
         required = (spec.get("approvers") or {}).get("required", 1)
         if status.get("phase") in (None, "Pending"):
-            return f"{spec.get('subject', {}).get('title', '')} ({approved}/{required}, expires " \
-                   f"{status.get('expiresAt', '?')})"
+            return (
+                f"{spec.get('subject', {}).get('title', '')} ({approved}/{required}, expires "
+                f"{status.get('expiresAt', '?')})"
+            )
         return str(status.get("reason") or status.get("approver") or "")
     if kind is TASK_SAGA:
         if status.get("phase") == "AwaitingApproval":
@@ -147,8 +153,16 @@ def _status(args: argparse.Namespace) -> int:
             if kind is APPROVAL_REQUEST and not args.all and phase not in OPEN:
                 continue
             meta = obj["metadata"]
-            rows.append([kind.kind, *([meta["namespace"]] if args.all_namespaces else []), meta["name"],
-                         phase or "-", _age(obj), _detail(kind, obj)])
+            rows.append(
+                [
+                    kind.kind,
+                    *([meta["namespace"]] if args.all_namespaces else []),
+                    meta["name"],
+                    phase or "-",
+                    _age(obj),
+                    _detail(kind, obj),
+                ]
+            )
     header = ["KIND", *(["NAMESPACE"] if args.all_namespaces else []), "NAME", "PHASE", "AGE", "DETAIL"]
     _table(header, rows)
     return 0
@@ -169,12 +183,18 @@ def _show(api: client.CustomObjectsApi, namespace: str, name: str) -> int:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     approvers = spec.get("approvers") or {}
     lines = [
-        ("Name", f"{namespace}/{name}"), ("Title", spec.get("subject", {}).get("title", "")),
+        ("Name", f"{namespace}/{name}"),
+        ("Title", spec.get("subject", {}).get("title", "")),
         ("Requested by", (obj["metadata"].get("annotations") or {}).get(REQUESTED_BY, "?")),
-        ("Approvers", ", ".join([*approvers.get("users", []), *(f"group {g}" for g in approvers.get("groups", []))])
-         + f" (required: {approvers.get('required', 1)})"),
-        ("Phase", status.get("phase", "-")), ("Expires", status.get("expiresAt", "-")),
-        ("Approver", status.get("approver") or "-"), ("Reason", status.get("reason") or "-"),
+        (
+            "Approvers",
+            ", ".join([*approvers.get("users", []), *(f"group {g}" for g in approvers.get("groups", []))])
+            + f" (required: {approvers.get('required', 1)})",
+        ),
+        ("Phase", status.get("phase", "-")),
+        ("Expires", status.get("expiresAt", "-")),
+        ("Approver", status.get("approver") or "-"),
+        ("Reason", status.get("reason") or "-"),
     ]
     for label, value in lines:
         print(f"{label + ':':<14}{value}")

@@ -90,8 +90,7 @@ class Bindings:
     @staticmethod
     def ref(kind: Kind, body: kopf.Body) -> ObjectRef:
         meta = body["metadata"]
-        return ObjectRef(kind.group, kind.version, kind.kind, kind.plural, meta["namespace"], meta["name"],
-                         meta["uid"])
+        return ObjectRef(kind.group, kind.version, kind.kind, kind.plural, meta["namespace"], meta["name"], meta["uid"])
 
     def register(self, binding: Binding, registry: kopf.OperatorRegistry) -> None:
         kind = binding.kind
@@ -127,8 +126,9 @@ class Bindings:
             if data is not None:
                 await self.signal(binding, body, sig.event, data)
 
-        kopf.on.field(kind.group, kind.version, kind.plural, field=sig.field, registry=registry,
-                      id=f"signal-{sig.event}")(changed)
+        kopf.on.field(
+            kind.group, kind.version, kind.plural, field=sig.field, registry=registry, id=f"signal-{sig.event}"
+        )(changed)
 
     async def start(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
         """Start the resource's instance; an existing one is left alone (it is the same instance).
@@ -147,9 +147,20 @@ class Bindings:
         except ValidationError as exc:
             problems = "; ".join(describe(exc, prefix="spec"))
             # No phase: not every kind has a "Failed" one; the Stalled condition carries the reason.
-            await self._write(ref, {"observedGeneration": generation, "conditions": conditions(
-                "stalled", reason="InvalidSpec", message=problems, generation=generation, now=_now(),
-                previous=status.get("conditions"))})
+            await self._write(
+                ref,
+                {
+                    "observedGeneration": generation,
+                    "conditions": conditions(
+                        "stalled",
+                        reason="InvalidSpec",
+                        message=problems,
+                        generation=generation,
+                        now=_now(),
+                        previous=status.get("conditions"),
+                    ),
+                },
+            )
             raise kopf.PermanentError(f"invalid spec: {problems}") from None
         iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
         # Looked up on create too: daprd starts a *finished* instance's ID afresh, so a repeated create (every
@@ -163,20 +174,35 @@ class Bindings:
                     if data is not None:
                         await self.signal(binding, body, sig.event, data)
             return
-        payload = {"ref": ref.to_dict(), "generation": generation, "spec": spec.to_wire(),
-                   **binding.extra_input(dict(body))}
+        payload = {
+            "ref": ref.to_dict(),
+            "generation": generation,
+            "spec": spec.to_wire(),
+            **binding.extra_input(dict(body)),
+        }
         try:
-            await asyncio.to_thread(self.client.schedule_new_workflow, binding.workflow, input=payload,
-                                    instance_id=iid)
+            await asyncio.to_thread(self.client.schedule_new_workflow, binding.workflow, input=payload, instance_id=iid)
         except grpc.RpcError as exc:
             if "already exists" in str(exc).lower():
                 return  # started before (a redelivered create, or a resume after a crash)
             message = f"cannot start workflow {iid}: {_grpc_message(exc)}"
             if not status.get("phase"):
-                await self._write(ref, {
-                    **binding.initial_status, "workflowInstanceId": iid, "observedGeneration": generation,
-                    "conditions": conditions("progressing", reason="EngineUnavailable", message=message,
-                                             generation=generation, now=_now(), previous=status.get("conditions"))})
+                await self._write(
+                    ref,
+                    {
+                        **binding.initial_status,
+                        "workflowInstanceId": iid,
+                        "observedGeneration": generation,
+                        "conditions": conditions(
+                            "progressing",
+                            reason="EngineUnavailable",
+                            message=message,
+                            generation=generation,
+                            now=_now(),
+                            previous=status.get("conditions"),
+                        ),
+                    },
+                )
             raise kopf.TemporaryError(message, delay=2) from exc
         logger.info("workflow %s started for %s %s/%s", iid, kind.kind, ref.namespace, ref.name)
 
@@ -202,13 +228,14 @@ class Bindings:
                     logger.info("terminated workflow %s", iid)
                 else:
                     await asyncio.to_thread(self.client.raise_workflow_event, iid, event, data={"reason": "deleted"})
-                    state = await asyncio.to_thread(self.client.wait_for_workflow_completion, iid,
-                                                    fetch_payloads=False, timeout_in_seconds=5)
+                    state = await asyncio.to_thread(
+                        self.client.wait_for_workflow_completion, iid, fetch_payloads=False, timeout_in_seconds=5
+                    )
                     if state is None or state.runtime_status in _RUNNING:
-                        raise kopf.TemporaryError(f"waiting for workflow {iid} to wind down before deletion",
-                                                  delay=1)
-                state = await asyncio.to_thread(self.client.wait_for_workflow_completion, iid,
-                                                fetch_payloads=False, timeout_in_seconds=10)
+                        raise kopf.TemporaryError(f"waiting for workflow {iid} to wind down before deletion", delay=1)
+                state = await asyncio.to_thread(
+                    self.client.wait_for_workflow_completion, iid, fetch_payloads=False, timeout_in_seconds=10
+                )
             if state is not None:
                 await asyncio.to_thread(self.client.purge_workflow, iid)
         except grpc.RpcError as exc:

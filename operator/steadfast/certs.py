@@ -31,8 +31,9 @@ class Pki:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     path.chmod(0o600)
 
 
@@ -52,17 +53,28 @@ def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
     return cert, key
 
 
-def make_serving_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str,
-                      hosts: list[str]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_serving_cert(
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str, hosts: list[str]
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A server certificate for loopback names; also used for the operator's admission webhooks."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -108,9 +120,12 @@ def generate(directory: Path) -> Pki:
     """Write a fresh CA, API server certificate and service-account key pair into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
-        ca_cert=directory / "ca.crt", ca_key=directory / "ca.key",
-        serving_cert=directory / "apiserver.crt", serving_key=directory / "apiserver.key",
-        sa_public=directory / "sa.pub", sa_private=directory / "sa.key",
+        ca_cert=directory / "ca.crt",
+        ca_key=directory / "ca.key",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        sa_public=directory / "sa.pub",
+        sa_private=directory / "sa.key",
     )
     ca_cert, ca_key = make_ca("steadfast-dev-ca")
     write_pem(pki.ca_cert, ca_cert)
@@ -121,6 +136,7 @@ def generate(directory: Path) -> Pki:
     _write_key(pki.serving_key, key)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_private, sa_key)
-    pki.sa_public.write_bytes(sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pki.sa_public.write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return pki

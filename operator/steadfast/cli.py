@@ -22,8 +22,10 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="steadfast", description="Durable sagas, health monitors and "
-                                  "approvals as Kubernetes resources, run by Dapr Workflows.")
+    top = argparse.ArgumentParser(
+        prog="steadfast",
+        description="Durable sagas, health monitors and approvals as Kubernetes resources, run by Dapr Workflows.",
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     crds = sub.add_parser("crds", help="write crds/*.yaml from the API models (or --check for drift)")

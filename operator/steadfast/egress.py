@@ -16,14 +16,19 @@ from dataclasses import dataclass, field
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-ALWAYS_DENIED: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in (
-    "169.254.0.0/16",   # link-local, incl. 169.254.169.254 (AWS, GCP, Azure metadata)
-    "fe80::/10",        # IPv6 link-local
-    "fd00:ec2::254/128",  # AWS metadata over IPv6
-    "100.100.100.200/32",  # Alibaba Cloud metadata
-    "0.0.0.0/8", "::/128",
-    "224.0.0.0/4", "ff00::/8",  # multicast
-))
+ALWAYS_DENIED: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.0.0/16",  # link-local, incl. 169.254.169.254 (AWS, GCP, Azure metadata)
+        "fe80::/10",  # IPv6 link-local
+        "fd00:ec2::254/128",  # AWS metadata over IPv6
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "0.0.0.0/8",
+        "::/128",
+        "224.0.0.0/4",
+        "ff00::/8",  # multicast
+    )
+)
 LOOPBACK: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 DENIED_HOSTS = frozenset({"metadata.google.internal", "metadata", "metadata.azure.internal"})
 
@@ -52,8 +57,7 @@ class EgressPolicy:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
                 hosts.add(item.lower().rstrip("."))
-        return cls(tuple(networks), frozenset(hosts),
-                   tuple(ipaddress.ip_network(d, strict=False) for d in deny))
+        return cls(tuple(networks), frozenset(hosts), tuple(ipaddress.ip_network(d, strict=False) for d in deny))
 
     def _explicitly_allowed(self, ip: IPAddress) -> bool:
         return any(ip in n for n in self.allow_networks)
@@ -74,15 +78,18 @@ class EgressPolicy:
             if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
                 ip = ip.ipv4_mapped
             if any(ip in n for n in ALWAYS_DENIED):
-                raise EgressDenied(f"destination {host} ({ip}) is link-local or a metadata address, which "
-                                   "Steadfast never calls")
+                raise EgressDenied(
+                    f"destination {host} ({ip}) is link-local or a metadata address, which Steadfast never calls"
+                )
             if any(ip in n for n in self.deny_networks):
                 raise EgressDenied(f"destination {host} ({ip}) is denied by the operator's egress policy")
             if any(ip in n for n in LOOPBACK) and not self._explicitly_allowed(ip):
-                raise EgressDenied(f"destination {host} ({ip}) is a loopback address; the operator's egress "
-                                   "policy does not allow it")
+                raise EgressDenied(
+                    f"destination {host} ({ip}) is a loopback address; the operator's egress policy does not allow it"
+                )
             if (self.allow_networks or self.allow_hosts) and not (
-                    self._explicitly_allowed(ip) or name in self.allow_hosts):
+                self._explicitly_allowed(ip) or name in self.allow_hosts
+            ):
                 raise EgressDenied(f"destination {host} ({ip}) is not in the operator's egress allow-list")
             allowed.append(str(ip))
         if not allowed:

@@ -29,12 +29,13 @@ def _saga_stop_event(spec: Any) -> str | None:
 
 SAGA = Setup(
     binding=Binding(
-        kind=TASK_SAGA, workflow=saga.NAME, stop_event=_saga_stop_event,
+        kind=TASK_SAGA,
+        workflow=saga.NAME,
+        stop_event=_saga_stop_event,
         terminal_phases=frozenset(p.value for p in SagaPhase if p.terminal),
     ),
     workflow_fn=saga.saga_workflow,
 )
-
 
 
 def _monitor_spec(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -48,7 +49,9 @@ def _monitor_spec(body: dict[str, Any]) -> dict[str, Any] | None:
 
 MONITOR = Setup(
     binding=Binding(
-        kind=HEALTH_MONITOR, workflow=monitor.NAME, initial_status={"phase": "Unknown"},
+        kind=HEALTH_MONITOR,
+        workflow=monitor.NAME,
+        initial_status={"phase": "Unknown"},
         signals=(Signal("spec", monitor.SPEC_CHANGED, _monitor_spec, catch_up=True),),
     ),
     workflow_fn=monitor.monitor_workflow,
@@ -57,14 +60,17 @@ MONITOR = Setup(
 # ApprovalRequest: decisions arrive as spec.decision changes (the approver recorded by admission); its
 # extra handlers create a gated TaskSaga's request and carry the outcome back to the saga.
 _APPROVAL_BINDING = Binding(
-    kind=APPROVAL_REQUEST, workflow=approval.NAME, extra_input=approval.extra_input,
+    kind=APPROVAL_REQUEST,
+    workflow=approval.NAME,
+    extra_input=approval.extra_input,
     terminal_phases=frozenset(p.value for p in ApprovalPhase if p.terminal),
 )
 APPROVAL = Setup(
     binding=_APPROVAL_BINDING,
     workflow_fn=approval.approval_workflow,
-    register_extra=lambda bindings, registry: approval.register_handlers(bindings, registry, _APPROVAL_BINDING,
-                                                                         SAGA.binding),
+    register_extra=lambda bindings, registry: approval.register_handlers(
+        bindings, registry, _APPROVAL_BINDING, SAGA.binding
+    ),
 )
 
 BINDINGS: tuple[Setup, ...] = (SAGA, MONITOR, APPROVAL)

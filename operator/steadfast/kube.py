@@ -29,8 +29,15 @@ class ObjectRef:
     uid: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"group": self.group, "version": self.version, "kind": self.kind, "plural": self.plural,
-                "namespace": self.namespace, "name": self.name, "uid": self.uid}
+        return {
+            "group": self.group,
+            "version": self.version,
+            "kind": self.kind,
+            "plural": self.plural,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> ObjectRef:

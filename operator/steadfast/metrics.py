@@ -16,36 +16,69 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 TRANSITIONS = Counter(
-    "steadfast_transitions_total", "Transitions announced by an Event, by kind and reason "
+    "steadfast_transitions_total",
+    "Transitions announced by an Event, by kind and reason "
     "(e.g. TaskSaga/Succeeded, TaskSaga/Compensated, HealthMonitor/Unhealthy, ApprovalRequest/Approved).",
-    ["kind", "reason"], registry=REGISTRY)
-SAGAS = Counter("steadfast_sagas_total", "Sagas by outcome: started, succeeded, compensated, compensation_failed, "
-                "failed, rejected.", ["outcome"], registry=REGISTRY)
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+SAGAS = Counter(
+    "steadfast_sagas_total",
+    "Sagas by outcome: started, succeeded, compensated, compensation_failed, failed, rejected.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 ACTION_SECONDS = Histogram(
-    "steadfast_action_duration_seconds", "Duration of one attempt of an action (step, compensation, check, alert, "
-    "notify, approval action).", ["kind", "what", "outcome"], registry=REGISTRY,
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+    "steadfast_action_duration_seconds",
+    "Duration of one attempt of an action (step, compensation, check, alert, notify, approval action).",
+    ["kind", "what", "outcome"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 MONITORS = Gauge("steadfast_monitors", "HealthMonitors by phase, as last reported.", ["phase"], registry=REGISTRY)
 ALERTS = Counter("steadfast_alerts_sent_total", "Monitor alerts (webhook calls that succeeded).", registry=REGISTRY)
 APPROVALS = Gauge("steadfast_approvals", "ApprovalRequests by phase, as last reported.", ["phase"], registry=REGISTRY)
 DECISION_SECONDS = Histogram(
-    "steadfast_approval_decision_seconds", "Time from an ApprovalRequest opening to its decision or timeout.",
-    ["outcome"], registry=REGISTRY, buckets=(1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600, 72 * 3600))
-WORKER_RECONNECTS = Counter("steadfast_worker_reconnects_total",
-                            "Workflow worker reconnects after the engine stopped routing work to it.",
-                            registry=REGISTRY)
+    "steadfast_approval_decision_seconds",
+    "Time from an ApprovalRequest opening to its decision or timeout.",
+    ["outcome"],
+    registry=REGISTRY,
+    buckets=(1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600, 72 * 3600),
+)
+WORKER_RECONNECTS = Counter(
+    "steadfast_worker_reconnects_total",
+    "Workflow worker reconnects after the engine stopped routing work to it.",
+    registry=REGISTRY,
+)
 STATUS_WRITES = Counter("steadfast_status_writes_total", "Status subresource patches sent.", registry=REGISTRY)
-STATUS_SUBMITS = Counter("steadfast_status_snapshots_total", "Status snapshots submitted (before coalescing).",
-                         registry=REGISTRY)
-API_ERRORS = Counter("steadfast_api_errors_total", "Kubernetes API calls that failed, by operation and code.",
-                     ["operation", "code"], registry=REGISTRY)
+STATUS_SUBMITS = Counter(
+    "steadfast_status_snapshots_total", "Status snapshots submitted (before coalescing).", registry=REGISTRY
+)
+API_ERRORS = Counter(
+    "steadfast_api_errors_total",
+    "Kubernetes API calls that failed, by operation and code.",
+    ["operation", "code"],
+    registry=REGISTRY,
+)
 
-_SAGA_OUTCOMES = {"Started": "started", "Succeeded": "succeeded", "Compensated": "compensated",
-                  "CompensationFailed": "compensation_failed", "Failed": "failed", "Rejected": "rejected"}
+_SAGA_OUTCOMES = {
+    "Started": "started",
+    "Succeeded": "succeeded",
+    "Compensated": "compensated",
+    "CompensationFailed": "compensation_failed",
+    "Failed": "failed",
+    "Rejected": "rejected",
+}
 
 # ApprovalRequest phases -> the decision they record (Executing and later follow an approval).
-_DECISIONS = {"Approved": "approved", "Executing": "approved", "Completed": "approved", "ActionFailed": "approved",
-              "Rejected": "rejected", "TimedOut": "timed_out"}
+_DECISIONS = {
+    "Approved": "approved",
+    "Executing": "approved",
+    "Completed": "approved",
+    "ActionFailed": "approved",
+    "Rejected": "rejected",
+    "TimedOut": "timed_out",
+}
 
 _lock = threading.Lock()
 _phases: dict[str, dict[str, str]] = {"HealthMonitor": {}, "ApprovalRequest": {}}

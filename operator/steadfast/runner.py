@@ -31,36 +31,81 @@ THREADS = 32
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run the operator (kopf handlers and the workflow worker)")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="watch only this namespace (repeatable; glob patterns allowed)")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; glob patterns allowed)",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
-    run.add_argument("--egress-allow", action="append", default=[], metavar="CIDR|HOST",
-                     help="allow HTTP actions only to these networks or hosts (repeatable); loopback is "
-                          "refused unless listed. Also $STEADFAST_EGRESS_ALLOW, comma-separated")
-    run.add_argument("--egress-deny", action="append", default=[], metavar="CIDR",
-                     help="refuse these networks in addition to link-local and metadata addresses")
-    run.add_argument("--liveness", default=os.environ.get("STEADFAST_LIVENESS"),
-                     help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--metrics", default=os.environ.get("STEADFAST_METRICS"), metavar="HOST:PORT",
-                     help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:9090")
-    run.add_argument("--peering", default=os.environ.get("STEADFAST_PEERING"),
-                     help="kopf peering name for several replicas with one active (default: standalone)")
-    run.add_argument("--priority", type=int, default=None,
-                     help="peering priority; the highest live replica is the active one (default: random, so "
-                          "that replicas of one Deployment never tie: kopf pauses every replica on a tie)")
-    run.add_argument("--peering-lifetime", type=int, default=int(os.environ.get("STEADFAST_PEERING_LIFETIME", "20")),
-                     help="seconds after which a silent peer counts as gone and a standby takes over")
-    run.add_argument("--status-linger", type=float,
-                     default=float(os.environ.get("STEADFAST_STATUS_LINGER", "2")), metavar="SECONDS",
-                     help="how long a progress-only status update (a step started, a check passed) may wait to be "
-                          "folded into the next one; phase changes are written at once. 0 writes every update")
-    run.add_argument("--status-progress-rate", type=float,
-                     default=float(os.environ.get("STEADFAST_STATUS_PROGRESS_RATE", "10")), metavar="PER_SECOND",
-                     help="at most this many progress-only status writes per second (the rest wait and fold into "
-                          "later ones); phase changes and Events are not limited. 0 for no limit")
-    run.add_argument("--worker-probe-interval", type=float,
-                     default=float(os.environ.get("STEADFAST_WORKER_PROBE_INTERVAL", "15")), metavar="SECONDS",
-                     help="how often to check that the engine still routes work to this worker (reconnect if not)")
+    run.add_argument(
+        "--egress-allow",
+        action="append",
+        default=[],
+        metavar="CIDR|HOST",
+        help="allow HTTP actions only to these networks or hosts (repeatable); loopback is "
+        "refused unless listed. Also $STEADFAST_EGRESS_ALLOW, comma-separated",
+    )
+    run.add_argument(
+        "--egress-deny",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="refuse these networks in addition to link-local and metadata addresses",
+    )
+    run.add_argument(
+        "--liveness",
+        default=os.environ.get("STEADFAST_LIVENESS"),
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--metrics",
+        default=os.environ.get("STEADFAST_METRICS"),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 0.0.0.0:9090",
+    )
+    run.add_argument(
+        "--peering",
+        default=os.environ.get("STEADFAST_PEERING"),
+        help="kopf peering name for several replicas with one active (default: standalone)",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest live replica is the active one (default: random, so "
+        "that replicas of one Deployment never tie: kopf pauses every replica on a tie)",
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(os.environ.get("STEADFAST_PEERING_LIFETIME", "20")),
+        help="seconds after which a silent peer counts as gone and a standby takes over",
+    )
+    run.add_argument(
+        "--status-linger",
+        type=float,
+        default=float(os.environ.get("STEADFAST_STATUS_LINGER", "2")),
+        metavar="SECONDS",
+        help="how long a progress-only status update (a step started, a check passed) may wait to be "
+        "folded into the next one; phase changes are written at once. 0 writes every update",
+    )
+    run.add_argument(
+        "--status-progress-rate",
+        type=float,
+        default=float(os.environ.get("STEADFAST_STATUS_PROGRESS_RATE", "10")),
+        metavar="PER_SECOND",
+        help="at most this many progress-only status writes per second (the rest wait and fold into "
+        "later ones); phase changes and Events are not limited. 0 for no limit",
+    )
+    run.add_argument(
+        "--worker-probe-interval",
+        type=float,
+        default=float(os.environ.get("STEADFAST_WORKER_PROBE_INTERVAL", "15")),
+        metavar="SECONDS",
+        help="how often to check that the engine still routes work to this worker (reconnect if not)",
+    )
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
@@ -109,10 +154,18 @@ def main(args: argparse.Namespace) -> int:
     # kopf and pydantic parse resources recursively; the admission webhooks refuse specs nested deeper than
     # 64 levels, and this headroom keeps whatever slips past (webhooks off) a Stalled resource, not a crash.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kubernetes", "urllib3", "WorkflowRuntime", "DaprWorkflowClient", "durabletask-worker",
-                  "durabletask-client", "aiohttp"):
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in (
+        "kubernetes",
+        "urllib3",
+        "WorkflowRuntime",
+        "DaprWorkflowClient",
+        "durabletask-worker",
+        "durabletask-client",
+        "aiohttp",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not args.verbose:  # kopf logs every handler run per object at INFO: too much at thousands of objects
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -148,11 +201,18 @@ def main(args: argparse.Namespace) -> int:
     priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1
     webhooks.configure(args, settings, registry, api)
     try:
-        asyncio.run(_operate(
-            registry=registry, settings=settings, standalone=args.peering is None, peering_name=args.peering,
-            priority=priority,
-            clusterwide=not args.namespace, namespaces=args.namespace, liveness_endpoint=args.liveness,
-        ))
+        asyncio.run(
+            _operate(
+                registry=registry,
+                settings=settings,
+                standalone=args.peering is None,
+                peering_name=args.peering,
+                priority=priority,
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                liveness_endpoint=args.liveness,
+            )
+        )
     finally:
         worker.stop()
         writer.stop()

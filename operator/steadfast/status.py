@@ -49,8 +49,15 @@ class EventSpec:
         return cls(data["reason"], data["message"], data.get("type", "Normal"), data.get("key", ""))
 
 
-def conditions(state: str, *, reason: str, message: str, generation: int | None, now: datetime,
-               previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def conditions(
+    state: str,
+    *,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+    previous: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Ready/Reconciling/Stalled as kstatus reads them, for `state` in progressing, ready, stalled.
 
     Pure and clock-free (`now` is passed in), so workflows can call it deterministically;
@@ -69,7 +76,10 @@ def conditions(state: str, *, reason: str, message: str, generation: int | None,
         old = before.get(type_)
         changed = old is None or old.get("status") != status
         cond: dict[str, Any] = {
-            "type": type_, "status": status, "reason": reason, "message": message[:32768],
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message[:32768],
             "lastTransitionTime": stamp if changed or not old else old.get("lastTransitionTime", stamp),
         }
         if generation is not None:
@@ -100,8 +110,15 @@ class _Pending:
 class StatusWriter:
     """Thread-safe; used from workflow activities (threads) and kopf handlers alike."""
 
-    def __init__(self, api: client.ApiClient, *, workers: int = 4, component: str = "steadfast",
-                 linger: float = 0.2, progress_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        workers: int = 4,
+        component: str = "steadfast",
+        linger: float = 0.2,
+        progress_rate: float = 0.0,
+    ) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._component = component
@@ -119,8 +136,9 @@ class StatusWriter:
         self._written_seq: dict[str, int] = {}
         self._sent_phase: dict[str, Any] = {}
         self._stopped = False
-        self._threads = [threading.Thread(target=self._work, name=f"status-writer-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"status-writer-{i}", daemon=True) for i in range(workers)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -128,8 +146,15 @@ class StatusWriter:
     def _key(ref: ObjectRef) -> str:
         return f"{ref.plural}/{ref.namespace}/{ref.name}/{ref.uid}"
 
-    def submit(self, ref: ObjectRef, status: dict[str, Any], *, seq: int,
-               events: list[EventSpec] | None = None, urgent: bool = False) -> Future[None]:
+    def submit(
+        self,
+        ref: ObjectRef,
+        status: dict[str, Any],
+        *,
+        seq: int,
+        events: list[EventSpec] | None = None,
+        urgent: bool = False,
+    ) -> Future[None]:
         """Queue a status snapshot; the future resolves once it (or a newer one) is written.
 
         `urgent` (or a phase change, Events, or being the object's first) skips the linger.
@@ -249,8 +274,14 @@ class StatusWriter:
                 # The answer (the whole object) is not needed: skipping its deserialization halves the
                 # writer's CPU per write.
                 response = self._objects.patch_namespaced_custom_object_status(
-                    ref.group, ref.version, ref.namespace, ref.plural, ref.name, {"status": item.status},
-                    _preload_content=False)
+                    ref.group,
+                    ref.version,
+                    ref.namespace,
+                    ref.plural,
+                    ref.name,
+                    {"status": item.status},
+                    _preload_content=False,
+                )
                 _drain(response)
                 metrics.STATUS_WRITES.inc()
                 break
@@ -259,8 +290,13 @@ class StatusWriter:
                 if exc.status == 404:
                     return  # the resource is gone; nothing left to report on
                 if exc.status in (400, 422) or attempt == 5:
-                    log.error("status of %s/%s refused (HTTP %s): %s", ref.namespace, ref.name, exc.status,
-                              (exc.body or "")[:500])
+                    log.error(
+                        "status of %s/%s refused (HTTP %s): %s",
+                        ref.namespace,
+                        ref.name,
+                        exc.status,
+                        (exc.body or "")[:500],
+                    )
                     raise
             except Exception:  # connection problems: the API server restarting, for example
                 if attempt == 5:
@@ -278,11 +314,22 @@ class StatusWriter:
         suffix = hashlib.sha256(f"{ref.uid}/{event.key or event.reason + event.message}".encode()).hexdigest()[:16]
         body = {
             "metadata": {"name": f"{ref.name}.{suffix}", "namespace": ref.namespace},
-            "involvedObject": {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name,
-                               "namespace": ref.namespace, "uid": ref.uid},
-            "reason": event.reason, "message": event.message[:1024], "type": event.type,
-            "source": {"component": self._component}, "reportingComponent": self._component,
-            "reportingInstance": self._component, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+            },
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": self._component},
+            "reportingComponent": self._component,
+            "reportingInstance": self._component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         try:
             _drain(self._core.create_namespaced_event(ref.namespace, body, _preload_content=False))
@@ -290,5 +337,6 @@ class StatusWriter:
         except ApiException as exc:
             if exc.status != 409:  # 409: a redelivered transition; the Event already exists
                 metrics.API_ERRORS.labels("create_event", str(exc.status)).inc()
-                log.warning("event %s for %s/%s not recorded: HTTP %s", event.reason, ref.namespace, ref.name,
-                            exc.status)
+                log.warning(
+                    "event %s for %s/%s not recorded: HTTP %s", event.reason, ref.namespace, ref.name, exc.status
+                )

@@ -80,16 +80,19 @@ def _name(obj: Mapping[str, Any] | None) -> str:
 
 def _stamp_unchanged(key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> str | None:
     if _annotations(old).get(key) != _annotations(new).get(key):
-        return (f"annotation {key} is recorded by Steadfast's admission webhook from the authenticated user; "
-                "it cannot be set, changed or removed by hand")
+        return (
+            f"annotation {key} is recorded by Steadfast's admission webhook from the authenticated user; "
+            "it cannot be set, changed or removed by hand"
+        )
     return None
 
 
 # ---- ApprovalRequest -----------------------------------------------------------------------------
 
 
-def approval_stamps(operation: str, user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
-                    *, operator: str) -> dict[str, str]:
+def approval_stamps(
+    operation: str, user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *, operator: str
+) -> dict[str, str]:
     """The annotations the mutating webhook sets: the creator on CREATE, the decider when a decision changes.
 
     Only the operator itself may name another requester (a saga gate's request is on the saga creator's behalf).
@@ -115,8 +118,15 @@ def _parse_time(text: str | None) -> dt.datetime | None:
         return None
 
 
-def check_approval(operation: str, user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
-                   *, operator: str, now: dt.datetime) -> str | None:
+def check_approval(
+    operation: str,
+    user: User,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    *,
+    operator: str,
+    now: dt.datetime,
+) -> str | None:
     """Why this ApprovalRequest change must be refused (the message kubectl shows), or None to allow it."""
     name = _name(new or old)
     if operation == "CREATE":
@@ -137,25 +147,32 @@ def _check_create(user: User, new: Mapping[str, Any] | None, *, operator: str, n
     if DECIDED_BY in annotations:
         return f"annotation {DECIDED_BY} is recorded by Steadfast when an approver decides; it cannot be set by hand"
     if _spec(new).get("decision") is not None:
-        return (f"ApprovalRequest {name}: spec.decision cannot be set at creation; approvers decide with "
-                "kubectl patch (or steadfast approve/reject) once the request is Pending")
+        return (
+            f"ApprovalRequest {name}: spec.decision cannot be set at creation; approvers decide with "
+            "kubectl patch (or steadfast approve/reject) once the request is Pending"
+        )
     requester = annotations.get(REQUESTED_BY)
     if user.name != operator:
         if requester != user.name:
             return f"annotation {REQUESTED_BY} must be the authenticated creator {user.name!r}, not {requester!r}"
         owners = [o for o in _meta(new).get("ownerReferences") or [] if o.get("kind") == TASK_SAGA.kind]
         if owners:
-            return (f"ApprovalRequest {name}: only the Steadfast operator creates ApprovalRequests owned by a "
-                    "TaskSaga (they are its approval gate)")
+            return (
+                f"ApprovalRequest {name}: only the Steadfast operator creates ApprovalRequests owned by a "
+                "TaskSaga (they are its approval gate)"
+            )
     typed = (_spec(new).get("subject") or {}).get("requester")
     if typed and typed != requester:
-        return (f"ApprovalRequest {name}: spec.subject.requester is {typed!r} but the request is made by "
-                f"{requester!r} (the authenticated creator); leave it out or make it match")
+        return (
+            f"ApprovalRequest {name}: spec.subject.requester is {typed!r} but the request is made by "
+            f"{requester!r} (the authenticated creator); leave it out or make it match"
+        )
     return None
 
 
-def _check_decision(user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *, name: str,
-                    now: dt.datetime) -> str | None:
+def _check_decision(
+    user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *, name: str, now: dt.datetime
+) -> str | None:
     status = _status(old)
     phase = status.get("phase")
     if not phase:
@@ -171,8 +188,10 @@ def _check_decision(user: User, old: Mapping[str, Any] | None, new: Mapping[str,
     approvers = _spec(old).get("approvers") or {}
     if not may_decide(user, approvers):
         listed = ", ".join([*(approvers.get("users") or []), *(f"group {g}" for g in approvers.get("groups") or [])])
-        return (f"{user.name} may not decide ApprovalRequest {name}: only the approvers listed in spec.approvers "
-                f"may ({listed})")
+        return (
+            f"{user.name} may not decide ApprovalRequest {name}: only the approvers listed in spec.approvers "
+            f"may ({listed})"
+        )
     approved = bool((_spec(new).get("decision") or {}).get("approved"))
     if approved and user.name == _annotations(old).get(REQUESTED_BY):
         return f"{user.name} requested ApprovalRequest {name} and may not approve it; another approver must"
@@ -181,12 +200,12 @@ def _check_decision(user: User, old: Mapping[str, Any] | None, new: Mapping[str,
         return f"{user.name} has already decided ApprovalRequest {name}; each approver decides once"
     previous = _annotations(old).get(DECIDED_BY)
     if previous and previous not in recorded:
-        return (f"the decision of {previous} on ApprovalRequest {name} is still being recorded; "
-                "retry in a few seconds")
+        return f"the decision of {previous} on ApprovalRequest {name} is still being recorded; retry in a few seconds"
     return None
 
 
 # ---- every kind: nesting -------------------------------------------------------------------------
+
 
 def check_depth(new: Mapping[str, Any] | None) -> str | None:
     """Refuse http bodies nested deeper than the models allow, naming where.
@@ -216,8 +235,7 @@ def saga_stamps(operation: str, user: User) -> dict[str, str]:
     return {REQUESTED_BY: user.name} if operation == "CREATE" else {}
 
 
-def check_saga(operation: str, user: User, old: Mapping[str, Any] | None,
-               new: Mapping[str, Any] | None) -> str | None:
+def check_saga(operation: str, user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> str | None:
     if operation == "CREATE":
         requester = _annotations(new).get(REQUESTED_BY)
         if requester != user.name:
@@ -270,8 +288,11 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
     @kopf.on.validate(*apr, id="approval-rules", **common)
     def _approval_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
-        refuse(check_approval(kw["operation"], user(kw), kw["old"], kw["new"], operator=operator,
-                              now=dt.datetime.now(dt.UTC)))
+        refuse(
+            check_approval(
+                kw["operation"], user(kw), kw["old"], kw["new"], operator=operator, now=dt.datetime.now(dt.UTC)
+            )
+        )
 
     # A saga needs the stamp on CREATE and the check that nobody edits it on UPDATE; the check on CREATE
     # would only see what the mutation just wrote. Half the admission calls for the busiest kind.
@@ -289,7 +310,8 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
 def whoami(api: client.ApiClient) -> str:
     """The operator's own user name, as the API server authenticates it (SelfSubjectReview)."""
     review = client.AuthenticationV1Api(api).create_self_subject_review(
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    )
     return str(review.status.user_info.username)
 
 
@@ -298,28 +320,52 @@ def whoami(api: client.ApiClient) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
-    parser.add_argument("--no-webhooks", action="store_true", default=env("STEADFAST_NO_WEBHOOKS") == "1",
-                        help="serve no admission webhooks: approvals then cannot be decided (no authenticated "
-                             "approver can be recorded)")
-    parser.add_argument("--webhook-addr", default=env("STEADFAST_WEBHOOK_ADDR"),
-                        help="listen address (default 127.0.0.1 outside a cluster, 0.0.0.0 in one)")
-    parser.add_argument("--webhook-host", default=env("STEADFAST_WEBHOOK_HOST"),
-                        help="host name the API server calls (default: the listen address)")
-    parser.add_argument("--webhook-port", type=int, default=int(env("STEADFAST_WEBHOOK_PORT") or 0) or None,
-                        help="port (default: a free port outside a cluster, 9443 in one)")
-    parser.add_argument("--webhook-cert", default=env("STEADFAST_WEBHOOK_CERT"),
-                        help="serving certificate (PEM); default: a certificate made at startup")
+    parser.add_argument(
+        "--no-webhooks",
+        action="store_true",
+        default=env("STEADFAST_NO_WEBHOOKS") == "1",
+        help="serve no admission webhooks: approvals then cannot be decided (no authenticated "
+        "approver can be recorded)",
+    )
+    parser.add_argument(
+        "--webhook-addr",
+        default=env("STEADFAST_WEBHOOK_ADDR"),
+        help="listen address (default 127.0.0.1 outside a cluster, 0.0.0.0 in one)",
+    )
+    parser.add_argument(
+        "--webhook-host",
+        default=env("STEADFAST_WEBHOOK_HOST"),
+        help="host name the API server calls (default: the listen address)",
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=int(env("STEADFAST_WEBHOOK_PORT") or 0) or None,
+        help="port (default: a free port outside a cluster, 9443 in one)",
+    )
+    parser.add_argument(
+        "--webhook-cert",
+        default=env("STEADFAST_WEBHOOK_CERT"),
+        help="serving certificate (PEM); default: a certificate made at startup",
+    )
     parser.add_argument("--webhook-key", default=env("STEADFAST_WEBHOOK_KEY"), help="its private key (PEM)")
-    parser.add_argument("--webhook-ca", default=env("STEADFAST_WEBHOOK_CA"),
-                        help="CA bundle the API server verifies the certificate with")
-    parser.add_argument("--webhook-managed", action=argparse.BooleanOptionalAction,
-                        default=(env("STEADFAST_WEBHOOK_MANAGED") or "true").lower() not in ("false", "0", "no"),
-                        help="create and update the webhook configurations ourselves (default); in a cluster the "
-                             "Helm chart ships them, so the chart turns this off")
+    parser.add_argument(
+        "--webhook-ca",
+        default=env("STEADFAST_WEBHOOK_CA"),
+        help="CA bundle the API server verifies the certificate with",
+    )
+    parser.add_argument(
+        "--webhook-managed",
+        action=argparse.BooleanOptionalAction,
+        default=(env("STEADFAST_WEBHOOK_MANAGED") or "true").lower() not in ("false", "0", "no"),
+        help="create and update the webhook configurations ourselves (default); in a cluster the "
+        "Helm chart ships them, so the chart turns this off",
+    )
 
 
-def configure(args: argparse.Namespace, settings: kopf.OperatorSettings, registry: kopf.OperatorRegistry,
-              api: client.ApiClient) -> None:
+def configure(
+    args: argparse.Namespace, settings: kopf.OperatorSettings, registry: kopf.OperatorRegistry, api: client.ApiClient
+) -> None:
     """Register the admission handlers and a kopf webhook server that keeps its configurations up to date."""
     if args.no_webhooks:
         log.warning("admission webhooks disabled: ApprovalRequest decisions will be ignored")
@@ -337,8 +383,13 @@ def configure(args: argparse.Namespace, settings: kopf.OperatorSettings, registr
         atexit.register(shutil.rmtree, directory, ignore_errors=True)  # a private key: not left behind
         cert, key, ca = make_certificate(Path(directory), [host, addr])
     settings.admission.server = kopf.WebhookServer(
-        addr=addr, port=args.webhook_port or (9443 if in_cluster else None), host=host,
-        certfile=cert, pkeyfile=key, cafile=ca)
+        addr=addr,
+        port=args.webhook_port or (9443 if in_cluster else None),
+        host=host,
+        certfile=cert,
+        pkeyfile=key,
+        cafile=ca,
+    )
     if args.webhook_managed:
         settings.admission.managed = CONFIGURATION_NAME
     if args.webhook_cert:
@@ -348,6 +399,7 @@ def configure(args: argparse.Namespace, settings: kopf.OperatorSettings, registr
 
 def _exit_when_changed(paths: list[Path], interval: float = 30.0) -> None:
     """kopf reads the certificate once; when cert-manager renews it, stop so the pod restarts with it."""
+
     def stamp() -> list[float]:
         return [p.stat().st_mtime if p.exists() else 0.0 for p in paths]
 

@@ -35,8 +35,9 @@ def unreachable(details: str) -> bool:
 class Worker:
     """A WorkflowRuntime built by `build`, started, and rebuilt when the engine stops routing work to it."""
 
-    def __init__(self, build: Callable[[], WorkflowRuntime], client: DaprWorkflowClient, *,
-                 interval: float = 15.0) -> None:
+    def __init__(
+        self, build: Callable[[], WorkflowRuntime], client: DaprWorkflowClient, *, interval: float = 15.0
+    ) -> None:
         self._build = build
         self._client = client
         self._interval = interval

@@ -263,8 +263,10 @@ class Engine:
             self._check_open()
             taken = self._id_taken(iid)
             if taken:
-                raise EngineError(grpc.StatusCode.ALREADY_EXISTS, "failed to create workflow instance: rpc error: "
-                                  f"code = AlreadyExists desc = {taken}")
+                raise EngineError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"failed to create workflow instance: rpc error: code = AlreadyExists desc = {taken}",
+                )
             ops: list[st.Op] = []
             self._forget_finished(ops, iid)
             started = pb.ExecutionStartedEvent(
@@ -991,8 +993,10 @@ class Engine:
             return f"an active workflow with ID '{iid}' already exists"
         for child in self._descendants(iid):
             if not self._instances[child].terminal:
-                return (f"cannot recreate workflow with ID '{iid}': child workflow '{child}': "
-                        "orchestration has not yet completed")
+                return (
+                    f"cannot recreate workflow with ID '{iid}': child workflow '{child}': "
+                    "orchestration has not yet completed"
+                )
         return None
 
     def _descendants(self, iid: str) -> list[str]:

@@ -57,8 +57,9 @@ def missing() -> str | None:
     if shutil.which("docker") is None:
         return "no `docker` CLI on PATH: the kind e2e needs a Docker engine (run `make e2e-kind` where Docker runs)"
     try:
-        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
-                              timeout=30)
+        info = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30
+        )
     except subprocess.TimeoutExpired:
         return "`docker info` did not answer within 30s: no Docker engine reachable"
     if info.returncode != 0:
@@ -79,12 +80,18 @@ class Kind:
     kubectl: Path
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.home),
-                "HELM_CACHE_HOME": str(self.home / "helm-cache"), "HELM_CONFIG_HOME": str(self.home / "helm-config"),
-                "HELM_DATA_HOME": str(self.home / "helm-data")}
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "HOME": str(self.home),
+            "HELM_CACHE_HOME": str(self.home / "helm-cache"),
+            "HELM_CONFIG_HOME": str(self.home / "helm-config"),
+            "HELM_DATA_HOME": str(self.home / "helm-data"),
+        }
 
-    def run(self, *args: str | Path, stdin: str | None = None, timeout: float = 600,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str | Path, stdin: str | None = None, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         command = [str(a) for a in args]
         if command[0] == "helm":
             command[0] = str(self.helm)
@@ -92,8 +99,10 @@ class Kind:
             command[0] = str(self.kubectl)
         done = subprocess.run(command, capture_output=True, text=True, input=stdin, timeout=timeout, env=self.env())
         if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
-                                 f"{done.stderr[-3000:]}\n{self.diagnostics()}")
+            raise AssertionError(
+                f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                f"{done.stderr[-3000:]}\n{self.diagnostics()}"
+            )
         return done
 
     def kubectl_json(self, *args: str) -> Any:
@@ -102,13 +111,16 @@ class Kind:
     def diagnostics(self) -> str:
         """What a failure report needs: pods everywhere and the operator's and sidecar's last log lines."""
         parts = []
-        for args in (["get", "pods", "-A", "-o", "wide"],
-                     ["-n", NAMESPACE, "logs", f"deployment/{RELEASE}", "-c", "operator", "--tail=80"],
-                     ["-n", NAMESPACE, "logs", f"deployment/{RELEASE}", "-c", "daprd", "--tail=40"],
-                     ["-n", SAMPLES_NAMESPACE, "get", "steadfast", "-o", "wide"]):
+        for args in (
+            ["get", "pods", "-A", "-o", "wide"],
+            ["-n", NAMESPACE, "logs", f"deployment/{RELEASE}", "-c", "operator", "--tail=80"],
+            ["-n", NAMESPACE, "logs", f"deployment/{RELEASE}", "-c", "daprd", "--tail=40"],
+            ["-n", SAMPLES_NAMESPACE, "get", "steadfast", "-o", "wide"],
+        ):
             try:
-                done = subprocess.run([str(self.kubectl), *args], capture_output=True, text=True, timeout=30,
-                                      env=self.env())
+                done = subprocess.run(
+                    [str(self.kubectl), *args], capture_output=True, text=True, timeout=30, env=self.env()
+                )
                 parts.append(f"$ kubectl {' '.join(args)}\n{done.stdout[-4000:]}{done.stderr[-1000:]}")
             except (OSError, subprocess.TimeoutExpired) as exc:
                 parts.append(f"$ kubectl {' '.join(args)}: {exc}")
@@ -133,8 +145,9 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kind]:
     from steadfast.dev.controlplane import binaries
 
     home = tmp_path_factory.mktemp("kind-e2e")
-    tools = Kind(home / "kubeconfig", home, binaries.ensure(binaries.HELM)["helm"],
-                 binaries.ensure(binaries.KUBECTL)["kubectl"])
+    tools = Kind(
+        home / "kubeconfig", home, binaries.ensure(binaries.HELM)["helm"], binaries.ensure(binaries.KUBECTL)["kubectl"]
+    )
     existing = tools.run("kind", "get", "clusters", timeout=60).stdout.split()
     created = False
     if CLUSTER in existing and KEEP:
@@ -143,8 +156,19 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kind]:
         if CLUSTER in existing:
             tools.run("kind", "delete", "cluster", "--name", CLUSTER, timeout=300)
         image = os.environ.get("STEADFAST_E2E_NODE_IMAGE")
-        tools.run("kind", "create", "cluster", "--name", CLUSTER, "--kubeconfig", tools.kubeconfig, "--wait", "180s",
-                  *(["--image", image] if image else []), timeout=600)
+        tools.run(
+            "kind",
+            "create",
+            "cluster",
+            "--name",
+            CLUSTER,
+            "--kubeconfig",
+            tools.kubeconfig,
+            "--wait",
+            "180s",
+            *(["--image", image] if image else []),
+            timeout=600,
+        )
         created = True
     try:
         yield tools
@@ -157,14 +181,36 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kind]:
 def dapr(kind: Kind) -> None:
     """Dapr's control plane by its own chart, and the actor state store workflows need (in memory: one replica)."""
     version = os.environ.get("STEADFAST_E2E_DAPR_VERSION")
-    kind.run("helm", "upgrade", "--install", "dapr", "dapr", "--repo", DAPR_CHARTS,
-             *(["--version", version] if version else []), "-n", "dapr-system", "--create-namespace",
-             "--set", "global.ha.enabled=false", "--wait", "--timeout", "10m", timeout=900)
-    store = {"apiVersion": "dapr.io/v1alpha1", "kind": "Component",
-             "metadata": {"name": "statestore", "namespace": NAMESPACE},
-             "spec": {"type": "state.in-memory", "version": "v1",
-                      "metadata": [{"name": "actorStateStore", "value": "true"}]},
-             "scopes": ["steadfast"]}
+    kind.run(
+        "helm",
+        "upgrade",
+        "--install",
+        "dapr",
+        "dapr",
+        "--repo",
+        DAPR_CHARTS,
+        *(["--version", version] if version else []),
+        "-n",
+        "dapr-system",
+        "--create-namespace",
+        "--set",
+        "global.ha.enabled=false",
+        "--wait",
+        "--timeout",
+        "10m",
+        timeout=900,
+    )
+    store = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "statestore", "namespace": NAMESPACE},
+        "spec": {
+            "type": "state.in-memory",
+            "version": "v1",
+            "metadata": [{"name": "actorStateStore", "value": "true"}],
+        },
+        "scopes": ["steadfast"],
+    }
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     kind.run("kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all([namespace, store]))
 
@@ -179,10 +225,28 @@ def image(kind: Kind) -> str:
 @pytest.fixture(scope="module")
 def installed(kind: Kind, dapr: None, image: str) -> str:
     repository, _, tag = image.partition(":")
-    out = kind.run("helm", "upgrade", "--install", RELEASE, CHART, "-n", NAMESPACE, "--create-namespace",
-                   "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-                   "--set", "image.pullPolicy=Never", "--set", "replicaCount=1",
-                   "--wait", "--timeout", "10m", timeout=900).stdout
+    out = kind.run(
+        "helm",
+        "upgrade",
+        "--install",
+        RELEASE,
+        CHART,
+        "-n",
+        NAMESPACE,
+        "--create-namespace",
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        "replicaCount=1",
+        "--wait",
+        "--timeout",
+        "10m",
+        timeout=900,
+    ).stdout
     return out
 
 
@@ -192,26 +256,52 @@ def task_service_manifests(image: str) -> list[dict[str, Any]]:
     script = (REPO / "examples" / "task_service.py").read_text()
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SAMPLES_NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "task-service", "namespace": SAMPLES_NAMESPACE},
-         "data": {"task_service.py": script}},
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "task-service", "namespace": SAMPLES_NAMESPACE},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
-             "metadata": {"labels": labels},
-             "spec": {"containers": [{
-                 "name": "task-service", "image": image, "imagePullPolicy": "Never",
-                 "command": ["python", "/app/task_service.py", "--host", "0.0.0.0", "--port", "8089"],
-                 "ports": [{"name": "http", "containerPort": 8089}],
-                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2},
-                 "volumeMounts": [{"name": "app", "mountPath": "/app"}]}],
-                 "volumes": [{"name": "app", "configMap": {"name": "task-service"}}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "task-service", "namespace": SAMPLES_NAMESPACE},
-         "spec": {"selector": labels, "ports": [{"name": "http", "port": 8089, "targetPort": "http"}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "task-service", "namespace": SAMPLES_NAMESPACE},
+            "data": {"task_service.py": script},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "task-service", "namespace": SAMPLES_NAMESPACE},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "task-service",
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "command": ["python", "/app/task_service.py", "--host", "0.0.0.0", "--port", "8089"],
+                                "ports": [{"name": "http", "containerPort": 8089}],
+                                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2},
+                                "volumeMounts": [{"name": "app", "mountPath": "/app"}],
+                            }
+                        ],
+                        "volumes": [{"name": "app", "configMap": {"name": "task-service"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "task-service", "namespace": SAMPLES_NAMESPACE},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": 8089, "targetPort": "http"}]},
+        },
         # alice approves the sample request (kubectl --as alice): she needs the aggregated edit rights.
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": "alice-edits", "namespace": SAMPLES_NAMESPACE},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "alice-edits", "namespace": SAMPLES_NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+        },
     ]
 
 
@@ -219,8 +309,16 @@ def task_service_manifests(image: str) -> list[dict[str, Any]]:
 def samples(kind: Kind, installed: str, image: str) -> dict[str, dict[str, Any]]:
     """config/samples applied, their task service URLs pointed at the in-cluster task service."""
     kind.run("kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all(task_service_manifests(image)))
-    kind.run("kubectl", "-n", SAMPLES_NAMESPACE, "rollout", "status", "deployment/task-service", "--timeout=180s",
-             timeout=240)
+    kind.run(
+        "kubectl",
+        "-n",
+        SAMPLES_NAMESPACE,
+        "rollout",
+        "status",
+        "deployment/task-service",
+        "--timeout=180s",
+        timeout=240,
+    )
     applied: dict[str, dict[str, Any]] = {}
     for path in sorted(SAMPLES.glob("*.yaml")):
         text = path.read_text().replace(LOCAL_TASK_SERVICE, TASK_SERVICE)
@@ -240,8 +338,12 @@ def phase_of(kind: Kind, resource: str, name: str) -> str | None:
 
 
 def wait_phase(kind: Kind, resource: str, name: str, *phases: str, timeout: float = 300) -> str:
-    found: str = wait_for(lambda: (p := phase_of(kind, resource, name)) in phases and p,
-                          f"{resource}/{name} in {phases}", kind, timeout=timeout)
+    found: str = wait_for(
+        lambda: (p := phase_of(kind, resource, name)) in phases and p,
+        f"{resource}/{name} in {phases}",
+        kind,
+        timeout=timeout,
+    )
     return found
 
 
@@ -258,21 +360,44 @@ def test_samples_reach_their_outcomes(kind: Kind, samples: dict[str, dict[str, A
     kinds = {name: doc["kind"] for name, doc in samples.items()}
     assert sorted(kinds.values()) == ["ApprovalRequest", "HealthMonitor", "TaskSaga", "TaskSaga"], kinds
     assert wait_phase(kind, "tasksagas", "onboard-42", "Succeeded", "Compensated", "Failed") == "Succeeded"
-    assert wait_phase(kind, "tasksagas", "onboard-43-fails", "Succeeded", "Compensated", "CompensationFailed",
-                      "Failed") == "Compensated"
+    assert (
+        wait_phase(kind, "tasksagas", "onboard-43-fails", "Succeeded", "Compensated", "CompensationFailed", "Failed")
+        == "Compensated"
+    )
     assert wait_phase(kind, "healthmonitors", "task-service", "Healthy", "Unhealthy") == "Healthy"
-    wait_for(lambda: phase_of(kind, "approvalrequests", "deploy-prod-123") == "Pending"
-             and kind.kubectl_json("-n", SAMPLES_NAMESPACE, "get", "approvalrequests", "deploy-prod-123")[
-                 "status"].get("expiresAt"), "the sample approval open", kind)
+    wait_for(
+        lambda: (
+            phase_of(kind, "approvalrequests", "deploy-prod-123") == "Pending"
+            and kind.kubectl_json("-n", SAMPLES_NAMESPACE, "get", "approvalrequests", "deploy-prod-123")["status"].get(
+                "expiresAt"
+            )
+        ),
+        "the sample approval open",
+        kind,
+    )
 
 
 def test_sample_approval_approved_by_alice(kind: Kind, samples: dict[str, dict[str, Any]]) -> None:
     wait_phase(kind, "approvalrequests", "deploy-prod-123", "Pending")
     patch = json.dumps({"spec": {"decision": {"approved": True, "reason": "kind e2e"}}})
-    kind.run("kubectl", "-n", SAMPLES_NAMESPACE, "--as", "alice", "patch", "approvalrequests", "deploy-prod-123",
-             "--type", "merge", "-p", patch)
-    assert wait_phase(kind, "approvalrequests", "deploy-prod-123", "Completed", "ActionFailed", "Rejected",
-                      "TimedOut") == "Completed"
+    kind.run(
+        "kubectl",
+        "-n",
+        SAMPLES_NAMESPACE,
+        "--as",
+        "alice",
+        "patch",
+        "approvalrequests",
+        "deploy-prod-123",
+        "--type",
+        "merge",
+        "-p",
+        patch,
+    )
+    assert (
+        wait_phase(kind, "approvalrequests", "deploy-prod-123", "Completed", "ActionFailed", "Rejected", "TimedOut")
+        == "Completed"
+    )
     status = kind.kubectl_json("-n", SAMPLES_NAMESPACE, "get", "approvalrequests", "deploy-prod-123")["status"]
     assert status["approver"] == "alice" and status["actionResult"]["succeeded"] is True
 
@@ -280,7 +405,14 @@ def test_sample_approval_approved_by_alice(kind: Kind, samples: dict[str, dict[s
 def test_metrics_served_through_the_service(kind: Kind, samples: dict[str, dict[str, Any]]) -> None:
     wait_phase(kind, "tasksagas", "onboard-42", "Succeeded")
     path = f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}-metrics:metrics/proxy/metrics"
-    text = wait_for(lambda: (out := kind.run("kubectl", "get", "--raw", path, check=False)).returncode == 0
-                    and 'steadfast_sagas_total{outcome="succeeded"}' in out.stdout and out.stdout,
-                    "the metrics Service to report a succeeded saga", kind, timeout=120)
+    text = wait_for(
+        lambda: (
+            (out := kind.run("kubectl", "get", "--raw", path, check=False)).returncode == 0
+            and 'steadfast_sagas_total{outcome="succeeded"}' in out.stdout
+            and out.stdout
+        ),
+        "the metrics Service to report a succeeded saga",
+        kind,
+        timeout=120,
+    )
     assert "steadfast_status_writes_total" in text

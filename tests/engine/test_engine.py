@@ -252,11 +252,7 @@ def test_late_completion_of_redispatched_work_is_refused(engine, client):
 
 
 def test_sdk_finds_engine_through_env(engine):
-    code = (
-        "import dapr.ext.workflow as wf\n"
-        "c = wf.DaprWorkflowClient()\n"
-        "print(c.get_workflow_state('nobody'))\n"
-    )
+    code = "import dapr.ext.workflow as wf\nc = wf.DaprWorkflowClient()\nprint(c.get_workflow_state('nobody'))\n"
     forms = [
         {"DAPR_GRPC_ENDPOINT": engine.address},
         {"DAPR_GRPC_ENDPOINT": f"http://{engine.address}"},

@@ -30,7 +30,8 @@ def run_everywhere(beds: list[Bed], scenario: Callable[[Bed], Observation]) -> O
     seen = {bed.name: scenario(bed) for bed in beds}
     first, *rest = seen.values()
     assert all(other == first for other in rest), "engines disagree:\n" + "\n".join(
-        f"  {name}: {json.dumps(value, sort_keys=True, default=str)}" for name, value in seen.items())
+        f"  {name}: {json.dumps(value, sort_keys=True, default=str)}" for name, value in seen.items()
+    )
     return first
 
 
@@ -85,10 +86,12 @@ def test_workflow_code_failure_details(beds: list[Bed]) -> None:
 
 def test_failures_as_workflow_code_sees_them(beds: list[Bed]) -> None:
     def scenario(bed: Bed) -> Observation:
-        activity = finish(bed, bed.client.schedule_new_workflow("catching_activity", input="bad input",
-                                                                instance_id=bed.id("ca")))
-        child = finish(bed, bed.client.schedule_new_workflow("catching_parent", input="child broke",
-                                                             instance_id=bed.id("cp")))
+        activity = finish(
+            bed, bed.client.schedule_new_workflow("catching_activity", input="bad input", instance_id=bed.id("ca"))
+        )
+        child = finish(
+            bed, bed.client.schedule_new_workflow("catching_parent", input="child broke", instance_id=bed.id("cp"))
+        )
         return {"activity": output(activity), "child": output(child)}
 
     seen = run_everywhere(beds, scenario)
@@ -101,8 +104,12 @@ def test_child_failure_fails_the_parent_with_its_message(beds: list[Bed]) -> Non
         iid = bed.id("pfc")
         parent = finish(bed, bed.client.schedule_new_workflow("parent_failing_child", input="deep", instance_id=iid))
         child = bed.client.get_workflow_state(f"{iid}-child")
-        return {"parent": status(parent), "parent_failure": failure(parent), "child": status(child),
-                "child_failure": failure(child)}
+        return {
+            "parent": status(parent),
+            "parent_failure": failure(parent),
+            "child": status(child),
+            "child_failure": failure(child),
+        }
 
     seen = run_everywhere(beds, scenario)
     assert seen["parent"] == seen["child"] == "FAILED"
@@ -112,13 +119,18 @@ def test_child_failure_fails_the_parent_with_its_message(beds: list[Bed]) -> Non
 @pytest.mark.parametrize("named", [True, False], ids=["named-child", "generated-child-id"])
 def test_child_retry_policy_starts_a_failed_child_again(beds: list[Bed], named: bool) -> None:
     """A child started with a RetryPolicy whose first attempt failed runs again (daprd reuses the child's ID)."""
+
     def scenario(bed: Bed) -> Observation:
         iid = bed.id(f"retry-child-{named}")
         arg = {"attempts": 3, "fail": 1, "named": named, "key": iid, "marks": str(bed.marks)}
         state = finish(bed, bed.client.schedule_new_workflow("parent_retrying", input=arg, instance_id=iid))
         result = output(state) or {}
-        return {"status": status(state), "failure": failure(state), "calls": result.get("calls"),
-                "child_is_named": result.get("instance") == f"{iid}-child"}
+        return {
+            "status": status(state),
+            "failure": failure(state),
+            "calls": result.get("calls"),
+            "child_is_named": result.get("instance") == f"{iid}-child",
+        }
 
     seen = run_everywhere(beds, scenario)
     assert seen == {"status": "COMPLETED", "failure": None, "calls": 2, "child_is_named": named}
@@ -129,8 +141,11 @@ def test_child_retries_exhausted_fail_the_parent(beds: list[Bed]) -> None:
         iid = bed.id("retry-out")
         arg = {"attempts": 2, "fail": 10, "named": True, "key": iid, "marks": str(bed.marks)}
         state = finish(bed, bed.client.schedule_new_workflow("parent_retrying", input=arg, instance_id=iid))
-        return {"status": status(state), "calls": len(list((bed.marks / iid).iterdir())),
-                "message": re.sub(r"flaky call \d+", "flaky call N", (failure(state) or {}).get("message", ""))}
+        return {
+            "status": status(state),
+            "calls": len(list((bed.marks / iid).iterdir())),
+            "message": re.sub(r"flaky call \d+", "flaky call N", (failure(state) or {}).get("message", "")),
+        }
 
     seen = run_everywhere(beds, scenario)
     assert seen["status"] == "FAILED" and seen["calls"] == 2
@@ -149,6 +164,7 @@ def test_activity_retry_policy(beds: list[Bed]) -> None:
 
 def test_instance_ids_running_finished_and_purged(beds: list[Bed]) -> None:
     """A running ID is refused; a finished one can be used again (the SDK's contract since 1.18)."""
+
     def scenario(bed: Bed) -> Observation:
         iid = bed.id("reuse")
         bed.client.schedule_new_workflow("wait_event", input="go", instance_id=iid)
@@ -162,11 +178,16 @@ def test_instance_ids_running_finished_and_purged(beds: list[Bed]) -> None:
         purged = rpc_error(lambda: bed.client.purge_workflow(iid))
         after_purge = bed.client.get_workflow_state(iid)
         purge_missing = rpc_error(lambda: bed.client.purge_workflow(iid))
-        return {"running_dup": running_dup,
-                "purge_running_refused": purge_running is not None,
-                "first": [status(first), output(first)], "reused": reused, "second": [status(second), output(second)],
-                "purged": purged, "after_purge": status(after_purge),
-                "purge_missing_refused": purge_missing is not None}
+        return {
+            "running_dup": running_dup,
+            "purge_running_refused": purge_running is not None,
+            "first": [status(first), output(first)],
+            "reused": reused,
+            "second": [status(second), output(second)],
+            "purged": purged,
+            "after_purge": status(after_purge),
+            "purge_missing_refused": purge_missing is not None,
+        }
 
     seen = run_everywhere(beds, scenario)
     assert seen["running_dup"]["code"] == "ALREADY_EXISTS" and "already exists" in seen["running_dup"]["details"]
@@ -189,8 +210,12 @@ def test_recursive_terminate_and_purge(beds: list[Bed]) -> None:
         gone = [status(bed.client.get_workflow_state(each)) for each in (iid, *children)]
         return {"started": started, "ended": ended, "output": parent_output, "gone": gone}
 
-    assert run_everywhere(beds, scenario) == {"started": ["RUNNING"] * 2, "ended": ["TERMINATED"] * 3,
-                                              "output": "stop", "gone": [None] * 3}
+    assert run_everywhere(beds, scenario) == {
+        "started": ["RUNNING"] * 2,
+        "ended": ["TERMINATED"] * 3,
+        "output": "stop",
+        "gone": [None] * 3,
+    }
 
 
 def test_calls_on_unknown_or_finished_instances(beds: list[Bed]) -> None:
@@ -228,8 +253,11 @@ def test_suspend_holds_events_until_resume(beds: list[Bed]) -> None:
         state = finish(bed, iid)
         return {"suspended": suspended, "held": held, "end": [status(state), output(state)]}
 
-    assert run_everywhere(beds, scenario) == {"suspended": "SUSPENDED", "held": "SUSPENDED",
-                                              "end": ["COMPLETED", "held"]}
+    assert run_everywhere(beds, scenario) == {
+        "suspended": "SUSPENDED",
+        "held": "SUSPENDED",
+        "end": ["COMPLETED", "held"],
+    }
 
 
 def test_events_before_waiting_and_carried_over_continue_as_new(beds: list[Bed]) -> None:
@@ -250,11 +278,19 @@ def test_continue_as_new_keeps_the_history_small(beds: list[Bed]) -> None:
         state = finish(bed, iid, timeout=120)
         with WorkflowAPI(bed.engine.address) as api:
             kinds = api.event_kinds(iid)
-        return {"status": status(state), "output": output(state), "small": len(kinds) <= 6,
-                "last": kinds[-1] if kinds else None}
+        return {
+            "status": status(state),
+            "output": output(state),
+            "small": len(kinds) <= 6,
+            "last": kinds[-1] if kinds else None,
+        }
 
-    assert run_everywhere(beds, scenario) == {"status": "COMPLETED", "output": 100, "small": True,
-                                              "last": "executionCompleted"}
+    assert run_everywhere(beds, scenario) == {
+        "status": "COMPLETED",
+        "output": 100,
+        "small": True,
+        "last": "executionCompleted",
+    }
 
 
 def test_timers(beds: list[Bed]) -> None:
@@ -262,14 +298,18 @@ def test_timers(beds: list[Bed]) -> None:
         started = time.monotonic()
         sleeper = finish(bed, bed.client.schedule_new_workflow("sleeper", input=1.0, instance_id=bed.id("sleep")))
         waited = time.monotonic() - started
-        timer_wins = finish(bed, bed.client.schedule_new_workflow("timer_or_event", input=0.5,
-                                                                  instance_id=bed.id("t-wins")))
+        timer_wins = finish(
+            bed, bed.client.schedule_new_workflow("timer_or_event", input=0.5, instance_id=bed.id("t-wins"))
+        )
         racing = bed.client.schedule_new_workflow("timer_or_event", input=60.0, instance_id=bed.id("e-wins"))
         bed.client.wait_for_workflow_start(racing, timeout_in_seconds=20)
         bed.client.raise_workflow_event(racing, "go", data=1)
         event_wins = finish(bed, racing)
-        return {"slept_at_least": waited >= 1.0 and output(sleeper) >= 1.0,
-                "timer_wins": output(timer_wins), "event_wins": output(event_wins)}
+        return {
+            "slept_at_least": waited >= 1.0 and output(sleeper) >= 1.0,
+            "timer_wins": output(timer_wins),
+            "event_wins": output(event_wins),
+        }
 
     assert run_everywhere(beds, scenario) == {"slept_at_least": True, "timer_wins": "timer", "event_wins": "event"}
 
@@ -282,9 +322,20 @@ def test_history_api(beds: list[Bed]) -> None:
             kinds = api.event_kinds(iid.instance_id)
             listed = iid.instance_id in api.instance_ids()
             missing = rpc_error(lambda: api.history(bed.id("none")))
-        return {"output": output(iid), "scheduled": kinds.count("taskScheduled"),
-                "completed": kinds.count("taskCompleted"), "last": kinds[-1], "listed": listed,
-                "missing_refused": missing is not None}
+        return {
+            "output": output(iid),
+            "scheduled": kinds.count("taskScheduled"),
+            "completed": kinds.count("taskCompleted"),
+            "last": kinds[-1],
+            "listed": listed,
+            "missing_refused": missing is not None,
+        }
 
-    assert run_everywhere(beds, scenario) == {"output": 48, "scheduled": 4, "completed": 4,
-                                              "last": "executionCompleted", "listed": True, "missing_refused": True}
+    assert run_everywhere(beds, scenario) == {
+        "output": 48,
+        "scheduled": 4,
+        "completed": 4,
+        "last": "executionCompleted",
+        "listed": True,
+        "missing_refused": True,
+    }

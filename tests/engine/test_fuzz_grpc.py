@@ -29,9 +29,18 @@ from steadfast_engine.process import EngineProcess
 pytestmark = [pytest.mark.engine, pytest.mark.fuzz]
 
 EXAMPLES = int(os.environ.get("STEADFAST_FUZZ_EXAMPLES") or 0)
-FUZZ = settings(deadline=None, database=None, derandomize=not EXAMPLES, max_examples=EXAMPLES or 60,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture, HealthCheck.large_base_example])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    derandomize=not EXAMPLES,
+    max_examples=EXAMPLES or 60,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.large_base_example,
+    ],
+)
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskHubSidecarService"]
 METHODS = {m.name: m for m in SERVICE.methods}
 PREFIX = f"/{SERVICE.full_name}/"
@@ -45,13 +54,25 @@ _identity: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
 CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",))
 TEXT = st.one_of(
     st.text(CHARS, max_size=30),
-    st.sampled_from(["", "\x00", "\u202e\u202d", "🙂👩‍👩‍👧", "../../etc/passwd", "'; DROP TABLE instances; --",
-                     "%s%n{0}", "a" * 10_000, "é" * 100_000]),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "\u202e\u202d",
+            "🙂👩‍👩‍👧",
+            "../../etc/passwd",
+            "'; DROP TABLE instances; --",
+            "%s%n{0}",
+            "a" * 10_000,
+            "é" * 100_000,
+        ]
+    ),
 )
-RAW = st.one_of(st.binary(max_size=200),
-                st.sampled_from([b"", b"\x00" * 64, b"\xff" * 64, b"\x0a\xff\xff\xff\xff\x0f"]),
-                st.builds(lambda seed, n: random.Random(seed).randbytes(n), st.integers(0, 99),
-                          st.sampled_from([1000, 100_000])))
+RAW = st.one_of(
+    st.binary(max_size=200),
+    st.sampled_from([b"", b"\x00" * 64, b"\xff" * 64, b"\x0a\xff\xff\xff\xff\x0f"]),
+    st.builds(lambda seed, n: random.Random(seed).randbytes(n), st.integers(0, 99), st.sampled_from([1000, 100_000])),
+)
 _INT_RANGES = {
     descriptor.FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     descriptor.FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
@@ -67,8 +88,7 @@ _INT_RANGES = {
 
 
 def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
-    return st.one_of(st.integers(-3, 3).filter(lambda v: lo <= v <= hi), st.sampled_from([lo, hi]),
-                     st.integers(lo, hi))
+    return st.one_of(st.integers(-3, 3).filter(lambda v: lo <= v <= hi), st.sampled_from([lo, hi]), st.integers(lo, hi))
 
 
 def _scalar(field: descriptor.FieldDescriptor) -> st.SearchStrategy[Any]:
@@ -157,14 +177,16 @@ def call(channel: grpc.Channel, name: str, payload: bytes) -> grpc.StatusCode:
     try:
         if name in METHODS and METHODS[name].server_streaming:
             stream = channel.unary_stream(path, request_serializer=_identity, response_deserializer=_identity)(
-                payload, timeout=CALL_TIMEOUT)
+                payload, timeout=CALL_TIMEOUT
+            )
             for i, _ in enumerate(stream):
                 if i >= 2:
                     stream.cancel()
                     break
         else:
             channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)(
-                payload, timeout=CALL_TIMEOUT)
+                payload, timeout=CALL_TIMEOUT
+            )
     except grpc.RpcError as exc:
         code: grpc.StatusCode = exc.code()
         assert code != grpc.StatusCode.UNAVAILABLE, f"{name}: the engine is unreachable: {exc.details()}"
@@ -199,11 +221,16 @@ IDS = st.one_of(TEXT, st.uuids().map(str))
 def test_out_of_order_and_unknown_targets(engine: EngineProcess, channel: grpc.Channel, data: st.DataObject) -> None:
     """Completing work never handed out, events and controls for instances that do not exist, huge payloads."""
     iid, token, name = data.draw(IDS), data.draw(TEXT), data.draw(TEXT)
-    payload = data.draw(st.one_of(TEXT, st.builds(lambda n: "x" * n, st.sampled_from([MAX_MESSAGE // 2,
-                                                                                      MAX_MESSAGE + 10]))))
+    payload = data.draw(
+        st.one_of(TEXT, st.builds(lambda n: "x" * n, st.sampled_from([MAX_MESSAGE // 2, MAX_MESSAGE + 10])))
+    )
     requests: list[tuple[str, Any]] = [
-        ("CompleteActivityTask", pb.ActivityResponse(instanceId=iid, taskId=data.draw(st.integers(-(2**31), 2**31 - 1)),
-                                                     completionToken=token)),
+        (
+            "CompleteActivityTask",
+            pb.ActivityResponse(
+                instanceId=iid, taskId=data.draw(st.integers(-(2**31), 2**31 - 1)), completionToken=token
+            ),
+        ),
         ("CompleteOrchestratorTask", pb.WorkflowResponse(instanceId=iid, completionToken=token)),
         ("CompleteWorkflowTask", pb.WorkflowResponse(instanceId=iid, completionToken=token)),
         ("RaiseEvent", pb.RaiseEventRequest(instanceId=iid, name=name)),
@@ -225,11 +252,14 @@ def test_out_of_order_and_unknown_targets(engine: EngineProcess, channel: grpc.C
     assert_healthy(engine, channel)
 
 
-def test_engine_still_runs_workflows_after_fuzzing(engine: EngineProcess, channel: grpc.Channel,
-                                                   request: pytest.FixtureRequest) -> None:
+def test_engine_still_runs_workflows_after_fuzzing(
+    engine: EngineProcess, channel: grpc.Channel, request: pytest.FixtureRequest
+) -> None:
     """A short fuzz burst, then a real SDK worker and client on the same engine: the workflow completes."""
-    burst = [("StartInstance", pb.CreateInstanceRequest(instanceId=f"junk-{i}", name="no-such-workflow").
-              SerializeToString()) for i in range(5)]
+    burst = [
+        ("StartInstance", pb.CreateInstanceRequest(instanceId=f"junk-{i}", name="no-such-workflow").SerializeToString())
+        for i in range(5)
+    ]
     burst += [("CompleteOrchestratorTask", b"\xff" * 10), ("GetWorkItems", b"\x00"), ("RaiseEvent", b"\x0a")]
     for name, payload in burst:
         call(channel, name, payload)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import dapr.ext.workflow as wf
 import pytest
-from workflows import register
 
 from steadfast.dev import engines
 from steadfast.worker import Worker, unreachable
+from workflows import register
 
 pytestmark = pytest.mark.engine
 
@@ -28,10 +28,14 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 def test_daprds_answers_are_classified() -> None:
     """The messages daprd 1.18.3 gives with and without this app's actor types registered (seen in its tests)."""
-    assert unreachable("failed to purge workflow state: failed to create actor: actor type "
-                       "dapr.internal.default.steadfast.workflow not registered")
-    assert unreachable("failed to lookup actor: api error: code = FailedPrecondition desc = did not find address "
-                       "for actor 'dapr.internal.default.steadfast.workflow/steadfast-worker-probe'")
+    assert unreachable(
+        "failed to purge workflow state: failed to create actor: actor type "
+        "dapr.internal.default.steadfast.workflow not registered"
+    )
+    assert unreachable(
+        "failed to lookup actor: api error: code = FailedPrecondition desc = did not find address "
+        "for actor 'dapr.internal.default.steadfast.workflow/steadfast-worker-probe'"
+    )
     assert not unreachable("failed to purge workflow state: failed to fetch workflow state: no such instance exists")
     assert not unreachable("failed to connect to all addresses")  # down, not forgotten: the SDK reconnects itself
 
@@ -66,8 +70,9 @@ def test_watchdog_reconnects_a_worker_the_engine_forgot(engine: engines.Engine, 
         client.raise_workflow_event(waiting, "go", data="after reconnect")
         state = client.wait_for_workflow_completion(waiting, timeout_in_seconds=60)
         assert state is not None and json.loads(state.serialized_output) == "after reconnect"
-        done = client.wait_for_workflow_completion(client.schedule_new_workflow("chain4", input=1),
-                                                   timeout_in_seconds=60)
+        done = client.wait_for_workflow_completion(
+            client.schedule_new_workflow("chain4", input=1), timeout_in_seconds=60
+        )
         assert done is not None and json.loads(done.serialized_output) == 16
     finally:
         worker.stop()

@@ -114,16 +114,18 @@ def register(rt: wf.WorkflowRuntime) -> None:
         """A child whose activity has no retry, started with a retry policy: the child is started again."""
         policy = None
         if arg.get("attempts"):
-            policy = wf.RetryPolicy(first_retry_interval=timedelta(milliseconds=200),
-                                    max_number_of_attempts=arg["attempts"])
+            policy = wf.RetryPolicy(
+                first_retry_interval=timedelta(milliseconds=200), max_number_of_attempts=arg["attempts"]
+            )
         child_id = f"{ctx.instance_id}-child" if arg.get("named") else None
         result = yield ctx.call_child_workflow(flaky_child, input=arg, instance_id=child_id, retry_policy=policy)
         return result
 
     @rt.workflow(name="activity_retrying")
     def activity_retrying(ctx: wf.DaprWorkflowContext, arg: dict[str, Any]) -> Any:
-        policy = wf.RetryPolicy(first_retry_interval=timedelta(milliseconds=100),
-                                max_number_of_attempts=arg["attempts"])
+        policy = wf.RetryPolicy(
+            first_retry_interval=timedelta(milliseconds=100), max_number_of_attempts=arg["attempts"]
+        )
         calls = yield ctx.call_activity(flaky, input=arg, retry_policy=policy)
         return calls
 

@@ -35,19 +35,22 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def task_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskService]:
     port = processes.free_port()
     log = tmp_path_factory.mktemp("task-service") / "task-service.log"
-    proc = processes.launch([sys.executable, str(REPO / "examples" / "task_service.py"), "--port", str(port)],
-                            log, detach=False)
+    proc = processes.launch(
+        [sys.executable, str(REPO / "examples" / "task_service.py"), "--port", str(port)], log, detach=False
+    )
     try:
-        processes.wait_until(lambda: processes.tcp_open("127.0.0.1", port), what="task service", timeout=30,
-                             pid=proc.pid, log=log)
+        processes.wait_until(
+            lambda: processes.tcp_open("127.0.0.1", port), what="task service", timeout=30, pid=proc.pid, log=log
+        )
         yield TaskService(port)
     finally:
         processes.stop(proc.pid)
 
 
 @pytest.fixture(scope="session")
-def operator(control_plane: cluster.State, engine: engines.Engine,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+def operator(
+    control_plane: cluster.State, engine: engines.Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
     op = Operator(control_plane, engine, tmp_path_factory.mktemp(f"operator-{engine.name}") / "operator.log")
     op.start()
     try:
@@ -68,5 +71,3 @@ def namespace(kube: client.ApiClient) -> Iterator[str]:
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)  # its resources go too, so finished tests leave no running workflows
-
-

@@ -20,8 +20,7 @@ from steadfast.dev.engines import Engine
 GROUP, VERSION = "steadfast.dev", "v1alpha1"
 
 
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-               interval: float = 0.1) -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -38,8 +37,9 @@ class TaskService:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
@@ -58,18 +58,30 @@ class TaskService:
 
     def applied(self, path_prefix: str = "") -> list[str]:
         """Applied effects as 'METHOD path', in order."""
-        return [f"{a['route'].split()[0]} {a['path']}" for a in self.stats()["applied"]
-                if a["path"].startswith(path_prefix)]
+        return [
+            f"{a['route'].split()[0]} {a['path']}" for a in self.stats()["applied"] if a["path"].startswith(path_prefix)
+        ]
 
 
 class Operator:
     """`steadfast run` as a separate process, as in production; restartable and killable."""
 
-    def __init__(self, state: cluster.State, engine: Engine, log: Path, *, kubeconfig: str | None = None,
-                 extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        state: cluster.State,
+        engine: Engine,
+        log: Path,
+        *,
+        kubeconfig: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         """`kubeconfig` replaces the admin one (e.g. a ServiceAccount token's); `extra_args` go to `steadfast run`."""
-        self.env = {**os.environ, "KUBECONFIG": kubeconfig or state.kubeconfig, "DAPR_GRPC_ENDPOINT": engine.address,
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": kubeconfig or state.kubeconfig,
+            "DAPR_GRPC_ENDPOINT": engine.address,
+            "PYTHONUNBUFFERED": "1",
+        }
         self.log = log
         self.extra_args = list(extra_args)
         self.pid: int | None = None
@@ -78,9 +90,23 @@ class Operator:
     def start(self) -> None:
         before = self.log.read_text() if self.log.exists() else ""
         metrics_address = self.metrics_url.removeprefix("http://").removesuffix("/metrics")
-        proc = processes.launch([sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow",
-                                 "127.0.0.0/8", "--metrics", metrics_address, *self.extra_args], self.log, detach=False,
-                                env=self.env)
+        proc = processes.launch(
+            [
+                sys.executable,
+                "-m",
+                "steadfast.cli",
+                "run",
+                "-A",
+                "--egress-allow",
+                "127.0.0.0/8",
+                "--metrics",
+                metrics_address,
+                *self.extra_args,
+            ],
+            self.log,
+            detach=False,
+            env=self.env,
+        )
         self.pid = proc.pid
         self._proc = proc
 
@@ -88,9 +114,10 @@ class Operator:
 
         def ready() -> bool:
             # Creates fail closed until the admission webhooks point at this process: wait for that too.
-            text = self.log.read_text()[len(before):]
+            text = self.log.read_text()[len(before) :]
             return "workflow worker connected" in text and (
-                not webhooks or "Reconfiguring the validating webhook" in text)
+                not webhooks or "Reconfiguring the validating webhook" in text
+            )
 
         processes.wait_until(ready, what="operator", timeout=60, pid=proc.pid, log=self.log)
 
@@ -126,14 +153,16 @@ class Resources:
 
     def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": self.kind, "metadata": {"name": name}, "spec": spec}
-        created: dict[str, Any] = self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace,
-                                                                           self.plural, body)
+        created: dict[str, Any] = self.api.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, self.plural, body
+        )
         return created
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace,
-                                                                         self.plural, name)
+            obj: dict[str, Any] = self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, self.plural, name
+            )
             return obj
         except ApiException as exc:
             if exc.status == 404:
@@ -153,24 +182,28 @@ class Resources:
         except AssertionError:
             obj = self.get(name)
             raise AssertionError(
-                f"{name} never reached {phases}; status: {json.dumps((obj or {}).get('status'))}") from None
+                f"{name} never reached {phases}; status: {json.dumps((obj or {}).get('status'))}"
+            ) from None
         return result
 
     def patch(self, name: str, spec: dict[str, Any]) -> None:
         self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name, {"spec": spec})
 
     def patch_metadata(self, name: str, metadata: dict[str, Any]) -> None:
-        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, self.plural, name,
-                                                {"metadata": metadata})
+        self.api.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, self.plural, name, {"metadata": metadata}
+        )
 
     def status(self, name: str) -> dict[str, Any]:
         return dict((self.get(name) or {}).get("status") or {})
 
-    def wait_status(self, name: str, check: Callable[[dict[str, Any]], bool], what: str,
-                    timeout: float = 30) -> dict[str, Any]:
+    def wait_status(
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30
+    ) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = eventually(lambda: (lambda s: s if check(s) else None)(self.status(name)),
-                                                timeout=timeout, what=what)
+            result: dict[str, Any] = eventually(
+                lambda: (lambda s: s if check(s) else None)(self.status(name)), timeout=timeout, what=what
+            )
         except AssertionError:
             raise AssertionError(f"{name}: {what} not reached; status: {json.dumps(self.status(name))}") from None
         return result
@@ -179,6 +212,9 @@ class Resources:
         eventually(lambda: self.get(name) is None, timeout=timeout, what=f"{name} deleted")
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        items = client.CoreV1Api(self.api.api_client).list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name}").items
+        items = (
+            client.CoreV1Api(self.api.api_client)
+            .list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
+            .items
+        )
         return [{"reason": e.reason, "type": e.type, "message": e.message} for e in items]

@@ -31,14 +31,27 @@ def clean_service(task_service: TaskService) -> None:
 def rbac(kube: client.ApiClient, namespace: str) -> None:
     """Every test user may create and patch approval requests and sagas here: only the webhooks decide."""
     rbac_api = client.RbacAuthorizationV1Api(kube)
-    rbac_api.create_namespaced_role(namespace, {
-        "metadata": {"name": "steadfast-user"},
-        "rules": [{"apiGroups": [GROUP], "resources": ["approvalrequests", "tasksagas"],
-                   "verbs": ["get", "list", "watch", "create", "patch", "update"]}]})
-    rbac_api.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "steadfast-users"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "steadfast-user"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS]})
+    rbac_api.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "steadfast-user"},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["approvalrequests", "tasksagas"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
+                }
+            ],
+        },
+    )
+    rbac_api.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "steadfast-users"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "steadfast-user"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS],
+        },
+    )
 
 
 @pytest.fixture
@@ -48,7 +61,8 @@ def as_user(control_plane: cluster.State) -> Callable[[str], client.CustomObject
     def get(user: str) -> client.CustomObjectsApi:
         if user not in cache:
             cache[user] = client.CustomObjectsApi(
-                config.new_client_from_config(config_file=control_plane.kubeconfig, context=user))
+                config.new_client_from_config(config_file=control_plane.kubeconfig, context=user)
+            )
         return cache[user]
 
     return get
@@ -63,8 +77,12 @@ def aprs(kube: client.ApiClient, namespace: str, rbac: None, operator: Operator)
 
 def wait_webhooks(api: client.CustomObjectsApi, namespace: str, timeout: float = 60) -> None:
     """Until the API server calls the operator's webhooks (a dry-run create comes back stamped)."""
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApprovalRequest", "metadata": {"name": "probe"},
-            "spec": {"subject": {"title": "probe"}, "approvers": {"users": ["alice"]}}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ApprovalRequest",
+        "metadata": {"name": "probe"},
+        "spec": {"subject": {"title": "probe"}, "approvers": {"users": ["alice"]}},
+    }
 
     def stamped() -> bool:
         try:
@@ -81,8 +99,15 @@ def wait_open(aprs: Resources, name: str) -> dict[str, Any]:
     return aprs.wait_status(name, lambda s: s.get("phase") == "Pending" and bool(s.get("expiresAt")), "open")
 
 
-def request(svc: TaskService, *, users: tuple[str, ...] = ("alice",), groups: tuple[str, ...] = ("sre",),
-            required: int = 1, timeout: str = "1h", **subject: Any) -> dict[str, Any]:
+def request(
+    svc: TaskService,
+    *,
+    users: tuple[str, ...] = ("alice",),
+    groups: tuple[str, ...] = ("sre",),
+    required: int = 1,
+    timeout: str = "1h",
+    **subject: Any,
+) -> dict[str, Any]:
     return {
         "subject": {"title": "Deploy 1.2.3 to prod", **subject},
         "approvers": {"users": list(users), "groups": list(groups), "required": required},
@@ -92,15 +117,23 @@ def request(svc: TaskService, *, users: tuple[str, ...] = ("alice",), groups: tu
     }
 
 
-def create(api: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any], kind: str = "ApprovalRequest",
-           plural: str = PLURAL, **meta: Any) -> dict[str, Any]:
+def create(
+    api: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    kind: str = "ApprovalRequest",
+    plural: str = PLURAL,
+    **meta: Any,
+) -> dict[str, Any]:
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name, **meta}, "spec": spec}
     obj: dict[str, Any] = api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
     return obj
 
 
-def decide(api: client.CustomObjectsApi, namespace: str, name: str, approved: bool,
-           reason: str | None = None) -> dict[str, Any]:
+def decide(
+    api: client.CustomObjectsApi, namespace: str, name: str, approved: bool, reason: str | None = None
+) -> dict[str, Any]:
     patch = {"spec": {"decision": {"approved": approved, "reason": reason}}}
     obj: dict[str, Any] = api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
     return obj
@@ -135,8 +168,10 @@ def test_approve_runs_the_action_once(aprs: Resources, as_user: Any, task_servic
     assert next(c for c in status["conditions"] if c["type"] == "Ready")["status"] == "True"
     assert task_service.applied("/deploy") == ["POST /deploy"]
     assert task_service.applied("/approvals") == ["POST /approvals"]
-    eventually(lambda: {"Opened", "Approved", "Completed"} <= {e["reason"] for e in aprs.events("deploy")},
-               what="Events of each transition")  # Events follow the status write of their transition
+    eventually(
+        lambda: {"Opened", "Approved", "Completed"} <= {e["reason"] for e in aprs.events("deploy")},
+        what="Events of each transition",
+    )  # Events follow the status write of their transition
     # Final: a second approver cannot change it afterwards.
     assert "final" in refused(lambda: decide(as_user("dave"), ns, "deploy", False, "too late"))
 
@@ -153,13 +188,15 @@ def test_reject_by_a_group_member(aprs: Resources, as_user: Any, task_service: T
     assert task_service.applied("/deploy") == []
 
 
-def test_the_api_server_refuses_with_clear_messages(aprs: Resources, as_user: Any,
-                                                    task_service: TaskService) -> None:
+def test_the_api_server_refuses_with_clear_messages(aprs: Resources, as_user: Any, task_service: TaskService) -> None:
     ns = aprs.namespace
     message = refused(lambda: create(as_user("mallory"), ns, "forged", request(task_service, requester="alice")))
     assert "spec.subject.requester is 'alice'" in message and "mallory" in message
-    message = refused(lambda: create(as_user("bob"), ns, "stamped", request(task_service),
-                                     annotations={"steadfast.dev/decided-by": "alice"}))
+    message = refused(
+        lambda: create(
+            as_user("bob"), ns, "stamped", request(task_service), annotations={"steadfast.dev/decided-by": "alice"}
+        )
+    )
     assert "cannot be set by hand" in message
     predecided = {**request(task_service), "decision": {"approved": True}}
     assert "cannot be set at creation" in refused(lambda: create(as_user("bob"), ns, "early", predecided))
@@ -171,15 +208,17 @@ def test_the_api_server_refuses_with_clear_messages(aprs: Resources, as_user: An
     message = refused(lambda: decide(as_user("bob"), ns, "guarded", True))
     assert "bob requested" in message and "may not approve" in message
     patch = {"metadata": {"annotations": {"steadfast.dev/requested-by": "mallory"}}}
-    message = refused(lambda: as_user("bob").patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "guarded",
-                                                                            patch))
+    message = refused(
+        lambda: as_user("bob").patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "guarded", patch)
+    )
     assert "steadfast.dev/requested-by" in message and "cannot be set, changed or removed" in message
     status = aprs.get("guarded")["status"]  # type: ignore[index]
     assert status["phase"] == "Pending" and status["approvals"] == []
 
 
-def test_timeout_rejects_and_a_late_decision_is_refused(aprs: Resources, as_user: Any,
-                                                        task_service: TaskService) -> None:
+def test_timeout_rejects_and_a_late_decision_is_refused(
+    aprs: Resources, as_user: Any, task_service: TaskService
+) -> None:
     ns = aprs.namespace
     create(as_user("bob"), ns, "slow", request(task_service, timeout="2s"))
     status = aprs.wait_phase("slow", *DONE, timeout=20)["status"]
@@ -208,14 +247,17 @@ def test_quorum_of_two_distinct_approvers(aprs: Resources, as_user: Any, task_se
 
 
 @pytest.mark.parametrize("approved", [True, False], ids=["approved", "rejected"])
-def test_saga_gate(aprs: Resources, as_user: Any, task_service: TaskService, kube: client.ApiClient,
-                   approved: bool) -> None:
+def test_saga_gate(
+    aprs: Resources, as_user: Any, task_service: TaskService, kube: client.ApiClient, approved: bool
+) -> None:
     ns = aprs.namespace
     sagas = Resources(kube, ns, "tasksagas", "TaskSaga")
     steps = [{"name": "deploy", "action": {"http": {"method": "POST", "url": f"{task_service.url}/deploy"}}}]
-    spec = {"task": {"id": "t-gate", "title": "Ship it", "priority": "high"}, "steps": steps,
-            "approval": {"priorities": ["high", "critical"], "approvers": {"users": ["alice", "dave"]},
-                         "timeout": "1h"}}
+    spec = {
+        "task": {"id": "t-gate", "title": "Ship it", "priority": "high"},
+        "steps": steps,
+        "approval": {"priorities": ["high", "critical"], "approvers": {"users": ["alice", "dave"]}, "timeout": "1h"},
+    }
     create(as_user("dave"), ns, "gated", spec, kind="TaskSaga", plural="tasksagas")
     saga = sagas.wait_phase("gated", "AwaitingApproval")["status"]
     assert saga["approvalRequest"] == "gated-approval"
@@ -238,7 +280,8 @@ def test_saga_gate(aprs: Resources, as_user: Any, task_service: TaskService, kub
 
 
 def test_operator_restart_keeps_requests_open_and_timers_running(
-        aprs: Resources, as_user: Any, task_service: TaskService, operator: Operator) -> None:
+    aprs: Resources, as_user: Any, task_service: TaskService, operator: Operator
+) -> None:
     ns = aprs.namespace
     create(as_user("bob"), ns, "waits", request(task_service))
     create(as_user("bob"), ns, "expires", request(task_service, timeout="8s"))
@@ -259,8 +302,13 @@ def test_operator_restart_keeps_requests_open_and_timers_running(
     assert task_service.applied("/approvals") == ["POST /approvals", "POST /approvals"]
 
 
-def test_cli_approve_reject_and_status(aprs: Resources, as_user: Any, task_service: TaskService,
-                                       control_plane: cluster.State, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_approve_reject_and_status(
+    aprs: Resources,
+    as_user: Any,
+    task_service: TaskService,
+    control_plane: cluster.State,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     ns = aprs.namespace
     create(as_user("bob"), ns, "by-cli", request(task_service))
     create(as_user("bob"), ns, "no-by-cli", request(task_service))
@@ -286,19 +334,31 @@ def test_cli_approve_reject_and_status(aprs: Resources, as_user: Any, task_servi
     assert code == 0 and "alice approved" in out and "Completed" in out
 
 
-def test_gitops_reapply_does_not_undo_a_decision(aprs: Resources, as_user: Any, task_service: TaskService,
-                                                 control_plane: cluster.State, kubectl_path: Any) -> None:
+def test_gitops_reapply_does_not_undo_a_decision(
+    aprs: Resources, as_user: Any, task_service: TaskService, control_plane: cluster.State, kubectl_path: Any
+) -> None:
     """What Argo CD (ServerSideApply) and Flux do on self-heal: re-apply Git's manifest, which has no decision."""
     import json
     import subprocess
 
     ns = aprs.namespace
-    manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": "ApprovalRequest",
-                           "metadata": {"name": "from-git", "namespace": ns}, "spec": request(task_service)})
+    manifest = json.dumps(
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ApprovalRequest",
+            "metadata": {"name": "from-git", "namespace": ns},
+            "spec": request(task_service),
+        }
+    )
 
     def kubectl(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(kubectl_path), "--kubeconfig", control_plane.kubeconfig, *argv], input=manifest,
-                              text=True, capture_output=True, timeout=30)
+        return subprocess.run(
+            [str(kubectl_path), "--kubeconfig", control_plane.kubeconfig, *argv],
+            input=manifest,
+            text=True,
+            capture_output=True,
+            timeout=30,
+        )
 
     applied = kubectl("apply", "--server-side", "--field-manager=gitops", "-f", "-")
     assert applied.returncode == 0, applied.stderr

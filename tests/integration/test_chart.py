@@ -60,19 +60,26 @@ class Tools:
     kubectl: Path
     kubeconfig: str
 
-    def run(self, tool: str, *args: str, check: bool = True,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, tool: str, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         binary = self.helm if tool == "helm" else self.kubectl
-        done = subprocess.run([str(binary), *args], capture_output=True, text=True, input=stdin, timeout=120,
-                              env={"KUBECONFIG": self.kubeconfig, "HOME": str(Path(self.kubeconfig).parent),
-                                   "PATH": "/usr/bin:/bin"})
+        done = subprocess.run(
+            [str(binary), *args],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=120,
+            env={"KUBECONFIG": self.kubeconfig, "HOME": str(Path(self.kubeconfig).parent), "PATH": "/usr/bin:/bin"},
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         return done
 
     def render(self, *args: str) -> list[dict[str, Any]]:
-        out = self.run("helm", "template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", KUBE_VERSION,
-                       *args).stdout
+        out = self.run(
+            "helm", "template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", KUBE_VERSION, *args
+        ).stdout
         return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -98,8 +105,7 @@ def own_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProce
 
 @pytest.fixture(scope="module")
 def tools(plane: cluster.State) -> Tools:
-    return Tools(binaries.ensure(binaries.HELM)["helm"], binaries.ensure(binaries.KUBECTL)["kubectl"],
-                 plane.kubeconfig)
+    return Tools(binaries.ensure(binaries.HELM)["helm"], binaries.ensure(binaries.KUBECTL)["kubectl"], plane.kubeconfig)
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +137,18 @@ def test_schema_refuses_unknown_and_invalid_values(tools: Tools) -> None:
     for bad in ("replicaCount=0", "webhook.failurePolicy=Maybe", "typo=1", "dapr.components.stateStore.type=mysql"):
         done = tools.run("helm", "template", str(CHART), "--kube-version", KUBE_VERSION, "--set", bad, check=False)
         assert done.returncode != 0 and "schema" in done.stderr, bad
-    done = tools.run("helm", "template", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicaCount=2",
-                     "--set", "peering.enabled=false", check=False)
+    done = tools.run(
+        "helm",
+        "template",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "peering.enabled=false",
+        check=False,
+    )
     assert "needs peering.enabled" in done.stderr
 
 
@@ -173,9 +189,11 @@ def test_default_render(tools: Tools) -> None:
     assert of_kind(docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"] == 1
     assert of_kind(docs, "ClusterKopfPeering")[0]["metadata"]["name"] == RELEASE
     secret = of_kind(docs, "Secret")[0]
-    bundles = {w["clientConfig"]["caBundle"] for kind in ("MutatingWebhookConfiguration",
-                                                          "ValidatingWebhookConfiguration")
-               for w in of_kind(docs, kind)[0]["webhooks"]}
+    bundles = {
+        w["clientConfig"]["caBundle"]
+        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+        for w in of_kind(docs, kind)[0]["webhooks"]
+    }
     assert bundles == {secret["data"]["ca.crt"]}  # one CA per render, the one that signed the served certificate
     assert of_kind(docs, "Component") == [] and of_kind(docs, "Resiliency") == []
     assert of_kind(tools.render("--set", "replicaCount=1"), "PodDisruptionBudget") == []
@@ -194,8 +212,10 @@ def test_webhook_paths_are_the_operators_handlers(tools: Tools) -> None:
     operations = {str(h.id): sorted(h.operations or []) for h in handlers}
     docs = tools.render()
     found = set()
-    for kind, reason in (("MutatingWebhookConfiguration", "mutating"), ("ValidatingWebhookConfiguration",
-                                                                        "validating")):
+    for kind, reason in (
+        ("MutatingWebhookConfiguration", "mutating"),
+        ("ValidatingWebhookConfiguration", "validating"),
+    ):
         for hook in of_kind(docs, kind)[0]["webhooks"]:
             path = hook["clientConfig"]["service"]["path"]
             found.add((reason, path.lstrip("/")))
@@ -222,7 +242,8 @@ def test_full_values_render(tools: Tools) -> None:
     rules = of_kind(docs, "ClusterRole")[0]["rules"]
     assert not any("secrets" in r["resources"] for r in rules)  # rbac.secrets=false
     assert of_kind(docs, "Resiliency")[0]["spec"]["targets"]["components"] == {
-        "statestore": {"outbound": {"timeout": "statestore", "retry": "statestore", "circuitBreaker": "statestore"}}}
+        "statestore": {"outbound": {"timeout": "statestore", "retry": "statestore", "circuitBreaker": "statestore"}}
+    }
 
 
 def test_metrics_render(tools: Tools) -> None:
@@ -242,8 +263,14 @@ def test_metrics_render(tools: Tools) -> None:
     assert "metrics" not in {p["name"] for p in container["ports"]}
     assert [s["metadata"]["name"] for s in of_kind(off, "Service")] == [f"{RELEASE}-webhook"]
 
-    docs = tools.render("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true",
-                        "--set", "metrics.serviceMonitor.labels.release=prom")
+    docs = tools.render(
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.dashboard.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+    )
     monitor = of_kind(docs, "ServiceMonitor")[0]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["namespace"] == NAMESPACE and monitor["metadata"]["labels"]["release"] == "prom"
@@ -253,12 +280,14 @@ def test_metrics_render(tools: Tools) -> None:
     assert selector.items() <= service["metadata"]["labels"].items()  # it selects the metrics Service...
     webhook = next(s for s in of_kind(docs, "Service") if s["metadata"]["name"] == f"{RELEASE}-webhook")
     assert not selector.items() <= webhook["metadata"]["labels"].items()  # ...and not the webhook Service
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "scheme": "http",
-                                             "interval": "30s", "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
     dashboard = of_kind(docs, "ConfigMap")[0]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["steadfast.json"]) == json.loads(
-        (CHART / "files" / "grafana-dashboard.json").read_text())
+        (CHART / "files" / "grafana-dashboard.json").read_text()
+    )
 
     full = tools.render("-f", str(FULL_VALUES))
     monitor = of_kind(full, "ServiceMonitor")[0]
@@ -273,10 +302,11 @@ def test_metrics_render(tools: Tools) -> None:
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Operators"}
 
-    for bad, message in ((["--set", "metrics.port=8080"], "already used"),
-                         (["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
-                          "needs metrics.enabled"),
-                         (["--set", "metrics.serviceMonitor.interval=soon"], "schema")):
+    for bad, message in (
+        (["--set", "metrics.port=8080"], "already used"),
+        (["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"], "needs metrics.enabled"),
+        (["--set", "metrics.serviceMonitor.interval=soon"], "schema"),
+    ):
         done = tools.run("helm", "template", str(CHART), "--kube-version", KUBE_VERSION, *bad, check=False)
         assert done.returncode != 0 and message in done.stderr, bad
 
@@ -285,9 +315,14 @@ def test_components_match_the_reference_files(tools: Tools) -> None:
     """The chart templates components/ with values; the essentials must agree with the reference files."""
     for kind in ("redis", "postgresql"):
         reference = yaml.safe_load((REPO / "components" / f"statestore-{kind}.yaml").read_text())
-        docs = tools.render("--set", "dapr.components.stateStore.enabled=true", "--set",
-                            f"dapr.components.stateStore.type={kind}", "--set",
-                            "dapr.components.stateStore.redis.passwordSecret.name=steadfast-redis")
+        docs = tools.render(
+            "--set",
+            "dapr.components.stateStore.enabled=true",
+            "--set",
+            f"dapr.components.stateStore.type={kind}",
+            "--set",
+            "dapr.components.stateStore.redis.passwordSecret.name=steadfast-redis",
+        )
         store = of_kind(docs, "Component")[0]
         for key in ("type", "version"):
             assert store["spec"][key] == reference["spec"][key]
@@ -308,10 +343,15 @@ def test_server_side_dry_run(tools: Tools) -> None:
     for extra in ([], ["-f", str(FULL_VALUES)]):
         docs = tools.render("--include-crds", *extra)
         ours = [d for d in docs if d["kind"] not in FOREIGN_KINDS | {"ClusterKopfPeering"}]
-        manifest = yaml.safe_dump_all([{**d, "metadata": {**d["metadata"], "namespace": "default"}}
-                                       if d["metadata"].get("namespace") else d for d in ours])
-        done = tools.run("kubectl", "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-",
-                         stdin=manifest)
+        manifest = yaml.safe_dump_all(
+            [
+                {**d, "metadata": {**d["metadata"], "namespace": "default"}} if d["metadata"].get("namespace") else d
+                for d in ours
+            ]
+        )
+        done = tools.run(
+            "kubectl", "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", "-", stdin=manifest
+        )
         assert "(server dry run)" in done.stdout
 
 
@@ -328,10 +368,12 @@ def installed(tools: Tools, admin: client.ApiClient, tmp_path_factory: pytest.Te
         assert time.monotonic() < deadline, "the pre-installed CRDs were not removed within 300 s"
         time.sleep(1)
     values = tmp_path_factory.mktemp("values") / "values.yaml"
-    values.write_text(yaml.safe_dump({"webhook": {"namespaceSelector": {
-        "matchLabels": {"steadfast.dev/chart-test": "webhooks"}}}}))
-    out = tools.run("helm", "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
-                    "-f", str(values)).stdout
+    values.write_text(
+        yaml.safe_dump({"webhook": {"namespaceSelector": {"matchLabels": {"steadfast.dev/chart-test": "webhooks"}}}})
+    )
+    out = tools.run(
+        "helm", "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace", "-f", str(values)
+    ).stdout
     yield out
     tools.run("helm", "uninstall", RELEASE, "-n", NAMESPACE, "--wait", check=False)
 
@@ -341,9 +383,17 @@ def test_helm_install(installed: str, tools: Tools, admin: client.ApiClient) -> 
     assert "kubectl get steadfast -A" in installed  # NOTES.txt
     status = json.loads(tools.run("helm", "status", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
-    tools.run("kubectl", "wait", "--for=condition=Established", "--timeout=30s", "crd",
-              "tasksagas.steadfast.dev", "healthmonitors.steadfast.dev", "approvalrequests.steadfast.dev",
-              "clusterkopfpeerings.kopf.dev")
+    tools.run(
+        "kubectl",
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd",
+        "tasksagas.steadfast.dev",
+        "healthmonitors.steadfast.dev",
+        "approvalrequests.steadfast.dev",
+        "clusterkopfpeerings.kopf.dev",
+    )
     deployment = client.AppsV1Api(admin).read_namespaced_deployment(RELEASE, NAMESPACE)
     assert deployment.spec.template.spec.service_account_name == RELEASE
     assert client.PolicyV1Api(admin).read_namespaced_pod_disruption_budget(RELEASE, NAMESPACE)
@@ -351,8 +401,11 @@ def test_helm_install(installed: str, tools: Tools, admin: client.ApiClient) -> 
     hooks = registry.read_validating_webhook_configuration(RELEASE)
     assert {w.name for w in hooks.webhooks} == {"approval-rules.steadfast.dev", "saga-rules.steadfast.dev"}
     mutating = registry.read_mutating_webhook_configuration(RELEASE)
-    assert {w.name for w in mutating.webhooks} == {"approval-identity.steadfast.dev", "saga-identity.steadfast.dev",
-                                                  "monitor-rules.steadfast.dev"}
+    assert {w.name for w in mutating.webhooks} == {
+        "approval-identity.steadfast.dev",
+        "saga-identity.steadfast.dev",
+        "monitor-rules.steadfast.dev",
+    }
 
 
 # ---- the operator under the chart's ServiceAccount -----------------------------------------------
@@ -375,8 +428,13 @@ def classify(method: str, path: str, query: dict[str, str]) -> tuple[str, str, s
     if len(rest) > 2:
         resource = f"{resource}/{rest[2]}"
     watch = query.get("watch") in ("true", "1")
-    verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PUT": "update",
-            "PATCH": "patch", "DELETE": "delete" if name else "deletecollection"}[method]
+    verb = {
+        "GET": "watch" if watch else ("get" if name else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if name else "deletecollection",
+    }[method]
     return group, resource, verb, name
 
 
@@ -395,8 +453,9 @@ class RecordingProxy:
 
         async def serve() -> None:
             context = ssl.create_default_context(cadata=self.ca_pem.decode())
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
-                                                  timeout=aiohttp.ClientTimeout(total=None))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context), timeout=aiohttp.ClientTimeout(total=None)
+            )
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self._forward)
             self._runner = web.AppRunner(app)
@@ -418,14 +477,20 @@ class RecordingProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         body = await request.read()
-        async with self._session.request(request.method, self.upstream + request.path_qs, headers=headers,
-                                         data=body or None) as upstream:
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body or None
+        ) as upstream:
             found = classify(request.method, request.path, dict(request.query))
             if found:
                 self.seen.append((*found, upstream.status))
-            response = web.StreamResponse(status=upstream.status, headers={
-                k: v for k, v in upstream.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")})
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={
+                    k: v
+                    for k, v in upstream.headers.items()
+                    if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+                },
+            )
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_any():
@@ -463,30 +528,47 @@ def granted(role: dict[str, Any]) -> dict[tuple[str, str, str], set[str]]:
 def sa_kubeconfig(tools: Tools, server: str, directory: Path) -> str:
     token = tools.run("kubectl", "create", "token", RELEASE, "-n", NAMESPACE, "--duration=1h").stdout.strip()
     path = directory / "kubeconfig-sa"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "proxy", "cluster": {"server": server}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "proxy", "user": "sa"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [{"name": "proxy", "cluster": {"server": server}}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "proxy", "user": "sa"}}],
+            }
+        )
+    )
     path.chmod(0o600)
     return str(path)
 
 
-def test_operator_under_chart_service_account(installed: str, tools: Tools, plane: cluster.State,
-                                              admin: client.ApiClient, own_engine: EngineProcess,
-                                              task_service: TaskService, tmp_path: Path) -> None:
-    ca = base64.b64decode(yaml.safe_load(Path(plane.kubeconfig).read_text())["clusters"][0]["cluster"][
-        "certificate-authority-data"])
+def test_operator_under_chart_service_account(
+    installed: str,
+    tools: Tools,
+    plane: cluster.State,
+    admin: client.ApiClient,
+    own_engine: EngineProcess,
+    task_service: TaskService,
+    tmp_path: Path,
+) -> None:
+    ca = base64.b64decode(
+        yaml.safe_load(Path(plane.kubeconfig).read_text())["clusters"][0]["cluster"]["certificate-authority-data"]
+    )
     proxy = RecordingProxy(plane.apiserver, ca)
     server = proxy.start()
     role = of_kind(tools.render(), "ClusterRole")
     rules = granted(next(r for r in role if r["metadata"]["name"] == RELEASE))
-    operator = Operator(plane, own_engine, tmp_path / "operator.log",
-                        kubeconfig=sa_kubeconfig(tools, server, tmp_path),
-                        # The chart's configurations point at an in-cluster Service the API server cannot reach
-                        # here, and the operator cannot yet serve them unmanaged (see the report): no webhooks.
-                        extra_args=["--peering", RELEASE, "--no-webhooks"])
+    operator = Operator(
+        plane,
+        own_engine,
+        tmp_path / "operator.log",
+        kubeconfig=sa_kubeconfig(tools, server, tmp_path),
+        # The chart's configurations point at an in-cluster Service the API server cannot reach
+        # here, and the operator cannot yet serve them unmanaged (see the report): no webhooks.
+        extra_args=["--peering", RELEASE, "--no-webhooks"],
+    )
     namespace = f"chart-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(admin)
     core.create_namespace({"metadata": {"name": namespace}})
@@ -497,8 +579,11 @@ def test_operator_under_chart_service_account(installed: str, tools: Tools, plan
         peering = objects.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", RELEASE)
         assert peering.get("status"), "the operator did not announce itself in the chart's peering object"
         core.delete_namespace(namespace)
-        eventually(lambda: not core.list_namespace(field_selector=f"metadata.name={namespace}").items,
-                   timeout=60, what=f"namespace {namespace} gone (finalizers removed by the operator)")
+        eventually(
+            lambda: not core.list_namespace(field_selector=f"metadata.name={namespace}").items,
+            timeout=60,
+            what=f"namespace {namespace} gone (finalizers removed by the operator)",
+        )
     finally:
         operator.stop()
         proxy.stop()
@@ -516,27 +601,61 @@ def test_operator_under_chart_service_account(installed: str, tools: Tools, plan
 def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService) -> None:
     """Every code path behind an RBAC rule: the three kinds, a Secret header, an approval gate and its conflict."""
     core = client.CoreV1Api(admin)
-    core.create_namespaced_secret(namespace, {"metadata": {"name": "notify", "labels": {
-        "steadfast.dev/referable": "true"}}, "stringData": {"token": "s3cret"}})
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "notify", "labels": {"steadfast.dev/referable": "true"}},
+            "stringData": {"token": "s3cret"},
+        },
+    )
     sagas = Resources(admin, namespace, "tasksagas", "TaskSaga")
     monitors = Resources(admin, namespace, "healthmonitors", "HealthMonitor")
     approvals = Resources(admin, namespace, "approvalrequests", "ApprovalRequest")
     secret_header = [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "notify", "key": "token"}}}]
-    sagas.create("plain", {"task": {"id": "chart-1"}, "steps": [
-        {"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records",
-                                               "body": {"id": "chart-1"}, "headers": secret_header}}}]})
+    sagas.create(
+        "plain",
+        {
+            "task": {"id": "chart-1"},
+            "steps": [
+                {
+                    "name": "record",
+                    "action": {
+                        "http": {
+                            "method": "POST",
+                            "url": f"{svc.url}/records",
+                            "body": {"id": "chart-1"},
+                            "headers": secret_header,
+                        }
+                    },
+                }
+            ],
+        },
+    )
     gate = {"required": True, "approvers": {"users": ["alice"]}, "timeout": "2s"}
-    sagas.create("gated", {"task": {"id": "chart-2"}, "approval": gate, "steps": [
-        {"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}]})
+    sagas.create(
+        "gated",
+        {
+            "task": {"id": "chart-2"},
+            "approval": gate,
+            "steps": [{"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}],
+        },
+    )
     # A request already holding the gate's name: the operator reads it (get) and refuses to adopt it.
-    approvals.create("squatted-approval", {"subject": {"title": "not the saga's"}, "approvers": {"users": ["bob"]},
-                                           "timeout": "1h"})
-    sagas.create("squatted", {"task": {"id": "chart-3"}, "approval": gate, "steps": [
-        {"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}]})
-    monitors.create("up", {"target": {"http": {"method": "GET", "url": f"{svc.url}/healthz"}},
-                           "healthyInterval": "1s"})
-    approvals.create("standalone", {"subject": {"title": "times out"}, "approvers": {"users": ["alice"]},
-                                    "timeout": "2s"})
+    approvals.create(
+        "squatted-approval", {"subject": {"title": "not the saga's"}, "approvers": {"users": ["bob"]}, "timeout": "1h"}
+    )
+    sagas.create(
+        "squatted",
+        {
+            "task": {"id": "chart-3"},
+            "approval": gate,
+            "steps": [{"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}],
+        },
+    )
+    monitors.create("up", {"target": {"http": {"method": "GET", "url": f"{svc.url}/healthz"}}, "healthyInterval": "1s"})
+    approvals.create(
+        "standalone", {"subject": {"title": "times out"}, "approvers": {"users": ["alice"]}, "timeout": "2s"}
+    )
 
     done = sagas.wait_phase("plain", "Succeeded", "Compensated", "Failed", timeout=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -563,8 +682,11 @@ def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def assert_kstatus_current(obj: dict[str, Any]) -> None:
     """kstatus 'Current': status observed for this generation, Ready True, not Reconciling, not Stalled."""
     conditions = _conditions(obj)
-    assert (conditions["Ready"]["status"], conditions["Reconciling"]["status"],
-            conditions["Stalled"]["status"]) == ("True", "False", "False")
+    assert (conditions["Ready"]["status"], conditions["Reconciling"]["status"], conditions["Stalled"]["status"]) == (
+        "True",
+        "False",
+        "False",
+    )
 
 
 def assert_kstatus_stalled(obj: dict[str, Any]) -> None:

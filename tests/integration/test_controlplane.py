@@ -33,19 +33,33 @@ def api(state: cluster.State, user: str = "admin") -> client.ApiClient:
 def widget_crd(control_plane: cluster.State) -> Iterator[None]:
     ext = client.ApiextensionsV1Api(api(control_plane))
     body = {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{PLURAL}.{GROUP}"},
         "spec": {
-            "group": GROUP, "scope": "Namespaced",
+            "group": GROUP,
+            "scope": "Namespaced",
             "names": {"plural": PLURAL, "singular": "widget", "kind": "Widget", "shortNames": ["wdg"]},
-            "versions": [{
-                "name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1}}},
-                    "status": {"type": "object", "properties": {"phase": {"type": "string"},
-                                                                 "seen": {"type": "integer"}}},
-                }}},
-            }],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1}}},
+                                "status": {
+                                    "type": "object",
+                                    "properties": {"phase": {"type": "string"}, "seen": {"type": "integer"}},
+                                },
+                            },
+                        }
+                    },
+                }
+            ],
         },
     }
     ext.create_custom_resource_definition(body)
@@ -66,8 +80,9 @@ def widget(name: str, size: int = 1) -> dict[str, Any]:
 def test_crd_resource_and_status_with_python_client(control_plane: cluster.State, widget_crd: None) -> None:
     objects = client.CustomObjectsApi(api(control_plane))
     objects.create_namespaced_custom_object(GROUP, "v1", "default", PLURAL, widget("py-one", 3))
-    objects.patch_namespaced_custom_object_status(GROUP, "v1", "default", PLURAL, "py-one",
-                                                  {"status": {"phase": "Ready"}})
+    objects.patch_namespaced_custom_object_status(
+        GROUP, "v1", "default", PLURAL, "py-one", {"status": {"phase": "Ready"}}
+    )
     got = objects.get_namespaced_custom_object(GROUP, "v1", "default", PLURAL, "py-one")
     assert got["spec"] == {"size": 3}
     assert got["status"] == {"phase": "Ready"}
@@ -78,8 +93,9 @@ def test_crd_resource_and_status_with_python_client(control_plane: cluster.State
     assert "spec.size" in refused.value.body
 
 
-def test_crd_resource_and_status_with_built_kubectl(control_plane: cluster.State, widget_crd: None,
-                                                    kubectl_path: Path) -> None:
+def test_crd_resource_and_status_with_built_kubectl(
+    control_plane: cluster.State, widget_crd: None, kubectl_path: Path
+) -> None:
     env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig}
 
     def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -99,8 +115,7 @@ def test_crd_resource_and_status_with_built_kubectl(control_plane: cluster.State
 
 def test_identities_and_rbac_are_enforced(control_plane: cluster.State, widget_crd: None) -> None:
     auth = client.AuthenticationV1Api(api(control_plane, "alice"))
-    review = auth.create_self_subject_review({"apiVersion": "authentication.k8s.io/v1",
-                                              "kind": "SelfSubjectReview"})
+    review = auth.create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
     assert review.status.user_info.username == "alice"
     assert "approvers" in review.status.user_info.groups
 
@@ -111,22 +126,41 @@ def test_identities_and_rbac_are_enforced(control_plane: cluster.State, widget_c
 
     # Granting a Role makes the same call succeed: the refusal came from RBAC, not from a broken login.
     rbac = client.RbacAuthorizationV1Api(api(control_plane))
-    rbac.create_namespaced_role("default", {
-        "metadata": {"name": "widget-reader"},
-        "rules": [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["list"]}]})
-    rbac.create_namespaced_role_binding("default", {
-        "metadata": {"name": "mallory-widget-reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "widget-reader"},
-        "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]})
-    eventually(lambda: objects.list_namespaced_custom_object(GROUP, "v1", "default", PLURAL) is not None,
-               what="RBAC grant visible")
+    rbac.create_namespaced_role(
+        "default",
+        {
+            "metadata": {"name": "widget-reader"},
+            "rules": [{"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        "default",
+        {
+            "metadata": {"name": "mallory-widget-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "widget-reader"},
+            "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
+    )
+    eventually(
+        lambda: objects.list_namespaced_custom_object(GROUP, "v1", "default", PLURAL) is not None,
+        what="RBAC grant visible",
+    )
 
 
 def test_owner_references_are_garbage_collected(control_plane: cluster.State) -> None:
     core = client.CoreV1Api(api(control_plane))
     owner = core.create_namespaced_config_map("default", {"metadata": {"name": "gc-owner"}})
-    core.create_namespaced_config_map("default", {"metadata": {"name": "gc-child", "ownerReferences": [{
-        "apiVersion": "v1", "kind": "ConfigMap", "name": "gc-owner", "uid": owner.metadata.uid}]}})
+    core.create_namespaced_config_map(
+        "default",
+        {
+            "metadata": {
+                "name": "gc-child",
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "gc-owner", "uid": owner.metadata.uid}
+                ],
+            }
+        },
+    )
     core.delete_namespaced_config_map("gc-owner", "default")
 
     def child_gone() -> bool:
@@ -156,8 +190,9 @@ def test_namespace_deletion_removes_its_content(control_plane: cluster.State) ->
     eventually(gone, timeout=60, what="namespace finalized by the namespace controller")
 
 
-def test_kopf_operator_reacts_and_patches_status(control_plane: cluster.State, widget_crd: None,
-                                                 tmp_path: Path) -> None:
+def test_kopf_operator_reacts_and_patches_status(
+    control_plane: cluster.State, widget_crd: None, tmp_path: Path
+) -> None:
     operator_file = tmp_path / "widget_operator.py"
     operator_file.write_text(
         "import kopf\n"
@@ -172,8 +207,7 @@ def test_kopf_operator_reacts_and_patches_status(control_plane: cluster.State, w
     objects = client.CustomObjectsApi(api(control_plane))
     settings = kopf.OperatorSettings()
     settings.watching.server_timeout = 10
-    with KopfRunner(["run", "--standalone", "--namespace=default", str(operator_file)], settings=settings,
-                    timeout=60):
+    with KopfRunner(["run", "--standalone", "--namespace=default", str(operator_file)], settings=settings, timeout=60):
         objects.create_namespaced_custom_object(GROUP, "v1", "default", PLURAL, widget("kopf-one", 4))
 
         def patched() -> dict[str, Any] | None:

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.controlplane
 
 
 def steadfast(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "steadfast.cli", *args], capture_output=True, text=True,
-                          timeout=180)
+    done = subprocess.run([sys.executable, "-m", "steadfast.cli", *args], capture_output=True, text=True, timeout=180)
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -29,8 +28,9 @@ def test_up_status_down(tmp_path: Path, kubectl_path: Path) -> None:
     state_dir = tmp_path / "dev"
     up = steadfast("dev", "up", "--dir", str(state_dir), "--no-engine", "--user", "alice:approvers,sre")
     try:
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
-                       if line.startswith("export "))
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines() if line.startswith("export ")
+        )
         assert Path(exports["KUBECONFIG"]).is_file()
         # The processes outlive the CLI that started them.
         info = json.loads(steadfast("dev", "status", "--dir", str(state_dir), "--json").stdout)
@@ -38,8 +38,13 @@ def test_up_status_down(tmp_path: Path, kubectl_path: Path) -> None:
         assert set(info["components"]) == {"etcd", "kube-apiserver", "kube-controller-manager"}
 
         env = {**os.environ, "KUBECONFIG": exports["KUBECONFIG"]}
-        whoami = subprocess.run([str(kubectl_path), "--context", "alice", "auth", "whoami", "-o", "json"],
-                                env=env, capture_output=True, text=True, check=True)
+        whoami = subprocess.run(
+            [str(kubectl_path), "--context", "alice", "auth", "whoami", "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         user = json.loads(whoami.stdout)["status"]["userInfo"]
         assert user["username"] == "alice"
         assert {"approvers", "sre"} <= set(user["groups"])
@@ -65,8 +70,9 @@ def test_up_with_an_engine_serves_workflows_and_down_stops_it(tmp_path: Path, en
     state_dir = tmp_path / "dev"
     up = steadfast("dev", "up", "--dir", str(state_dir), "--engine", engine)
     try:
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
-                       if line.startswith("export "))
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines() if line.startswith("export ")
+        )
         info = json.loads(steadfast("dev", "status", "--dir", str(state_dir), "--json").stdout)
         assert info["running"] is True
         expected = {"engine"} if engine == "local" else {"daprd", "placement", "scheduler"}

@@ -47,22 +47,49 @@ pytestmark = [pytest.mark.controlplane, pytest.mark.fuzz]
 EXAMPLES = int(os.environ.get("STEADFAST_FUZZ_EXAMPLES") or 0)
 DRY_EXAMPLES = EXAMPLES or 40  # per kind, server-side dry-run
 REAL_EXAMPLES = max(EXAMPLES // 10, 4)  # per kind, created for real and processed by the operator
-FUZZ = settings(deadline=None, database=None, derandomize=not EXAMPLES,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                        HealthCheck.function_scoped_fixture, HealthCheck.large_base_example])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    derandomize=not EXAMPLES,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.large_base_example,
+    ],
+)
 DEAD_URL = "http://127.0.0.1:1/fuzz"  # connection refused at once: real creates fail fast, touch nothing
 
 # ---- text ----------------------------------------------------------------------------------------
 
-SPICY = ["\u202eevil\u202c", "مرحبا بالعالم", "שלום", "🙂👩‍👩‍👧‍👦🏳️‍🌈", "\x00", "a\x00b", "\ufeff", "\u200b\u200d",
-         "Ω≈ç√∫", "\U0001d573\U0001d58a\U0001d591\U0001d591\U0001d594", "ﷺ", "\\", "\"'`", "${x}", "{{x}}",
-         "%s%n", "\n\r\t", "é" * 3]
+SPICY = [
+    "\u202eevil\u202c",
+    "مرحبا بالعالم",
+    "שלום",
+    "🙂👩‍👩‍👧‍👦🏳️‍🌈",
+    "\x00",
+    "a\x00b",
+    "\ufeff",
+    "\u200b\u200d",
+    "Ω≈ç√∫",
+    "\U0001d573\U0001d58a\U0001d591\U0001d591\U0001d594",
+    "ﷺ",
+    "\\",
+    "\"'`",
+    "${x}",
+    "{{x}}",
+    "%s%n",
+    "\n\r\t",
+    "é" * 3,
+]
 CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",))  # every JSON-encodable code point
 
 
 def texts(max_size: int = 24, min_size: int = 0) -> st.SearchStrategy[str]:
-    return st.one_of(st.text(CHARS, min_size=min_size, max_size=max_size),
-                     st.sampled_from([s for s in SPICY if min_size <= len(s) <= max_size]))
+    return st.one_of(
+        st.text(CHARS, min_size=min_size, max_size=max_size),
+        st.sampled_from([s for s in SPICY if min_size <= len(s) <= max_size]),
+    )
 
 
 def at_limit(limit: int, over: bool = False) -> st.SearchStrategy[str]:
@@ -80,18 +107,31 @@ def fuzz(valid: st.SearchStrategy[Any], *bad: st.SearchStrategy[Any]) -> st.Sear
 
 
 DNS_LABELS = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?\Z")
-URL_TAIL = st.text(st.sampled_from(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?#é🙂\u202e|"),
-                   max_size=30)
-GOOD_URLS = st.builds(lambda scheme, path: f"{scheme}://127.0.0.1:1/{path}", st.sampled_from(["http", "https"]),
-                      URL_TAIL)
+URL_TAIL = st.text(
+    st.sampled_from(string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?#é🙂\u202e|"), max_size=30
+)
+GOOD_URLS = st.builds(
+    lambda scheme, path: f"{scheme}://127.0.0.1:1/{path}", st.sampled_from(["http", "https"]), URL_TAIL
+)
 BAD_URLS = st.one_of(
-    st.builds(lambda s, h, p: f"{s}://{h}{p}", st.sampled_from(["http", "https", "HTTP", "ftp", "", "http:"]),
-              st.one_of(DNS_LABELS, st.text(CHARS, max_size=8),
-                        st.sampled_from(["[::1]", "[::1", "h:x", ":80", "u@h", "h%41", "h%zz", "h#f", "h\\i"])),
-              st.one_of(st.just(""), URL_TAIL.map(lambda t: "/" + t), st.text(CHARS, max_size=10),
-                        st.sampled_from(["/%zz", "/%4", "/a\u00a0b", "/\u2028", "/\x7f", "?\x00"]))),
-    st.builds(lambda n: "http://h/" + "a" * n, st.sampled_from([URL_MAX_LENGTH - 10, URL_MAX_LENGTH - 9,
-                                                                 URL_MAX_LENGTH + 5])),
+    st.builds(
+        lambda s, h, p: f"{s}://{h}{p}",
+        st.sampled_from(["http", "https", "HTTP", "ftp", "", "http:"]),
+        st.one_of(
+            DNS_LABELS,
+            st.text(CHARS, max_size=8),
+            st.sampled_from(["[::1]", "[::1", "h:x", ":80", "u@h", "h%41", "h%zz", "h#f", "h\\i"]),
+        ),
+        st.one_of(
+            st.just(""),
+            URL_TAIL.map(lambda t: "/" + t),
+            st.text(CHARS, max_size=10),
+            st.sampled_from(["/%zz", "/%4", "/a\u00a0b", "/\u2028", "/\x7f", "?\x00"]),
+        ),
+    ),
+    st.builds(
+        lambda n: "http://h/" + "a" * n, st.sampled_from([URL_MAX_LENGTH - 10, URL_MAX_LENGTH - 9, URL_MAX_LENGTH + 5])
+    ),
     texts(),
 )
 UNITS = ["ns", "us", "ms", "s", "m", "h"]
@@ -101,15 +141,38 @@ BAD_DURATIONS = st.one_of(
     st.builds(lambda n, u: f"{n}{u}", st.integers(0, 100), st.sampled_from(UNITS)),
     st.builds(lambda a, b, u: f"{a}.{b}{u}", st.integers(0, 9), st.integers(0, 999), st.sampled_from(UNITS)),
     st.builds(lambda h, m: f"{h}h{m}m", st.integers(0, 9000), st.integers(0, 90)),
-    st.sampled_from(["", "-1s", "1d", "1µs", "1.s", ".5s", "1 s", "1S", "99999999999999999999h", "2562048h",
-                     "8760h", "8760h1ns", "0s", "1h" * 17, "1s\n", "٣s"]),
+    st.sampled_from(
+        [
+            "",
+            "-1s",
+            "1d",
+            "1µs",
+            "1.s",
+            ".5s",
+            "1 s",
+            "1S",
+            "99999999999999999999h",
+            "2562048h",
+            "8760h",
+            "8760h1ns",
+            "0s",
+            "1h" * 17,
+            "1s\n",
+            "٣s",
+        ]
+    ),
     texts(8),
 )
 
 # ---- JSON bodies ---------------------------------------------------------------------------------
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                    st.floats(allow_nan=False, allow_infinity=False), texts(40))
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    texts(40),
+)
 
 
 def nested(depth: int) -> Any:
@@ -120,8 +183,11 @@ def nested(depth: int) -> Any:
 
 
 BODIES = st.one_of(
-    st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                  st.dictionaries(texts(12), inner, max_size=4)), max_leaves=12),
+    st.recursive(
+        SCALARS,
+        lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(texts(12), inner, max_size=4)),
+        max_leaves=12,
+    ),
     st.integers(1, 120).map(nested),  # deep, but within what every layer (pydantic: 255) can take
     st.builds(lambda n: {"blob": "🙂" * n}, st.sampled_from([1000, 50_000])),
     st.builds(lambda n: list(range(n)), st.sampled_from([0, 1000])),
@@ -153,20 +219,27 @@ class Specs:
         return fuzz(valid, *bad) if self.bad else valid
 
     def action(self) -> st.SearchStrategy[dict[str, Any]]:
-        header_name = self.leaf(st.from_regex(r"\A[-A-Za-z0-9!#$%&'*+.^_`|~]{1,12}\Z"), texts(8),
-                                st.just("a" * 257))
-        secret = obj(name=self.leaf(DNS_LABELS, texts(8)),
-                     key=self.leaf(st.from_regex(r"\A[-._a-zA-Z0-9]{1,10}\Z"), texts(6)))
-        header = st.one_of(obj(name=header_name, value=self.leaf(bounded(8192), at_limit(8192, over=True))),
-                           obj(name=header_name, valueFrom=obj(secretKeyRef=secret)))
+        header_name = self.leaf(st.from_regex(r"\A[-A-Za-z0-9!#$%&'*+.^_`|~]{1,12}\Z"), texts(8), st.just("a" * 257))
+        secret = obj(
+            name=self.leaf(DNS_LABELS, texts(8)), key=self.leaf(st.from_regex(r"\A[-._a-zA-Z0-9]{1,10}\Z"), texts(6))
+        )
+        header = st.one_of(
+            obj(name=header_name, value=self.leaf(bounded(8192), at_limit(8192, over=True))),
+            obj(name=header_name, valueFrom=obj(secretKeyRef=secret)),
+        )
         http = obj(
-            method=maybe(self.leaf(st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
-                                   st.sampled_from(["get", "TRACE", ""]))),
+            method=maybe(
+                self.leaf(
+                    st.sampled_from(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+                    st.sampled_from(["get", "TRACE", ""]),
+                )
+            ),
             url=self.leaf(GOOD_URLS, BAD_URLS),
             headers=maybe(st.lists(header, max_size=3).map(unique_by("name"))),
             body=maybe(BODIES),
-            expectedStatus=maybe(st.lists(self.leaf(st.integers(100, 599), st.integers(-1, 1000)), max_size=4,
-                                          unique=True)),
+            expectedStatus=maybe(
+                st.lists(self.leaf(st.integers(100, 599), st.integers(-1, 1000)), max_size=4, unique=True)
+            ),
             timeout=maybe(self.leaf(SECONDS, MINUTES, BAD_DURATIONS)),
         )
         return obj(http=http)
@@ -175,33 +248,55 @@ class Specs:
         name = self.leaf(texts(12, min_size=1), st.just(""), at_limit(253, over=True))
         return st.one_of(
             st.lists(name, min_size=1, max_size=3, unique=True).flatmap(
-                lambda users: obj(users=st.just(users),
-                                  required=maybe(self.leaf(st.integers(1, len(users)), st.integers(-1, 66))))),
-            obj(groups=st.lists(name, min_size=1, max_size=3, unique=True),
+                lambda users: obj(
+                    users=st.just(users), required=maybe(self.leaf(st.integers(1, len(users)), st.integers(-1, 66)))
+                )
+            ),
+            obj(
+                groups=st.lists(name, min_size=1, max_size=3, unique=True),
                 users=maybe(st.lists(name, max_size=3, unique=True)),
-                required=maybe(self.leaf(st.integers(1, 64), st.integers(-1, 66)))),
+                required=maybe(self.leaf(st.integers(1, 64), st.integers(-1, 66))),
+            ),
         )
 
     def saga(self) -> st.SearchStrategy[dict[str, Any]]:
-        retry = obj(maxAttempts=maybe(self.leaf(st.integers(1, 100), st.integers(-1, 101))),
-                    initialInterval=maybe(self.leaf(SECONDS.filter(lambda d: int(d[:-1]) <= 30), BAD_DURATIONS)),
-                    backoffCoefficient=maybe(self.leaf(st.floats(1, 100), st.floats(-1, 101))),
-                    maxInterval=maybe(self.leaf(MINUTES, BAD_DURATIONS)))
-        step = obj(name=self.leaf(DNS_LABELS, texts(8), st.just("a" * 64)), action=self.action(),
-                   compensation=maybe(self.action()), retry=maybe(retry),
-                   timeout=maybe(self.leaf(MINUTES, BAD_DURATIONS)))
+        retry = obj(
+            maxAttempts=maybe(self.leaf(st.integers(1, 100), st.integers(-1, 101))),
+            initialInterval=maybe(self.leaf(SECONDS.filter(lambda d: int(d[:-1]) <= 30), BAD_DURATIONS)),
+            backoffCoefficient=maybe(self.leaf(st.floats(1, 100), st.floats(-1, 101))),
+            maxInterval=maybe(self.leaf(MINUTES, BAD_DURATIONS)),
+        )
+        step = obj(
+            name=self.leaf(DNS_LABELS, texts(8), st.just("a" * 64)),
+            action=self.action(),
+            compensation=maybe(self.action()),
+            retry=maybe(retry),
+            timeout=maybe(self.leaf(MINUTES, BAD_DURATIONS)),
+        )
         plain = [{"name": f"s{i}", "action": {"http": {"url": DEAD_URL}}} for i in range(MAX_STEPS + 1)]
-        steps = self.leaf(st.lists(step, min_size=1, max_size=3).map(unique_by("name")),
-                          st.sampled_from([0, MAX_STEPS, MAX_STEPS + 1]).map(lambda n: plain[:n]))
-        gate = obj(required=st.just(True), approvers=self.approvers(), timeout=maybe(self.leaf(MINUTES,
-                                                                                              BAD_DURATIONS)),
-                   priorities=maybe(st.lists(self.leaf(st.sampled_from(["low", "high"]), st.just(""),
-                                                       at_limit(63, over=True)), max_size=3, unique=True)))
+        steps = self.leaf(
+            st.lists(step, min_size=1, max_size=3).map(unique_by("name")),
+            st.sampled_from([0, MAX_STEPS, MAX_STEPS + 1]).map(lambda n: plain[:n]),
+        )
+        gate = obj(
+            required=st.just(True),
+            approvers=self.approvers(),
+            timeout=maybe(self.leaf(MINUTES, BAD_DURATIONS)),
+            priorities=maybe(
+                st.lists(
+                    self.leaf(st.sampled_from(["low", "high"]), st.just(""), at_limit(63, over=True)),
+                    max_size=3,
+                    unique=True,
+                )
+            ),
+        )
         return obj(
-            task=obj(id=self.leaf(bounded(253, min_size=1), st.just(""), at_limit(253, over=True)),
-                     title=maybe(self.leaf(bounded(256), at_limit(256, over=True))),
-                     assignee=maybe(self.leaf(bounded(253), at_limit(253, over=True))),
-                     priority=maybe(self.leaf(st.sampled_from(["low", "high", "critical"]), at_limit(64)))),
+            task=obj(
+                id=self.leaf(bounded(253, min_size=1), st.just(""), at_limit(253, over=True)),
+                title=maybe(self.leaf(bounded(256), at_limit(256, over=True))),
+                assignee=maybe(self.leaf(bounded(253), at_limit(253, over=True))),
+                priority=maybe(self.leaf(st.sampled_from(["low", "high", "critical"]), at_limit(64))),
+            ),
             steps=steps,
             approval=maybe(gate),
             onDelete=maybe(self.leaf(st.sampled_from(["Compensate", "Abandon"]), st.sampled_from(["abandon", ""]))),
@@ -215,9 +310,13 @@ class Specs:
             unhealthyInterval=maybe(self.leaf(SECONDS, BAD_DURATIONS)),
             failureThreshold=maybe(threshold),
             successThreshold=maybe(threshold),
-            alert=maybe(obj(webhook=maybe(self.action()),
-                            severity=maybe(self.leaf(st.sampled_from(["info", "critical"]), st.just("fatal"))),
-                            sendOnRecovery=maybe(st.booleans()))),
+            alert=maybe(
+                obj(
+                    webhook=maybe(self.action()),
+                    severity=maybe(self.leaf(st.sampled_from(["info", "critical"]), st.just("fatal"))),
+                    sendOnRecovery=maybe(st.booleans()),
+                )
+            ),
             suspend=maybe(st.booleans()),
         )
 
@@ -225,9 +324,11 @@ class Specs:
         # spec.decision and a foreign spec.subject.requester are refused by the admission webhook at creation
         # (policy, not schema), so they are not generated here; test_approval covers them.
         return obj(
-            subject=obj(title=self.leaf(bounded(256, min_size=1), st.just(""), at_limit(256, over=True)),
-                        description=maybe(self.leaf(bounded(4096), at_limit(4096, over=True))),
-                        requester=maybe(st.just(requester))),
+            subject=obj(
+                title=self.leaf(bounded(256, min_size=1), st.just(""), at_limit(256, over=True)),
+                description=maybe(self.leaf(bounded(4096), at_limit(4096, over=True))),
+                requester=maybe(st.just(requester)),
+            ),
             approvers=self.approvers(),
             timeout=maybe(self.leaf(MINUTES, BAD_DURATIONS)),
             notify=maybe(self.action()),
@@ -238,14 +339,19 @@ class Specs:
 GOOD, BAD = Specs(bad=False), Specs(bad=True)
 
 
-def any_spec(good: st.SearchStrategy[dict[str, Any]],
-             bad: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+def any_spec(
+    good: st.SearchStrategy[dict[str, Any]], bad: st.SearchStrategy[dict[str, Any]]
+) -> st.SearchStrategy[dict[str, Any]]:
     """Valid specs, specs with invalid leaves, and valid specs with one node mangled."""
     return st.one_of(good, bad, mutated(good))
 
 
-JUNK = st.one_of(SCALARS, st.lists(st.integers(), max_size=2), st.dictionaries(texts(5), st.integers(), max_size=2),
-                 st.integers(-(10**15), 10**15))
+JUNK = st.one_of(
+    SCALARS,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(texts(5), st.integers(), max_size=2),
+    st.integers(-(10**15), 10**15),
+)
 
 
 @st.composite
@@ -301,8 +407,9 @@ class Fuzzer:
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind.kind, "metadata": {"name": name}, "spec": spec}
         extra: dict[str, Any] = {"dry_run": "All"} if dry else {}
         try:
-            created = self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, kind.plural, body,
-                                                               field_validation="Strict", **extra)
+            created = self.api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, kind.plural, body, field_validation="Strict", **extra
+            )
         except ApiException as exc:
             try:
                 message = str(json.loads(exc.body or "{}").get("message", exc.body))
@@ -318,21 +425,26 @@ class Fuzzer:
         key = f"{kind.kind}:{'valid' if not problems else 'invalid'}:{'accepted' if out.accepted else 'refused'}"
         self.counts[key] = self.counts.get(key, 0) + 1
         if not problems:
-            assert out.accepted, (f"the models accept this {kind.kind} spec but the API server refuses it "
-                                  f"(HTTP {out.status}: {out.message[:2000]}):\n{_show(spec)}")
+            assert out.accepted, (
+                f"the models accept this {kind.kind} spec but the API server refuses it "
+                f"(HTTP {out.status}: {out.message[:2000]}):\n{_show(spec)}"
+            )
         elif not out.accepted:
             assert out.status in (400, 422), f"HTTP {out.status} (want 400/422): {out.message[:2000]}"
             names = _field_names(problems)
             assert any(n in out.message for n in names), (
-                f"the API server's refusal names none of {sorted(names)}: {out.message[:2000]}\n{_show(spec)}")
+                f"the API server's refusal names none of {sorted(names)}: {out.message[:2000]}\n{_show(spec)}"
+            )
             return
         # Accepted. What the operator sees is the stored spec (nulls pruned, defaults filled in), so that is
         # what must be valid; if it is not, the operator must say so with a Stalled condition.
         assert out.body is not None
         stored_problems = _problems(kind, out.body["spec"])
         if stored_problems:
-            print(f"accepted by the API server, refused by the models: {_field_names(stored_problems)}: "
-                  f"{_show(spec)[:300]}")
+            print(
+                f"accepted by the API server, refused by the models: {_field_names(stored_problems)}: "
+                f"{_show(spec)[:300]}"
+            )
             self.counts["accepted-invalid"] = self.counts.get("accepted-invalid", 0) + 1
         if dry and not stored_problems:
             return
@@ -357,14 +469,16 @@ class Fuzzer:
             eventually(status, timeout=15, what=what, interval=0.1)
         except AssertionError:
             obj = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, kind.plural, name)
-            raise AssertionError(f"{kind.kind} {name}: {what}; status {json.dumps(obj.get('status'))[:2000]}\n"
-                                 f"{_show(obj['spec'])}") from None
+            raise AssertionError(
+                f"{kind.kind} {name}: {what}; status {json.dumps(obj.get('status'))[:2000]}\n{_show(obj['spec'])}"
+            ) from None
 
     def expect_processed(self, kind: Kind, out: Outcome) -> None:
         def ok(s: dict[str, Any]) -> bool:
             stalled = next((c for c in s.get("conditions") or [] if c.get("type") == "Stalled"), None)
-            assert not (stalled and stalled.get("status") == "True" and stalled.get("reason") == "InvalidSpec"), \
+            assert not (stalled and stalled.get("status") == "True" and stalled.get("reason") == "InvalidSpec"), (
                 f"a valid spec was marked invalid: {stalled}"
+            )
             return bool(s.get("phase"))
 
         self._wait_status(kind, out, ok, "the operator reports a phase")
@@ -456,8 +570,11 @@ def _dead_urls(spec: Any) -> Any:
 @given(data=st.data())
 def test_real_creates_are_processed(fuzzer: Fuzzer, admin_name: str, data: st.DataObject) -> None:
     """Valid specs, created for real: the operator gives each a phase and never calls them invalid."""
-    kind, base = data.draw(st.sampled_from([(TASK_SAGA, GOOD.saga()), (HEALTH_MONITOR, GOOD.monitor()),
-                                            (APPROVAL_REQUEST, GOOD.approval(admin_name))]))
+    kind, base = data.draw(
+        st.sampled_from(
+            [(TASK_SAGA, GOOD.saga()), (HEALTH_MONITOR, GOOD.monitor()), (APPROVAL_REQUEST, GOOD.approval(admin_name))]
+        )
+    )
     spec = _dead_urls(data.draw(base))
     if kind is TASK_SAGA:  # keep real sagas short: one try per step
         for step in spec.get("steps") or []:
@@ -481,18 +598,25 @@ def test_accepted_invalid_spec_is_stalled(fuzzer: Fuzzer, kind: Kind) -> None:
     fuzzer.check(kind, spec, dry=False)
 
 
-def test_very_deep_body_is_refused_and_the_operator_lives(operator: Operator, kubectl_path: Path,
-                                                          namespace: str, tmp_path: Path) -> None:
+def test_very_deep_body_is_refused_and_the_operator_lives(
+    operator: Operator, kubectl_path: Path, namespace: str, tmp_path: Path
+) -> None:
     """Regression: a HealthMonitor whose http.body nested 3000 levels was stored, and every operator watching
     it died (kopf's json.loads raised RecursionError). Admission now refuses http bodies nested over 32 levels."""
     inner = '{"a":' * 3000 + "1" + "}" * 3000
-    manifest = json.dumps({"apiVersion": f"{GROUP}/{VERSION}", "kind": "HealthMonitor",
-                           "metadata": {"name": "deep", "namespace": namespace},
-                           "spec": {"target": {"http": {"url": DEAD_URL, "body": None}}}})
+    manifest = json.dumps(
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "HealthMonitor",
+            "metadata": {"name": "deep", "namespace": namespace},
+            "spec": {"target": {"http": {"url": DEAD_URL, "body": None}}},
+        }
+    )
     path = tmp_path / "deep.json"
     path.write_text(manifest.replace('"body": null', f'"body": {inner}'))
-    done = subprocess.run([str(kubectl_path), "create", "-f", str(path)], capture_output=True, text=True,
-                          env=os.environ)
+    done = subprocess.run(
+        [str(kubectl_path), "create", "-f", str(path)], capture_output=True, text=True, env=os.environ
+    )
     assert done.returncode != 0
     assert "spec.target.http.body" in done.stderr and "nested more than 32 levels" in done.stderr
     time.sleep(1)
@@ -503,16 +627,18 @@ def test_operator_survived(operator: Operator, log_start: int) -> None:
     """Runs last in this module: the operator is alive and none of our code raised an unhandled exception."""
     assert operator.pid is not None and processes.alive(operator.pid), "the operator died"
     log = operator.log.read_text(errors="replace")[log_start:]
-    ours = [block for block in log.split("Traceback (most recent call last):")[1:]
-            if "operator/steadfast/" in block]
+    ours = [block for block in log.split("Traceback (most recent call last):")[1:] if "operator/steadfast/" in block]
     assert not ours, "tracebacks from our code in the operator log:\n" + "\n----\n".join(b[:3000] for b in ours)
 
 
 @settings(FUZZ, max_examples=EXAMPLES or 300)
-@given(kind_spec=st.one_of(
-    st.tuples(st.just(TASK_SAGA), any_spec(GOOD.saga(), BAD.saga())),
-    st.tuples(st.just(HEALTH_MONITOR), any_spec(GOOD.monitor(), BAD.monitor())),
-    st.tuples(st.just(APPROVAL_REQUEST), any_spec(GOOD.approval("admin"), BAD.approval("admin")))))
+@given(
+    kind_spec=st.one_of(
+        st.tuples(st.just(TASK_SAGA), any_spec(GOOD.saga(), BAD.saga())),
+        st.tuples(st.just(HEALTH_MONITOR), any_spec(GOOD.monitor(), BAD.monitor())),
+        st.tuples(st.just(APPROVAL_REQUEST), any_spec(GOOD.approval("admin"), BAD.approval("admin"))),
+    )
+)
 def test_models_refuse_only_with_validation_errors(kind_spec: tuple[Kind, dict[str, Any]]) -> None:
     """No API server: whatever the spec, the models answer with a result or a ValidationError, never a crash."""
     kind, spec = kind_spec
@@ -527,8 +653,20 @@ def test_overlong_duration_is_a_validation_error(text: str) -> None:
         HEALTH_MONITOR.parse_spec({"target": {"http": {"url": DEAD_URL}}, "healthyInterval": text})
 
 
-@pytest.mark.parametrize("url", ["HTTP://h/", "http://h:abc/", "http://h?\x00", "http://h/%zz", "http://h#f",
-                                 "http://h\\i/", "http://u%zz@h/", "http://h/a\u00a0b", "http://h/\u2028"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "HTTP://h/",
+        "http://h:abc/",
+        "http://h?\x00",
+        "http://h/%zz",
+        "http://h#f",
+        "http://h\\i/",
+        "http://u%zz@h/",
+        "http://h/a\u00a0b",
+        "http://h/\u2028",
+    ],
+)
 def test_urls_the_api_server_refuses_are_refused_by_the_models(url: str, fuzzer: Fuzzer) -> None:
     """Regression: each of these split the models and the CRD (fuzzing found them); now both refuse."""
     fuzzer.check(HEALTH_MONITOR, {"target": {"http": {"url": url}}})

@@ -22,9 +22,13 @@ def spec(svc: TaskService, name: str, **extra: Any) -> dict[str, Any]:
     """Each monitor checks its own path, so faults injected for one do not touch the others."""
     return {
         "target": {"http": {"method": "GET", "url": f"{svc.url}/healthz/{name}", "timeout": "2s"}},
-        "healthyInterval": "1s", "unhealthyInterval": "1s",
-        "alert": {"webhook": {"http": {"method": "POST", "url": f"{svc.url}/alerts"}}, "severity": "critical",
-                  "sendOnRecovery": True},
+        "healthyInterval": "1s",
+        "unhealthyInterval": "1s",
+        "alert": {
+            "webhook": {"http": {"method": "POST", "url": f"{svc.url}/alerts"}},
+            "severity": "critical",
+            "sendOnRecovery": True,
+        },
         **extra,
     }
 
@@ -71,8 +75,9 @@ def alerts_for(svc: TaskService, monitor: str) -> list[dict[str, Any]]:
     return [a["body"] for a in svc.stats()["applied"] if a["path"] == "/alerts" and a["body"]["monitor"] == monitor]
 
 
-def test_one_alert_per_transition(soak: dict[str, Any], operator: Operator, task_service: TaskService,
-                                  monitors: Resources) -> None:
+def test_one_alert_per_transition(
+    soak: dict[str, Any], operator: Operator, task_service: TaskService, monitors: Resources
+) -> None:
     monitors.create("flappy", spec(task_service, "flappy"))
     monitors.wait_status("flappy", lambda s: s.get("phase") == "Healthy" and s["checkCount"] >= 2, "healthy")
     task_service.fault("GET /healthz/flappy", fail=-1)
@@ -98,14 +103,16 @@ def test_one_alert_per_transition(soak: dict[str, Any], operator: Operator, task
     assert types["Unhealthy"] == "Warning" and types["Recovered"] == "Normal"
 
 
-def test_failure_threshold_is_respected(soak: dict[str, Any], operator: Operator, task_service: TaskService,
-                                        monitors: Resources) -> None:
+def test_failure_threshold_is_respected(
+    soak: dict[str, Any], operator: Operator, task_service: TaskService, monitors: Resources
+) -> None:
     monitors.create("patient", spec(task_service, "patient", failureThreshold=3))
     monitors.wait_status("patient", lambda s: s.get("phase") == "Healthy", "healthy")
     task_service.fault("GET /healthz/patient", fail=2)  # two failures, then fine again
     monitors.wait_status("patient", lambda s: s["consecutiveFailures"] == 2, "two failures")
-    after = monitors.wait_status("patient", lambda s: s["consecutiveSuccesses"] >= 1 and s["checkCount"] > 3,
-                                 "success after two failures")
+    after = monitors.wait_status(
+        "patient", lambda s: s["consecutiveSuccesses"] >= 1 and s["checkCount"] > 3, "success after two failures"
+    )
     assert after["phase"] == "Healthy"
     assert after["alertsSent"] == 0
     task_service.fault("GET /healthz/patient", fail=-1)
@@ -113,8 +120,9 @@ def test_failure_threshold_is_respected(soak: dict[str, Any], operator: Operator
     assert down["consecutiveFailures"] == 3
 
 
-def test_suspend_and_resume(soak: dict[str, Any], operator: Operator, task_service: TaskService,
-                            monitors: Resources) -> None:
+def test_suspend_and_resume(
+    soak: dict[str, Any], operator: Operator, task_service: TaskService, monitors: Resources
+) -> None:
     monitors.create("pausable", spec(task_service, "pausable"))
     monitors.wait_status("pausable", lambda s: s.get("checkCount", 0) >= 1, "first check")
     monitors.patch("pausable", {"suspend": True})
@@ -125,35 +133,41 @@ def test_suspend_and_resume(soak: dict[str, Any], operator: Operator, task_servi
     monitors.wait_status("pausable", lambda s: s["checkCount"] >= paused["checkCount"] + 2, "checking again")
 
 
-def test_shortened_interval_applies_at_once(soak: dict[str, Any], operator: Operator, task_service: TaskService,
-                                            monitors: Resources) -> None:
+def test_shortened_interval_applies_at_once(
+    soak: dict[str, Any], operator: Operator, task_service: TaskService, monitors: Resources
+) -> None:
     monitors.create("slow", spec(task_service, "slow", healthyInterval="1h"))
-    first = monitors.wait_status("slow", lambda s: s.get("checkCount", 0) == 1 and s.get("nextCheckTime"),
-                                 "first check")
+    first = monitors.wait_status(
+        "slow", lambda s: s.get("checkCount", 0) == 1 and s.get("nextCheckTime"), "first check"
+    )
     monitors.patch("slow", {"healthyInterval": "1s"})
     after = monitors.wait_status("slow", lambda s: s["checkCount"] >= 3, "faster checks", timeout=15)
     assert after["observedGeneration"] == 2
     assert after["nextCheckTime"] < first["nextCheckTime"]
 
 
-def test_operator_restart_keeps_counters(soak: dict[str, Any], operator: Operator, task_service: TaskService,
-                                         monitors: Resources) -> None:
+def test_operator_restart_keeps_counters(
+    soak: dict[str, Any], operator: Operator, task_service: TaskService, monitors: Resources
+) -> None:
     monitors.create("steady", spec(task_service, "steady"))
     task_service.fault("GET /healthz/steady", fail=-1)
-    before = monitors.wait_status("steady", lambda s: s.get("phase") == "Unhealthy" and s["checkCount"] >= 3,
-                                  "unhealthy")
+    before = monitors.wait_status(
+        "steady", lambda s: s.get("phase") == "Unhealthy" and s["checkCount"] >= 3, "unhealthy"
+    )
     operator.kill()
     operator.start()
-    after = monitors.wait_status("steady", lambda s: s["checkCount"] >= before["checkCount"] + 2, "checks go on",
-                                 timeout=60)
+    after = monitors.wait_status(
+        "steady", lambda s: s["checkCount"] >= before["checkCount"] + 2, "checks go on", timeout=60
+    )
     assert after["consecutiveFailures"] >= before["consecutiveFailures"] + 2
     assert after["alertsSent"] == before["alertsSent"] == 1  # still unhealthy: no second alert
     assert after["continuedAsNew"] > before["continuedAsNew"]
     assert after["workflowInstanceId"] == before["workflowInstanceId"]
 
 
-def test_delete_ends_and_purges_the_instance(soak: dict[str, Any], operator: Operator, engine: Engine,
-                                             task_service: TaskService, monitors: Resources) -> None:
+def test_delete_ends_and_purges_the_instance(
+    soak: dict[str, Any], operator: Operator, engine: Engine, task_service: TaskService, monitors: Resources
+) -> None:
     monitors.create("doomed", spec(task_service, "doomed"))
     instance = monitors.wait_status("doomed", lambda s: s.get("checkCount", 0) >= 1, "a check")["workflowInstanceId"]
     assert instance in instance_ids(engine)
@@ -162,18 +176,19 @@ def test_delete_ends_and_purges_the_instance(soak: dict[str, Any], operator: Ope
     eventually(lambda: instance not in instance_ids(engine), what="purged")
 
 
-def test_history_stays_bounded_over_many_runs(soak: dict[str, Any], operator: Operator,
-                                              engine: Engine) -> None:
+def test_history_stays_bounded_over_many_runs(soak: dict[str, Any], operator: Operator, engine: Engine) -> None:
     monitors: Resources = soak["monitors"]
     instance = soak["instance"]
     size_early = history_size(engine, instance)
     if operator.pid is None:
         pytest.fail("operator not running")
-    half = monitors.wait_status("soak", lambda s: s["checkCount"] >= SOAK_ITERATIONS // 2, "half-way",
-                                timeout=SOAK_ITERATIONS * 2)
+    half = monitors.wait_status(
+        "soak", lambda s: s["checkCount"] >= SOAK_ITERATIONS // 2, "half-way", timeout=SOAK_ITERATIONS * 2
+    )
     rss_half = rss_kib(operator.pid)
-    done = monitors.wait_status("soak", lambda s: s["checkCount"] >= SOAK_ITERATIONS, f"{SOAK_ITERATIONS} checks",
-                                timeout=SOAK_ITERATIONS * 2)
+    done = monitors.wait_status(
+        "soak", lambda s: s["checkCount"] >= SOAK_ITERATIONS, f"{SOAK_ITERATIONS} checks", timeout=SOAK_ITERATIONS * 2
+    )
     rss_done = rss_kib(operator.pid)
     size_late = history_size(engine, instance)
     assert done["continuedAsNew"] >= SOAK_ITERATIONS - 1

@@ -35,14 +35,23 @@ def saga(svc: TaskService, task: str) -> dict[str, Any]:
     def http(method: str, path: str, body: Any = None) -> dict[str, Any]:
         return {"http": {"method": method, "url": f"{svc.url}{path}", **({"body": body} if body else {})}}
 
-    return {"task": {"id": task}, "steps": [
-        {"name": "record", "action": http("POST", "/records", {"id": task}),
-         "compensation": http("DELETE", f"/records/{task}")},
-        {"name": "reserve", "action": http("POST", "/capacity/reserve", {"task": task}),
-         "compensation": http("POST", "/capacity/release", {"task": task})},
-        {"name": "notify", "action": http("POST", "/notices", {"task": task})},
-        {"name": "dashboard", "action": http("POST", "/dashboard", {"task": task})},
-    ]}
+    return {
+        "task": {"id": task},
+        "steps": [
+            {
+                "name": "record",
+                "action": http("POST", "/records", {"id": task}),
+                "compensation": http("DELETE", f"/records/{task}"),
+            },
+            {
+                "name": "reserve",
+                "action": http("POST", "/capacity/reserve", {"task": task}),
+                "compensation": http("POST", "/capacity/release", {"task": task}),
+            },
+            {"name": "notify", "action": http("POST", "/notices", {"task": task})},
+            {"name": "dashboard", "action": http("POST", "/dashboard", {"task": task})},
+        ],
+    }
 
 
 def instance_ids(engine: Engine) -> list[str]:
@@ -52,8 +61,9 @@ def instance_ids(engine: Engine) -> list[str]:
 
 def final_sagas(sagas: Resources, names: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     def all_final() -> dict[str, dict[str, Any]] | None:
-        items = sagas.api.list_namespaced_custom_object("steadfast.dev", "v1alpha1", sagas.namespace,
-                                                        "tasksagas")["items"]
+        items = sagas.api.list_namespaced_custom_object("steadfast.dev", "v1alpha1", sagas.namespace, "tasksagas")[
+            "items"
+        ]
         by_name = {i["metadata"]["name"]: i for i in items}
         done = {n: by_name[n] for n in names if (by_name.get(n, {}).get("status") or {}).get("phase") in FINAL}
         return done if len(done) == len(names) else None
@@ -74,8 +84,9 @@ def assert_effects_once(svc: TaskService, tasks: list[str]) -> None:
     print(f"\n[chaos] raw deliveries {len(stats['deliveries'])}, applied effects {len(stats['applied'])}")
 
 
-def test_operator_sigkill_rounds(operator: Operator, engine: Engine, task_service: TaskService,
-                                 kube: client.ApiClient, namespace: str) -> None:
+def test_operator_sigkill_rounds(
+    operator: Operator, engine: Engine, task_service: TaskService, kube: client.ApiClient, namespace: str
+) -> None:
     task_service.reset()
     for route in ("POST /capacity/reserve", "POST /notices"):
         task_service.fault(route, fail=0, delay=0.3)  # keep sagas in flight while the operator dies
@@ -86,11 +97,13 @@ def test_operator_sigkill_rounds(operator: Operator, engine: Engine, task_servic
     for name in names:
         sagas.create(name, saga(task_service, f"{namespace}-{name}"))
     for i in range(MONITORS):
-        monitors.create(f"m{i:02d}", {"target": {"http": {"url": f"{task_service.url}/healthz/m{i}"}},
-                                      "healthyInterval": "1s"})
+        monitors.create(
+            f"m{i:02d}", {"target": {"http": {"url": f"{task_service.url}/healthz/m{i}"}}, "healthyInterval": "1s"}
+        )
     for i in range(APPROVALS):
-        approvals.create(f"a{i:02d}", {"subject": {"title": f"chaos {i}"}, "approvers": {"users": ["alice"]},
-                                       "timeout": "4s"})
+        approvals.create(
+            f"a{i:02d}", {"subject": {"title": f"chaos {i}"}, "approvers": {"users": ["alice"]}, "timeout": "4s"}
+        )
     rng = random.Random(7)
     for _ in range(ROUNDS):
         time.sleep(rng.uniform(0.3, 2.0))
@@ -114,8 +127,9 @@ def test_operator_sigkill_rounds(operator: Operator, engine: Engine, task_servic
         assert status["phase"] == "Healthy"
 
 
-def test_engine_sigkill_mid_run_resumes(operator: Operator, engine: Engine, task_service: TaskService,
-                                        kube: client.ApiClient, namespace: str) -> None:
+def test_engine_sigkill_mid_run_resumes(
+    operator: Operator, engine: Engine, task_service: TaskService, kube: client.ApiClient, namespace: str
+) -> None:
     task_service.reset()
     task_service.fault("POST /notices", fail=0, delay=0.3)
     sagas = Resources(kube, namespace, "tasksagas", "TaskSaga")
@@ -131,13 +145,15 @@ def test_engine_sigkill_mid_run_resumes(operator: Operator, engine: Engine, task
     assert_effects_once(task_service, names)
 
 
-def test_api_server_and_etcd_restart(operator: Operator, plane: cluster.ControlPlane, task_service: TaskService,
-                                     kube: client.ApiClient, namespace: str) -> None:
+def test_api_server_and_etcd_restart(
+    operator: Operator, plane: cluster.ControlPlane, task_service: TaskService, kube: client.ApiClient, namespace: str
+) -> None:
     task_service.reset()
     sagas = Resources(kube, namespace, "tasksagas", "TaskSaga")
     monitors = Resources(kube, namespace, "healthmonitors", "HealthMonitor")
-    monitors.create("during", {"target": {"http": {"url": f"{task_service.url}/healthz/during"}},
-                               "healthyInterval": "1s"})
+    monitors.create(
+        "during", {"target": {"http": {"url": f"{task_service.url}/healthz/during"}}, "healthyInterval": "1s"}
+    )
     monitors.wait_status("during", lambda s: s.get("checkCount", 0) >= 1, "first check")
     took = plane.restart("etcd", "kube-apiserver")
     print(f"\n[chaos] etcd + kube-apiserver back after {took:.1f}s")
@@ -158,9 +174,16 @@ def test_api_server_and_etcd_restart(operator: Operator, plane: cluster.ControlP
     assert recovered <= 10, f"operator took {recovered:.1f}s to finish a saga after the API server came back"
 
 
-def test_standby_replica_takes_over(operator: Operator, engine: Engine, control_plane: cluster.State,
-                                    task_service: TaskService, kube: client.ApiClient, namespace: str,
-                                    kubectl_path: Any, tmp_path: Any) -> None:
+def test_standby_replica_takes_over(
+    operator: Operator,
+    engine: Engine,
+    control_plane: cluster.State,
+    task_service: TaskService,
+    kube: client.ApiClient,
+    namespace: str,
+    kubectl_path: Any,
+    tmp_path: Any,
+) -> None:
     """Two peered replicas: one active, one paused; SIGKILL the active one and the other carries on."""
     from pathlib import Path
 
@@ -171,14 +194,30 @@ def test_standby_replica_takes_over(operator: Operator, engine: Engine, control_
     for delete in (admission.delete_validating_webhook_configuration, admission.delete_mutating_webhook_configuration):
         with contextlib.suppress(client.exceptions.ApiException):
             delete("steadfast.dev")  # the stopped operator's fail-closed webhooks would refuse every create
-    subprocess.run([str(kubectl_path), "apply", "--server-side", "-f",
-                    str(repo / "charts/steadfast/crds/clusterkopfpeerings.kopf.dev.yaml")], env=env, check=True)
-    subprocess.run([str(kubectl_path), "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev"],
-                   env=env, check=True)
+    subprocess.run(
+        [
+            str(kubectl_path),
+            "apply",
+            "--server-side",
+            "-f",
+            str(repo / "charts/steadfast/crds/clusterkopfpeerings.kopf.dev.yaml"),
+        ],
+        env=env,
+        check=True,
+    )
+    subprocess.run(
+        [str(kubectl_path), "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev"],
+        env=env,
+        check=True,
+    )
     objects = client.CustomObjectsApi(kube)
     with contextlib.suppress(client.exceptions.ApiException):
-        objects.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", {
-            "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "chaos-peers"}})
+        objects.create_cluster_custom_object(
+            "kopf.dev",
+            "v1",
+            "clusterkopfpeerings",
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "chaos-peers"}},
+        )
     common = ["--peering", "chaos-peers", "--peering-lifetime", "3", "--no-webhooks"]
     active = Operator(control_plane, engine, tmp_path / "active.log", extra_args=[*common, "--priority", "100"])
     standby = Operator(control_plane, engine, tmp_path / "standby.log", extra_args=[*common, "--priority", "50"])

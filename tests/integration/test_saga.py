@@ -18,13 +18,23 @@ def steps(svc: TaskService, task: str, *, fail: str | None = None) -> list[dict[
 
     fail_header = {"headers": [{"name": "X-Fail", "value": "always"}]}
     return [
-        {"name": "create-task-record", "action": http("POST", "/records", body={"id": task}),
-         "compensation": http("DELETE", f"/records/{task}")},
-        {"name": "reserve-capacity", "action": http("POST", "/capacity/reserve", body={"task": task}),
-         "compensation": http("POST", "/capacity/release", body={"task": task})},
-        {"name": "notify-assignee",
-         "action": http("POST", "/notices", body={"task": task}, **(fail_header if fail == "notify-assignee" else {})),
-         "compensation": http("DELETE", f"/notices/{task}")},
+        {
+            "name": "create-task-record",
+            "action": http("POST", "/records", body={"id": task}),
+            "compensation": http("DELETE", f"/records/{task}"),
+        },
+        {
+            "name": "reserve-capacity",
+            "action": http("POST", "/capacity/reserve", body={"task": task}),
+            "compensation": http("POST", "/capacity/release", body={"task": task}),
+        },
+        {
+            "name": "notify-assignee",
+            "action": http(
+                "POST", "/notices", body={"task": task}, **(fail_header if fail == "notify-assignee" else {})
+            ),
+            "compensation": http("DELETE", f"/notices/{task}"),
+        },
         {"name": "update-dashboard", "action": http("POST", "/dashboard", body={"task": task})},
     ]
 
@@ -68,8 +78,10 @@ def test_failure_compensates_in_reverse(operator: Operator, task_service: TaskSe
     undo = [a for a in applied if a in ("POST /capacity/release", "DELETE /records/t-f")]
     assert undo == ["POST /capacity/release", "DELETE /records/t-f"]
     # Events follow the status write that carries the transition.
-    reasons = eventually(lambda: (lambda r: r if "Compensated" in r else None)(
-        [e["reason"] for e in sagas.events("fails")]), what="Compensated event")
+    reasons = eventually(
+        lambda: (lambda r: r if "Compensated" in r else None)([e["reason"] for e in sagas.events("fails")]),
+        what="Compensated event",
+    )
     assert "StepFailed" in reasons
 
 
@@ -79,7 +91,8 @@ def clean_faults(task_service: TaskService) -> None:
 
 
 def test_failing_compensation_is_recorded_and_the_rest_still_run(
-        operator: Operator, task_service: TaskService, sagas: Resources) -> None:
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
     task_service.fault("POST /capacity/release", fail=-1)
     plan = steps(task_service, "t-cf", fail="notify-assignee")
     plan[1]["compensation"]["http"]["url"] = f"{task_service.url}/capacity/release"
@@ -95,8 +108,9 @@ def test_failing_compensation_is_recorded_and_the_rest_still_run(
     assert "1 compensation(s) failed" in status["result"]["error"]
 
 
-def test_transient_failure_is_retried_to_success(operator: Operator, task_service: TaskService,
-                                                 sagas: Resources) -> None:
+def test_transient_failure_is_retried_to_success(
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
     task_service.fault("POST /capacity/reserve", fail=2)
     plan = steps(task_service, "t-r")
     plan[1]["retry"] = {"maxAttempts": 3, "initialInterval": "100ms", "maxInterval": "1s"}
@@ -110,8 +124,9 @@ def test_transient_failure_is_retried_to_success(operator: Operator, task_servic
     assert task_service.applied().count("POST /capacity/reserve") == 1
 
 
-def test_unreachable_url_is_a_step_failure_with_a_message(operator: Operator, task_service: TaskService,
-                                                          sagas: Resources) -> None:
+def test_unreachable_url_is_a_step_failure_with_a_message(
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
     from steadfast.dev.controlplane.processes import free_port
 
     plan = steps(task_service, "t-u")
@@ -123,8 +138,9 @@ def test_unreachable_url_is_a_step_failure_with_a_message(operator: Operator, ta
     assert [c["step"] for c in status["compensations"]] == ["create-task-record"]
 
 
-def test_metadata_address_is_refused_by_the_egress_policy(operator: Operator, task_service: TaskService,
-                                                          sagas: Resources) -> None:
+def test_metadata_address_is_refused_by_the_egress_policy(
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
     plan = steps(task_service, "t-m")[:1]
     plan[0]["action"]["http"]["url"] = "http://169.254.169.254/latest/meta-data/"
     sagas.create("metadata", {"task": {"id": "t-m"}, "steps": plan})
@@ -135,18 +151,26 @@ def test_metadata_address_is_refused_by_the_egress_policy(operator: Operator, ta
     assert [d for d in task_service.stats()["deliveries"] if not d["path"].startswith("/healthz")] == []
 
 
-def test_secret_headers_need_an_opt_in_and_never_show(operator: Operator, task_service: TaskService,
-                                                      sagas: Resources, kube: client.ApiClient) -> None:
+def test_secret_headers_need_an_opt_in_and_never_show(
+    operator: Operator, task_service: TaskService, sagas: Resources, kube: client.ApiClient
+) -> None:
     core = client.CoreV1Api(kube)
-    core.create_namespaced_secret(sagas.namespace, {"metadata": {"name": "plain"},
-                                                    "stringData": {"token": "s3cret-plain"}})
-    core.create_namespaced_secret(sagas.namespace, {"metadata": {"name": "shared", "labels": {
-        "steadfast.dev/referable": "true"}}, "stringData": {"token": "s3cret-shared"}})
+    core.create_namespaced_secret(
+        sagas.namespace, {"metadata": {"name": "plain"}, "stringData": {"token": "s3cret-plain"}}
+    )
+    core.create_namespaced_secret(
+        sagas.namespace,
+        {
+            "metadata": {"name": "shared", "labels": {"steadfast.dev/referable": "true"}},
+            "stringData": {"token": "s3cret-shared"},
+        },
+    )
 
     def one_step(secret: str) -> list[dict[str, Any]]:
         plan = steps(task_service, f"t-{secret}")[:1]
         plan[0]["action"]["http"]["headers"] = [
-            {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}]
+            {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}
+        ]
         return plan
 
     sagas.create("plain", {"task": {"id": "t-plain"}, "steps": one_step("plain")})
@@ -161,8 +185,9 @@ def test_secret_headers_need_an_opt_in_and_never_show(operator: Operator, task_s
         assert "s3cret" not in text
 
 
-def test_deleting_a_running_saga_compensates_first(operator: Operator, task_service: TaskService,
-                                                   sagas: Resources) -> None:
+def test_deleting_a_running_saga_compensates_first(
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
     task_service.fault("POST /notices", fail=0, delay=3)
     sagas.create("deleted", {"task": {"id": "t-d"}, "steps": steps(task_service, "t-d")})
     sagas.wait_phase("deleted", "Running")
@@ -176,12 +201,14 @@ def test_deleting_a_running_saga_compensates_first(operator: Operator, task_serv
 
 
 def test_operator_killed_mid_saga_finishes_the_same_instance_once(
-        operator: Operator, task_service: TaskService, sagas: Resources) -> None:
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
     task_service.fault("POST /notices", fail=0, delay=2)
     sagas.create("killed", {"task": {"id": "t-k"}, "steps": steps(task_service, "t-k")})
     first = sagas.wait_phase("killed", "Running")["status"]["workflowInstanceId"]
-    eventually(lambda: any(d["route"] == "POST /notices" for d in task_service.stats()["deliveries"]),
-               what="step 3 in flight")
+    eventually(
+        lambda: any(d["route"] == "POST /notices" for d in task_service.stats()["deliveries"]), what="step 3 in flight"
+    )
     operator.kill()
     operator.start()
     status = sagas.wait_phase("killed", "Succeeded", "Compensated", "Failed", timeout=90)["status"]
@@ -193,15 +220,17 @@ def test_operator_killed_mid_saga_finishes_the_same_instance_once(
 
 
 def test_a_finished_saga_whose_status_is_lost_does_not_run_again(
-        operator: Operator, task_service: TaskService, sagas: Resources) -> None:
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
     """A restore without status (or an admin wiping it) makes the next event look like a creation.
 
     daprd starts the ID of a finished instance afresh, so starting blindly would run every step a second time.
     """
     sagas.create("restored", {"task": {"id": "t-r"}, "steps": steps(task_service, "t-r")})
     sagas.wait_phase("restored", "Succeeded")
-    sagas.api.patch_namespaced_custom_object_status(GROUP, VERSION, sagas.namespace, "tasksagas", "restored",
-                                                     {"status": None})
+    sagas.api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, sagas.namespace, "tasksagas", "restored", {"status": None}
+    )
     sagas.patch_metadata("restored", {"labels": {"touched": "yes"}})  # one more event, also without status
     time.sleep(3)
     applied = task_service.applied()
@@ -209,14 +238,18 @@ def test_a_finished_saga_whose_status_is_lost_does_not_run_again(
         assert applied.count(effect) == 1, (effect, applied)
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (lambda s: s.update(steps=[]), "spec.steps"),
-    (lambda s: s["steps"].append(dict(s["steps"][0])), "spec.steps"),
-    (lambda s: s["steps"][0]["action"]["http"].update(url="not a url"), "spec.steps[0].action.http.url"),
-    (lambda s: s["steps"][0].update(retry={"maxAttempts": 0}), "spec.steps[0].retry.maxAttempts"),
-])
-def test_invalid_specs_are_refused_naming_the_field(sagas: Resources, task_service: TaskService,
-                                                    mutate: Any, field: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s.update(steps=[]), "spec.steps"),
+        (lambda s: s["steps"].append(dict(s["steps"][0])), "spec.steps"),
+        (lambda s: s["steps"][0]["action"]["http"].update(url="not a url"), "spec.steps[0].action.http.url"),
+        (lambda s: s["steps"][0].update(retry={"maxAttempts": 0}), "spec.steps[0].retry.maxAttempts"),
+    ],
+)
+def test_invalid_specs_are_refused_naming_the_field(
+    sagas: Resources, task_service: TaskService, mutate: Any, field: str
+) -> None:
     from kubernetes.client.exceptions import ApiException
 
     spec: dict[str, Any] = {"task": {"id": "bad"}, "steps": steps(task_service, "bad")}
@@ -232,7 +265,8 @@ def test_spec_cannot_change_after_creation(sagas: Resources, task_service: TaskS
 
     sagas.create("frozen", {"task": {"id": "frozen"}, "steps": steps(task_service, "frozen")})
     with pytest.raises(ApiException) as refused:
-        sagas.api.patch_namespaced_custom_object("steadfast.dev", "v1alpha1", sagas.namespace, "tasksagas",
-                                                 "frozen", {"spec": {"task": {"id": "other"}}})
+        sagas.api.patch_namespaced_custom_object(
+            "steadfast.dev", "v1alpha1", sagas.namespace, "tasksagas", "frozen", {"spec": {"task": {"id": "other"}}}
+        )
     assert refused.value.status == 422
     assert "immutable" in refused.value.body

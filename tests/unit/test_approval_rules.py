@@ -37,8 +37,10 @@ def test_screen_ignores_unauthenticated_self_and_repeated_decisions() -> None:
 
 
 def test_decision_payload_needs_the_admission_stamp() -> None:
-    body: dict[str, Any] = {"metadata": {"generation": 3, "annotations": {DECIDED_BY: "alice"}},
-                            "spec": {"decision": {"approved": True, "reason": "ok"}}}
+    body: dict[str, Any] = {
+        "metadata": {"generation": 3, "annotations": {DECIDED_BY: "alice"}},
+        "spec": {"decision": {"approved": True, "reason": "ok"}},
+    }
     assert decision_payload(body) == {"user": "alice", "approved": True, "reason": "ok", "generation": 3}
     body["metadata"]["annotations"] = {}
     assert decision_payload(body) is None  # no authenticated decider: never a decision
@@ -52,11 +54,17 @@ def test_extra_input_carries_requester_and_creation_time() -> None:
 
 def saga(priority: str, requester: str | None = "dave") -> dict[str, Any]:
     return {
-        "metadata": {"name": "s1", "namespace": "ns", "uid": "u-1",
-                     "annotations": {REQUESTED_BY: requester} if requester else {}},
-        "spec": {"task": {"id": "t", "priority": priority},
-                 "steps": [{"name": "a", "action": {"http": {"url": "http://x.svc/a"}}}],
-                 "approval": {"priorities": ["high"], "approvers": {"users": ["alice"]}, "timeout": "1h"}},
+        "metadata": {
+            "name": "s1",
+            "namespace": "ns",
+            "uid": "u-1",
+            "annotations": {REQUESTED_BY: requester} if requester else {},
+        },
+        "spec": {
+            "task": {"id": "t", "priority": priority},
+            "steps": [{"name": "a", "action": {"http": {"url": "http://x.svc/a"}}}],
+            "approval": {"priorities": ["high"], "approvers": {"users": ["alice"]}, "timeout": "1h"},
+        },
     }
 
 

@@ -45,15 +45,26 @@ def resource(status: dict[str, Any] | None, generation: int = 1) -> dict[str, An
 
 
 def ready(message: str) -> list[dict[str, Any]]:
-    return [{"type": "Ready", "status": "False", "reason": "R", "message": message},
-            {"type": "Reconciling", "status": "True", "reason": "R", "message": message}]
+    return [
+        {"type": "Ready", "status": "False", "reason": "R", "message": message},
+        {"type": "Reconciling", "status": "True", "reason": "R", "message": message},
+    ]
 
 
-@pytest.mark.parametrize(("phase", "expected"), [
-    ("Pending", "Progressing"), ("Running", "Progressing"), ("Compensating", "Progressing"),
-    ("AwaitingApproval", "Suspended"), ("Succeeded", "Healthy"), ("Compensated", "Degraded"),
-    ("CompensationFailed", "Degraded"), ("Failed", "Degraded"), ("Rejected", "Degraded"),
-])
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        ("Pending", "Progressing"),
+        ("Running", "Progressing"),
+        ("Compensating", "Progressing"),
+        ("AwaitingApproval", "Suspended"),
+        ("Succeeded", "Healthy"),
+        ("Compensated", "Degraded"),
+        ("CompensationFailed", "Degraded"),
+        ("Failed", "Degraded"),
+        ("Rejected", "Degraded"),
+    ],
+)
 def test_saga_phases(phase: str, expected: str) -> None:
     status, message = health("TaskSaga", resource({"phase": phase}))
     assert status == expected
@@ -78,9 +89,15 @@ def test_stale_status_is_progressing(kind: str) -> None:
     assert health(kind, obj) == ("Progressing", "Waiting for the operator to observe generation 2")
 
 
-@pytest.mark.parametrize(("phase", "expected"), [
-    ("Unknown", "Progressing"), ("Healthy", "Healthy"), ("Unhealthy", "Degraded"), ("Suspended", "Suspended"),
-])
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        ("Unknown", "Progressing"),
+        ("Healthy", "Healthy"),
+        ("Unhealthy", "Degraded"),
+        ("Suspended", "Suspended"),
+    ],
+)
 def test_monitor_phases(phase: str, expected: str) -> None:
     assert health("HealthMonitor", resource({"phase": phase, "checkCount": 3}))[0] == expected
 
@@ -95,10 +112,17 @@ def test_waiting_approval_is_suspended() -> None:
     assert health("ApprovalRequest", obj) == ("Suspended", "Waiting for a decision until 2030-01-01T00:00:00Z")
 
 
-@pytest.mark.parametrize(("phase", "expected"), [
-    ("Approved", "Progressing"), ("Executing", "Progressing"), ("Completed", "Healthy"),
-    ("Rejected", "Degraded"), ("TimedOut", "Degraded"), ("ActionFailed", "Degraded"),
-])
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        ("Approved", "Progressing"),
+        ("Executing", "Progressing"),
+        ("Completed", "Healthy"),
+        ("Rejected", "Degraded"),
+        ("TimedOut", "Degraded"),
+        ("ActionFailed", "Degraded"),
+    ],
+)
 def test_approval_phases(phase: str, expected: str) -> None:
     assert health("ApprovalRequest", resource({"phase": phase}))[0] == expected
 
@@ -115,8 +139,7 @@ def test_every_phase_of_the_api_is_covered() -> None:
     from steadfast.api.saga import SagaPhase
 
     data = yaml.safe_load(CM.read_text())["data"]
-    for kind, phases in (("TaskSaga", SagaPhase), ("HealthMonitor", MonitorPhase),
-                         ("ApprovalRequest", ApprovalPhase)):
+    for kind, phases in (("TaskSaga", SagaPhase), ("HealthMonitor", MonitorPhase), ("ApprovalRequest", ApprovalPhase)):
         script = data[KEY.format(kind)]
         fallback = {"Pending", "Running", "Compensating", "Unknown", "Approved", "Executing"}
         missing = [p.value for p in phases if f'"{p.value}"' not in script and p.value not in fallback]

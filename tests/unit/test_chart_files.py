@@ -15,16 +15,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "steadfast"
 # Values that are Kubernetes objects passed through whole; their parent's comment documents them.
-PASS_THROUGH = {"resources", "livenessProbe", "readinessProbe", "startupProbe", "podSecurityContext",
-                "securityContext"}
+PASS_THROUGH = {"resources", "livenessProbe", "readinessProbe", "startupProbe", "podSecurityContext", "securityContext"}
 
 
 def test_chart_crds_are_the_generated_crds() -> None:
     """crds/ (generated from the models) is the one source; the chart carries byte-identical copies."""
     source = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
     copies = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
-    assert copies == source, ("charts/steadfast/files/crds differs from crds/: run "
-                              "`cp crds/*.yaml charts/steadfast/files/crds/` after `make crds`")
+    assert copies == source, (
+        "charts/steadfast/files/crds differs from crds/: run "
+        "`cp crds/*.yaml charts/steadfast/files/crds/` after `make crds`"
+    )
 
 
 def test_every_value_is_commented() -> None:

@@ -22,8 +22,7 @@ DASHBOARD = REPO / "charts" / "steadfast" / "files" / "grafana-dashboard.json"
 # Labels Prometheus attaches to every scraped sample (the ServiceMonitor's target labels), and histograms' `le`.
 TARGET_LABELS = {"namespace", "job", "pod", "instance", "service", "container", "endpoint", "node"}
 SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created")}
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-                "offset"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"}
 
 
 def registered() -> dict[str, tuple[str, set[str]]]:
@@ -55,8 +54,11 @@ def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def queries() -> list[tuple[str, str]]:
     """(where, PromQL) of every panel target and every query variable."""
-    found = [(panel["title"], target["expr"]) for panel in panels(dashboard()["panels"])
-             for target in panel.get("targets") or []]
+    found = [
+        (panel["title"], target["expr"])
+        for panel in panels(dashboard()["panels"])
+        for target in panel.get("targets") or []
+    ]
     for variable in dashboard()["templating"]["list"]:
         if variable["type"] == "query":
             query = variable["query"]
@@ -70,10 +72,18 @@ def metric_names(expr: str) -> set[str]:
 
 def test_registry_is_what_the_module_defines() -> None:
     names = registered()
-    for family in ("steadfast_sagas", "steadfast_action_duration_seconds", "steadfast_monitors",
-                   "steadfast_alerts_sent", "steadfast_approvals", "steadfast_approval_decision_seconds",
-                   "steadfast_status_writes", "steadfast_status_snapshots", "steadfast_api_errors",
-                   "steadfast_transitions"):
+    for family in (
+        "steadfast_sagas",
+        "steadfast_action_duration_seconds",
+        "steadfast_monitors",
+        "steadfast_alerts_sent",
+        "steadfast_approvals",
+        "steadfast_approval_decision_seconds",
+        "steadfast_status_writes",
+        "steadfast_status_snapshots",
+        "steadfast_api_errors",
+        "steadfast_transitions",
+    ):
         assert any(f == family for f, _ in names.values()), family
 
 
@@ -92,10 +102,17 @@ def test_every_dashboard_label_exists() -> None:
         allowed = set(TARGET_LABELS)
         for name in metric_names(expr):
             allowed |= names[name][1]
-        grouped = {label.strip() for clause in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)
-                   for label in clause.split(",") if label.strip()}
-        matched = {m for selector in re.findall(r"\{([^}]*)\}", expr)
-                   for m in re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", selector)}
+        grouped = {
+            label.strip()
+            for clause in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)
+            for label in clause.split(",")
+            if label.strip()
+        }
+        matched = {
+            m
+            for selector in re.findall(r"\{([^}]*)\}", expr)
+            for m in re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", selector)
+        }
         label_values = set(re.findall(r"label_values\([^,]*,\s*(\w+)\)", expr))
         for label in (grouped | matched | label_values) - PROMQL_WORDS:
             if label not in allowed:
@@ -132,18 +149,32 @@ def test_dashboard_covers_what_operators_watch() -> None:
 # ---- steadfast_approval_decision_seconds ---------------------------------------------------------
 
 
-def approval_status(phase: str, decided: str | None, opened: str = "2026-01-01T10:00:00Z",
-                    changed: str = "2026-01-01T10:05:00Z") -> dict[str, Any]:
+def approval_status(
+    phase: str, decided: str | None, opened: str = "2026-01-01T10:00:00Z", changed: str = "2026-01-01T10:05:00Z"
+) -> dict[str, Any]:
     """A status as the approval workflow writes it: the conditions that did not change keep the opening time."""
-    return {"phase": phase, "decidedAt": decided, "expiresAt": "2026-01-04T10:00:00Z", "conditions": [
-        {"type": "Ready", "status": "True", "lastTransitionTime": changed},
-        {"type": "Reconciling", "status": "False", "lastTransitionTime": changed},
-        {"type": "Stalled", "status": "False", "lastTransitionTime": opened}]}
+    return {
+        "phase": phase,
+        "decidedAt": decided,
+        "expiresAt": "2026-01-04T10:00:00Z",
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": changed},
+            {"type": "Reconciling", "status": "False", "lastTransitionTime": changed},
+            {"type": "Stalled", "status": "False", "lastTransitionTime": opened},
+        ],
+    }
 
 
-@pytest.mark.parametrize(("phase", "outcome"), [("Approved", "approved"), ("Completed", "approved"),
-                                                ("ActionFailed", "approved"), ("Rejected", "rejected"),
-                                                ("TimedOut", "timed_out")])
+@pytest.mark.parametrize(
+    ("phase", "outcome"),
+    [
+        ("Approved", "approved"),
+        ("Completed", "approved"),
+        ("ActionFailed", "approved"),
+        ("Rejected", "rejected"),
+        ("TimedOut", "timed_out"),
+    ],
+)
 def test_decision_latency_from_a_snapshot(phase: str, outcome: str) -> None:
     assert metrics.decision_latency(approval_status(phase, "2026-01-01T10:05:00Z")) == (outcome, 300.0)
 

@@ -68,10 +68,12 @@ def test_backoff_matches_the_retry_policy() -> None:
 def test_conditions_keep_transition_time_while_unchanged() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     first = conditions("progressing", reason="Running", message="", generation=1, now=t0)
-    later = conditions("progressing", reason="Running", message="step 2", generation=1,
-                       now=t0 + timedelta(minutes=1), previous=first)
-    done = conditions("ready", reason="Succeeded", message="", generation=1, now=t0 + timedelta(minutes=2),
-                      previous=later)
+    later = conditions(
+        "progressing", reason="Running", message="step 2", generation=1, now=t0 + timedelta(minutes=1), previous=first
+    )
+    done = conditions(
+        "ready", reason="Succeeded", message="", generation=1, now=t0 + timedelta(minutes=2), previous=later
+    )
     by_type = {c["type"]: c for c in done}
     assert {c["type"]: c["status"] for c in done} == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
     assert later[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
@@ -168,8 +170,12 @@ def test_status_writer_flushes_lingering_snapshots_on_stop() -> None:
 
 
 def _body(kind: Any, status: dict[str, Any] | None = None) -> kopf.Body:
-    raw: dict[str, Any] = {"apiVersion": kind.api_version, "kind": kind.kind,
-                           "metadata": {"name": "x", "namespace": "ns", "annotations": {}}, "spec": {"a": 1}}
+    raw: dict[str, Any] = {
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
+        "metadata": {"name": "x", "namespace": "ns", "annotations": {}},
+        "spec": {"a": 1},
+    }
     if status is not None:
         raw["status"] = status
     return kopf.Body(raw)  # type: ignore[arg-type]

@@ -62,8 +62,9 @@ def client(engine: EngineProcess) -> Iterator[wf.DaprWorkflowClient]:
 
 
 @pytest.fixture
-def harness(request: pytest.FixtureRequest, runtime: wf.WorkflowRuntime, client: wf.DaprWorkflowClient,
-            world: World) -> Iterator[Harness]:
+def harness(
+    request: pytest.FixtureRequest, runtime: wf.WorkflowRuntime, client: wf.DaprWorkflowClient, world: World
+) -> Iterator[Harness]:
     """Per test: unique resource names and UIDs; running instances are terminated afterwards."""
     name = request.node.name.replace("_", "-").lower()[:40].strip("-")
     h = Harness(client, world, name)

@@ -18,13 +18,19 @@ pytestmark = pytest.mark.engine
 
 
 def monitor_spec(*, failure_threshold: int = 1, send_on_recovery: bool = False) -> HealthMonitorSpec:
-    return HealthMonitorSpec.model_validate({
-        "target": {"http": {"url": f"{SERVICE}/health"}},
-        "healthyInterval": "1s", "unhealthyInterval": "1s",
-        "failureThreshold": failure_threshold,
-        "alert": {"webhook": {"http": {"method": "POST", "url": f"{SERVICE}/alerts"}}, "severity": "critical",
-                  "sendOnRecovery": send_on_recovery},
-    })
+    return HealthMonitorSpec.model_validate(
+        {
+            "target": {"http": {"url": f"{SERVICE}/health"}},
+            "healthyInterval": "1s",
+            "unhealthyInterval": "1s",
+            "failureThreshold": failure_threshold,
+            "alert": {
+                "webhook": {"http": {"method": "POST", "url": f"{SERVICE}/alerts"}},
+                "severity": "critical",
+                "sendOnRecovery": send_on_recovery,
+            },
+        }
+    )
 
 
 def after_check(subject: Subject, number: int) -> dict[str, Any]:
@@ -52,8 +58,16 @@ def test_one_alert_after_failure_threshold_consecutive_failures(harness: Harness
     still_down = after_check(subject, 4)  # another failure while unhealthy: no second alert
     assert (still_down["phase"], still_down["consecutiveFailures"]) == ("Unhealthy", 3)
 
-    assert alerts(subject) == [{"monitor": subject.ref.name, "namespace": "default", "state": "unhealthy",
-                                "severity": "critical", "lastError": flipped["lastError"], "checkCount": 3}]
+    assert alerts(subject) == [
+        {
+            "monitor": subject.ref.name,
+            "namespace": "default",
+            "state": "unhealthy",
+            "severity": "critical",
+            "lastError": flipped["lastError"],
+            "checkCount": 3,
+        }
+    ]
     assert still_down["alertsSent"] == 1
     assert [c.category for c in subject.service.calls_to("/alerts")] == ["alert"]
     assert subject.log.reasons()[:2] == ["Healthy", "Unhealthy"] and subject.log.reasons().count("Unhealthy") == 1

@@ -20,11 +20,14 @@ pytestmark = pytest.mark.engine
 FAST_RETRY = {"initialInterval": "10ms", "backoffCoefficient": 1, "maxInterval": "10ms"}
 
 
-def step(name: str, *, undo: bool = True, retry: dict[str, Any] | None = None,
-         timeout: str | None = None) -> dict[str, Any]:
+def step(
+    name: str, *, undo: bool = True, retry: dict[str, Any] | None = None, timeout: str | None = None
+) -> dict[str, Any]:
     """A step that POSTs to /<name>; its compensation (if any) DELETEs /<name>/undo."""
-    out: dict[str, Any] = {"name": name, "action": {"http": {"method": "POST", "url": f"{SERVICE}/{name}",
-                                                             "body": {"step": name}}}}
+    out: dict[str, Any] = {
+        "name": name,
+        "action": {"http": {"method": "POST", "url": f"{SERVICE}/{name}", "body": {"step": name}}},
+    }
     if undo:
         out["compensation"] = {"http": {"method": "DELETE", "url": f"{SERVICE}/{name}/undo"}}
     if retry is not None:
@@ -35,8 +38,9 @@ def step(name: str, *, undo: bool = True, retry: dict[str, Any] | None = None,
 
 
 def spec(*steps: dict[str, Any], **extra: Any) -> TaskSagaSpec:
-    return TaskSagaSpec.model_validate({"task": {"id": "task-1", "title": "Onboard Ada"}, "steps": list(steps),
-                                        **extra})
+    return TaskSagaSpec.model_validate(
+        {"task": {"id": "task-1", "title": "Onboard Ada"}, "steps": list(steps), **extra}
+    )
 
 
 def run(harness: Harness, the_spec: TaskSagaSpec) -> tuple[Subject, dict[str, Any], dict[str, Any]]:
@@ -88,8 +92,12 @@ def test_failed_step_compensates_completed_steps_in_reverse(harness: Harness) ->
     result, status = finish(harness, subject, harness.start_saga(subject, plan))
 
     assert subject.service.order() == [
-        "reserve/action", "log/action", "charge/action", "ship/action",
-        "charge/compensation", "reserve/compensation",
+        "reserve/action",
+        "log/action",
+        "charge/action",
+        "ship/action",
+        "charge/compensation",
+        "reserve/compensation",
     ]
     assert [c.method for c in subject.service.calls[-2:]] == ["DELETE", "DELETE"]
     assert status["phase"] == "Compensated"
@@ -97,7 +105,9 @@ def test_failed_step_compensates_completed_steps_in_reverse(harness: Harness) ->
     assert status["steps"][3]["attempts"] == 1
     assert "HTTP 503" in status["steps"][3]["message"]
     assert [(c["step"], c["phase"], c["attempts"]) for c in status["compensations"]] == [
-        ("charge", "Succeeded", 1), ("reserve", "Succeeded", 1)]
+        ("charge", "Succeeded", 1),
+        ("reserve", "Succeeded", 1),
+    ]
     assert result["status"] == "Compensated"
     assert result["error"].startswith("step ship failed: POST http://svc.test/ship: HTTP 503")
     assert condition(status, "Ready") == "False" and condition(status, "Stalled") == "True"
@@ -128,8 +138,11 @@ def test_failing_compensation_is_recorded_and_the_rest_still_run(harness: Harnes
     result, status = finish(harness, subject, harness.start_saga(subject, plan))
 
     assert subject.service.order() == [
-        "reserve/action", "charge/action", "ship/action",
-        "charge/compensation", "charge/compensation",  # the step's retry policy covers its compensation
+        "reserve/action",
+        "charge/action",
+        "ship/action",
+        "charge/compensation",
+        "charge/compensation",  # the step's retry policy covers its compensation
         "reserve/compensation",
     ]
     assert status["phase"] == "CompensationFailed"
@@ -150,8 +163,7 @@ def test_compensation_without_retry_policy_still_gets_retried(harness: Harness) 
     subject.service.fail("/reserve/undo", times=1)
     result, status = finish(harness, subject, harness.start_saga(subject, spec(step("reserve"), step("ship"))))
 
-    assert subject.service.order() == ["reserve/action", "ship/action",
-                                       "reserve/compensation", "reserve/compensation"]
+    assert subject.service.order() == ["reserve/action", "ship/action", "reserve/compensation", "reserve/compensation"]
     assert status["phase"] == "Compensated"
     assert [(c["step"], c["phase"], c["attempts"]) for c in status["compensations"]] == [("reserve", "Succeeded", 2)]
     assert result["status"] == "Compensated"
@@ -171,8 +183,11 @@ def test_transient_failure_is_retried_to_success(harness: Harness) -> None:
     assert result["error"] is None
     assert subject.log.reasons() == ["Started", "StepSucceeded", "Succeeded"]  # the retry is news; plain steps not
     # Each attempt was visible in status as it started.
-    seen = [s["steps"][1]["attempts"] for s in subject.log.snapshots() if s["currentStep"] == "charge"
-            and s["steps"][1]["phase"] == "Running"]
+    seen = [
+        s["steps"][1]["attempts"]
+        for s in subject.log.snapshots()
+        if s["currentStep"] == "charge" and s["steps"][1]["phase"] == "Running"
+    ]
     assert seen == [1, 2, 3]
 
 
@@ -216,8 +231,7 @@ def test_step_time_limit_stops_retries_early(harness: Harness) -> None:
     retry = {"maxAttempts": 10, "initialInterval": "100ms", "backoffCoefficient": 10, "maxInterval": "10s"}
     subject = harness.subject(TASK_SAGA)
     subject.service.fail("/charge")
-    _, status = finish(harness, subject, harness.start_saga(subject, spec(step("charge", retry=retry,
-                                                                              timeout="1s"))))
+    _, status = finish(harness, subject, harness.start_saga(subject, spec(step("charge", retry=retry, timeout="1s"))))
 
     calls = subject.service.calls_to("/charge")
     assert len(calls) == 2  # 100ms wait fits in the limit, the following 1s wait does not
@@ -251,17 +265,20 @@ def test_cancel_lets_the_running_step_finish_then_undoes_everything_done(harness
     release.set()
     result, status = finish(harness, subject, iid)
 
-    assert subject.service.order() == ["reserve/action", "charge/action",
-                                       "charge/compensation", "reserve/compensation"]
+    assert subject.service.order() == ["reserve/action", "charge/action", "charge/compensation", "reserve/compensation"]
     assert phases(status) == ["Succeeded", "Succeeded", "Skipped"]
     assert status["phase"] == "Compensated"
     assert result["error"] == "the TaskSaga was deleted while running"
 
 
 def gated(**task: Any) -> TaskSagaSpec:
-    return TaskSagaSpec.model_validate({
-        "task": {"id": "task-1", **task}, "steps": [step("reserve"), step("charge")],
-        "approval": {"priorities": ["high"], "approvers": {"users": ["alice"]}}})
+    return TaskSagaSpec.model_validate(
+        {
+            "task": {"id": "task-1", **task},
+            "steps": [step("reserve"), step("charge")],
+            "approval": {"priorities": ["high"], "approvers": {"users": ["alice"]}},
+        }
+    )
 
 
 def test_approval_gate_holds_steps_until_approved(harness: Harness) -> None:
@@ -270,8 +287,9 @@ def test_approval_gate_holds_steps_until_approved(harness: Harness) -> None:
     waiting = subject.log.wait_for(lambda s: s["phase"] == "AwaitingApproval", "AwaitingApproval")
     assert waiting["approvalRequest"] == f"{subject.ref.name}-approval"
     assert subject.service.calls == []
-    harness.client.raise_workflow_event(iid, approval.GATE_EVENT,
-                                        data={"approved": True, "approver": "alice", "phase": "Approved"})
+    harness.client.raise_workflow_event(
+        iid, approval.GATE_EVENT, data={"approved": True, "approver": "alice", "phase": "Approved"}
+    )
     result, status = finish(harness, subject, iid)
 
     assert subject.service.order() == ["reserve/action", "charge/action"]
@@ -283,8 +301,9 @@ def test_rejected_approval_runs_nothing(harness: Harness) -> None:
     subject = harness.subject(TASK_SAGA)
     iid = harness.start_saga(subject, gated(priority="high"))
     subject.log.wait_for(lambda s: s["phase"] == "AwaitingApproval", "AwaitingApproval")
-    harness.client.raise_workflow_event(iid, approval.GATE_EVENT,
-                                        data={"approved": False, "phase": "Rejected", "reason": "not this week"})
+    harness.client.raise_workflow_event(
+        iid, approval.GATE_EVENT, data={"approved": False, "phase": "Rejected", "reason": "not this week"}
+    )
     result, status = finish(harness, subject, iid)
 
     assert subject.service.calls == []

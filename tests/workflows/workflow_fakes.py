@@ -91,8 +91,18 @@ class FakeService:
             if script is not None:
                 result = script.results.pop(0) if script.results else script.then
             hold = self._holds.get(path)
-            self._calls.append(Call(path, http.get("method", "GET"), str(inp["what"]), str(inp["category"]),
-                                    str(inp["key"]), inp.get("timeout"), http.get("body"), result is True))
+            self._calls.append(
+                Call(
+                    path,
+                    http.get("method", "GET"),
+                    str(inp["what"]),
+                    str(inp["category"]),
+                    str(inp["key"]),
+                    inp.get("timeout"),
+                    http.get("body"),
+                    result is True,
+                )
+            )
         if hold is not None:
             hold[0].set()
             if not hold[1].wait(WAIT):
@@ -249,7 +259,8 @@ class Harness:
         state = self.client.wait_for_workflow_completion(iid, timeout_in_seconds=WAIT)
         assert state is not None, f"{iid} did not finish within {WAIT}s"
         assert state.runtime_status == wf.WorkflowStatus.COMPLETED, (
-            f"{iid} ended {state.runtime_status.name}: {state.failure_details}")
+            f"{iid} ended {state.runtime_status.name}: {state.failure_details}"
+        )
         return json.loads(state.serialized_output) if state.serialized_output else None
 
     def close(self) -> None:
@@ -257,11 +268,12 @@ class Harness:
             subject.service.release_all()
         for iid in self.started:
             state = self.client.get_workflow_state(iid, fetch_payloads=False)
-            if state is not None and state.runtime_status in (wf.WorkflowStatus.RUNNING, wf.WorkflowStatus.PENDING,
-                                                              wf.WorkflowStatus.SUSPENDED):
+            if state is not None and state.runtime_status in (
+                wf.WorkflowStatus.RUNNING,
+                wf.WorkflowStatus.PENDING,
+                wf.WorkflowStatus.SUSPENDED,
+            ):
                 self.client.terminate_workflow(iid)
                 self.client.wait_for_workflow_completion(iid, fetch_payloads=False, timeout_in_seconds=WAIT)
         for subject in self.subjects:
             self.world.remove(subject)
-
-

@@ -74,7 +74,7 @@ def _go_request_uri(value: str) -> bool:
         return False
     if hostport.startswith("["):
         end = hostport.find("]")
-        return end >= 0 and bool(_PORT.fullmatch(hostport[end + 1:]))
+        return end >= 0 and bool(_PORT.fullmatch(hostport[end + 1 :]))
     host, colon, port = hostport.rpartition(":")
     if not colon:
         host, port = hostport, ""

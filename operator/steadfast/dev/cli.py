@@ -17,10 +17,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     up = commands.add_parser("up", help="start etcd, kube-apiserver, kube-controller-manager and the engine")
     up.add_argument("--dir", type=Path, default=cluster.DEFAULT_DIR, help="state folder (default %(default)s)")
-    up.add_argument("--user", action="append", default=[], metavar="NAME[:GROUP,...]",
-                    help="an extra token identity with groups, e.g. alice:approvers (repeatable)")
-    up.add_argument("--engine", choices=engines.NAMES, default="local",
-                    help="workflow engine: the local one (default) or daprd with placement and scheduler")
+    up.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME[:GROUP,...]",
+        help="an extra token identity with groups, e.g. alice:approvers (repeatable)",
+    )
+    up.add_argument(
+        "--engine",
+        choices=engines.NAMES,
+        default="local",
+        help="workflow engine: the local one (default) or daprd with placement and scheduler",
+    )
     up.add_argument("--no-engine", action="store_true", help="do not start a workflow engine")
     up.add_argument("--crds", type=Path, default=None, help="folder of CRD manifests to install")
     up.set_defaults(func=_up)
@@ -40,14 +49,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     demo = commands.add_parser("demo", help="control plane + engine + operator, samples applied, statuses shown")
     demo.add_argument("--dir", type=Path, default=cluster.DEFAULT_DIR)
-    demo.add_argument("--engine", choices=engines.NAMES, default="local",
-                      help="workflow engine: the local one (default) or daprd with placement and scheduler")
+    demo.add_argument(
+        "--engine",
+        choices=engines.NAMES,
+        default="local",
+        help="workflow engine: the local one (default) or daprd with placement and scheduler",
+    )
     demo.set_defaults(func=_demo)
 
     # Only listed here: `steadfast.cli.main` hands `dev engine ...` to the engine's own parser untouched, since
     # argparse cannot pass options that come first (`--port 4001`) through a REMAINDER argument.
-    commands.add_parser("engine", help="run or inspect the local workflow engine (see `dev engine --help`)",
-                        add_help=False)
+    commands.add_parser(
+        "engine", help="run or inspect the local workflow engine (see `dev engine --help`)", add_help=False
+    )
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -56,8 +70,9 @@ def _up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    plane = cluster.ControlPlane(args.dir, users=users, engine=False if args.no_engine else args.engine, detach=True,
-                                 crds=args.crds)
+    plane = cluster.ControlPlane(
+        args.dir, users=users, engine=False if args.no_engine else args.engine, detach=True, crds=args.crds
+    )
     try:
         state = plane.up()
     except (processes.StartError, binaries.BuildError) as exc:
@@ -65,8 +80,9 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(state.exports())
     names = ", ".join(u["name"] for u in state.users)
-    print(f"# contexts: {names} (kubectl --context NAME); stop with: steadfast dev down --dir {args.dir}",
-          file=sys.stderr)
+    print(
+        f"# contexts: {names} (kubectl --context NAME); stop with: steadfast dev down --dir {args.dir}", file=sys.stderr
+    )
     return 0
 
 

@@ -32,28 +32,55 @@ APPROVAL_SAMPLE = "deploy-prod-123"
 
 # Demo-only resources: what the samples cannot show in a minute with their production-like intervals.
 EXTRA: list[dict[str, Any]] = [
-    {"apiVersion": "steadfast.dev/v1alpha1", "kind": "HealthMonitor", "metadata": {"name": "flappy-service"},
-     "spec": {"target": {"http": {"method": "GET", "url": f"{TASK_URL}/healthz/flappy", "timeout": "2s"}},
-              "healthyInterval": "2s", "unhealthyInterval": "2s", "failureThreshold": 2,
-              "alert": {"webhook": {"http": {"method": "POST", "url": f"{TASK_URL}/alerts"}},
-                        "severity": "critical", "sendOnRecovery": True}}},
-    {"apiVersion": "steadfast.dev/v1alpha1", "kind": "ApprovalRequest", "metadata": {"name": "hotfix-friday"},
-     "spec": {"subject": {"title": "Hotfix on a Friday evening"}, "approvers": {"users": ["bob"]},
-              "timeout": "15s"}},
+    {
+        "apiVersion": "steadfast.dev/v1alpha1",
+        "kind": "HealthMonitor",
+        "metadata": {"name": "flappy-service"},
+        "spec": {
+            "target": {"http": {"method": "GET", "url": f"{TASK_URL}/healthz/flappy", "timeout": "2s"}},
+            "healthyInterval": "2s",
+            "unhealthyInterval": "2s",
+            "failureThreshold": 2,
+            "alert": {
+                "webhook": {"http": {"method": "POST", "url": f"{TASK_URL}/alerts"}},
+                "severity": "critical",
+                "sendOnRecovery": True,
+            },
+        },
+    },
+    {
+        "apiVersion": "steadfast.dev/v1alpha1",
+        "kind": "ApprovalRequest",
+        "metadata": {"name": "hotfix-friday"},
+        "spec": {"subject": {"title": "Hotfix on a Friday evening"}, "approvers": {"users": ["bob"]}, "timeout": "15s"},
+    },
 ]
 # Lets the approvers group decide ApprovalRequests in the demo namespace.
 DECIDER_RBAC = [
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-     "metadata": {"name": "steadfast-decider", "namespace": "default"},
-     "rules": [{"apiGroups": ["steadfast.dev"], "resources": ["approvalrequests", "tasksagas", "healthmonitors"],
-                "verbs": ["get", "list", "watch", "patch"]}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-     "metadata": {"name": "steadfast-deciders", "namespace": "default"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "steadfast-decider"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "approvers"}]},
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "steadfast-decider", "namespace": "default"},
+        "rules": [
+            {
+                "apiGroups": ["steadfast.dev"],
+                "resources": ["approvalrequests", "tasksagas", "healthmonitors"],
+                "verbs": ["get", "list", "watch", "patch"],
+            }
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "steadfast-deciders", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "steadfast-decider"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "approvers"}],
+    },
 ]
-SETTLED = {"TaskSaga": {"Succeeded", "Compensated", "CompensationFailed", "Failed", "Rejected"},
-           "ApprovalRequest": {"Completed", "ActionFailed", "Rejected", "TimedOut"}}
+SETTLED = {
+    "TaskSaga": {"Succeeded", "Compensated", "CompensationFailed", "Failed", "Rejected"},
+    "ApprovalRequest": {"Completed", "ActionFailed", "Rejected", "TimedOut"},
+}
 
 
 def _say(message: str) -> None:
@@ -76,8 +103,8 @@ def _start_extra(state: cluster.State, name: str, args: list[str], env: dict[str
 
 def _fault(route: str, fail: int) -> None:
     body = json.dumps({"route": route, "fail": fail}).encode()
-    request = urllib.request.Request(f"{TASK_URL}/_faults", data=body, method="POST",  # noqa: S310 (local)
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(f"{TASK_URL}/_faults", data=body, method="POST", headers=headers)  # noqa: S310
     with urllib.request.urlopen(request, timeout=5):  # noqa: S310 (the local task service)
         pass
 
@@ -103,8 +130,9 @@ class Demo:
         return cluster.ControlPlane(self.directory, users=users, detach=True, engine=self.engine).up()
 
     def k(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.kubectl, *args], env=self.env, check=check, capture_output=True, text=True,
-                              input=stdin)
+        return subprocess.run(
+            [self.kubectl, *args], env=self.env, check=check, capture_output=True, text=True, input=stdin
+        )
 
     def start_services(self) -> None:
         pids = self.state.pids
@@ -112,18 +140,35 @@ class Demo:
             if processes.tcp_open("127.0.0.1", TASK_SERVICE_PORT):
                 raise SystemExit(f"port {TASK_SERVICE_PORT} is taken; the samples expect the task service there")
             _say(f"starting the sample task service on {TASK_URL}")
-            _start_extra(self.state, "task-service",
-                         [sys.executable, str(TASK_SERVICE), "--port", str(TASK_SERVICE_PORT)], self.env)
-            processes.wait_until(lambda: processes.tcp_open("127.0.0.1", TASK_SERVICE_PORT), what="task service",
-                                 timeout=30, pid=self.state.pids["task-service"],
-                                 log=Path(self.state.logs["task-service"]))
+            _start_extra(
+                self.state,
+                "task-service",
+                [sys.executable, str(TASK_SERVICE), "--port", str(TASK_SERVICE_PORT)],
+                self.env,
+            )
+            processes.wait_until(
+                lambda: processes.tcp_open("127.0.0.1", TASK_SERVICE_PORT),
+                what="task service",
+                timeout=30,
+                pid=self.state.pids["task-service"],
+                log=Path(self.state.logs["task-service"]),
+            )
         if "operator" not in pids or not processes.alive(pids["operator"]):
             _say("starting the operator (steadfast run)")
-            _start_extra(self.state, "operator", [sys.executable, "-m", "steadfast.cli", "run", "-A",
-                                                  "--egress-allow", "127.0.0.0/8"], self.env)
+            _start_extra(
+                self.state,
+                "operator",
+                [sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow", "127.0.0.0/8"],
+                self.env,
+            )
             log = Path(self.state.logs["operator"])
-            processes.wait_until(lambda: "admission webhooks on" in log.read_text() or "disabled" in log.read_text(),
-                                 what="operator", timeout=60, pid=self.state.pids["operator"], log=log)
+            processes.wait_until(
+                lambda: "admission webhooks on" in log.read_text() or "disabled" in log.read_text(),
+                what="operator",
+                timeout=60,
+                pid=self.state.pids["operator"],
+                log=log,
+            )
             time.sleep(2)  # let kopf register its webhooks and start watching
 
     def apply(self) -> list[tuple[str, str]]:
@@ -160,9 +205,22 @@ class Demo:
         while time.monotonic() < deadline:
             if not approved and self.phase("ApprovalRequest", APPROVAL_SAMPLE) == "Pending":
                 _say(f"alice approves {APPROVAL_SAMPLE}: steadfast approve {APPROVAL_SAMPLE} --context alice")
-                done = subprocess.run([sys.executable, "-m", "steadfast.cli", "approve", APPROVAL_SAMPLE,
-                                       "--context", "alice", "--reason", "demo: looks good"], env=self.env,
-                                      capture_output=True, text=True)
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "steadfast.cli",
+                        "approve",
+                        APPROVAL_SAMPLE,
+                        "--context",
+                        "alice",
+                        "--reason",
+                        "demo: looks good",
+                    ],
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                )
                 _say((done.stdout or done.stderr).strip())
                 approved = done.returncode == 0
             if not flipped and self.phase("HealthMonitor", "flappy-service") == "Healthy":
@@ -170,11 +228,14 @@ class Demo:
                 _fault("GET /healthz/flappy", 3)
                 flipped = True
             settled = all(self.phase(kind, name) in SETTLED[kind] for kind, name in applied if kind in SETTLED)
-            monitor_done = (flipped and self.phase("HealthMonitor", "flappy-service") == "Healthy"
-                            and self._alerts() >= 2)
+            monitor_done = (
+                flipped and self.phase("HealthMonitor", "flappy-service") == "Healthy" and self._alerts() >= 2
+            )
             if tty:
-                print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + "$ kubectl get steadfast -o wide\n"
-                      + self.table(), flush=True)
+                print(
+                    "\033[2J\033[H" + time.strftime("%H:%M:%S ") + "$ kubectl get steadfast -o wide\n" + self.table(),
+                    flush=True,
+                )
             if settled and monitor_done:
                 break
             time.sleep(2)
@@ -202,7 +263,7 @@ class Demo:
             f"  {self.kubectl} get steadfast -w\n"
             f"  {self.kubectl} describe saga onboard-43-fails          # the Events of a compensated saga\n"
             f"  {self.kubectl} --context carol patch apr hotfix-friday --type merge "
-            "-p '{\"spec\":{\"decision\":{\"approved\":true}}}'   # refused: carol is no approver\n"
+            '-p \'{"spec":{"decision":{"approved":true}}}\'   # refused: carol is no approver\n'
             f"  {sys.executable} -m steadfast.cli status -A\n"
             f"Logs: {self.state.directory}/logs"
         )
@@ -218,14 +279,18 @@ def run(directory: Path, engine: EngineName = "local") -> int:
         demo.show(applied)
         print(demo.next_steps(), flush=True)
         if not sys.stdin.isatty():
-            print(f"Everything keeps running. Stop it with: make dev-down (steadfast dev down --dir {directory})",
-                  flush=True)
+            print(
+                f"Everything keeps running. Stop it with: make dev-down (steadfast dev down --dir {directory})",
+                flush=True,
+            )
             return 0
         print("\nShowing the live table; press Ctrl-C to stop everything.", flush=True)
         while True:
             time.sleep(3)
-            print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + "$ kubectl get steadfast -o wide\n" + demo.table(),
-                  flush=True)
+            print(
+                "\033[2J\033[H" + time.strftime("%H:%M:%S ") + "$ kubectl get steadfast -o wide\n" + demo.table(),
+                flush=True,
+            )
     except KeyboardInterrupt:
         _say("stopping everything")
         cluster.ControlPlane(directory).down()

@@ -44,11 +44,11 @@ class Activities:
         except ValueError as exc:
             return Outcome(False, message=f"invalid action: {exc}").to_dict()
         started = time.perf_counter()
-        outcome = self.runner.run(action, namespace=ref.namespace, key=str(inp["key"]),
-                                  timeout=inp.get("timeout"))
+        outcome = self.runner.run(action, namespace=ref.namespace, key=str(inp["key"]), timeout=inp.get("timeout"))
         category = str(inp.get("category") or "action")
         metrics.ACTION_SECONDS.labels(ref.kind, category, "ok" if outcome.ok else "failed").observe(
-            time.perf_counter() - started)
+            time.perf_counter() - started
+        )
         if category == "alert" and outcome.ok:
             metrics.ALERTS.inc()
         log.debug("%s/%s %s: %s", ref.namespace, ref.name, inp.get("what"), outcome.message)

@@ -46,10 +46,15 @@ SAGA_LABEL = "steadfast.dev/tasksaga"
 # Notifying and acting are worth a few tries; the Idempotency-Key keeps the effect single.
 NOTIFY_RETRY = RetryPolicy(max_attempts=3, initial_interval="1s", backoff_coefficient=2, max_interval="5s")
 ACTION_RETRY = RetryPolicy(max_attempts=3, initial_interval="1s", backoff_coefficient=2, max_interval="10s")
-APPROVED_PHASES = frozenset({ApprovalPhase.APPROVED, ApprovalPhase.EXECUTING, ApprovalPhase.COMPLETED,
-                             ApprovalPhase.ACTION_FAILED})
-_CONDITION_STATE = {ApprovalPhase.COMPLETED: "ready", ApprovalPhase.REJECTED: "stalled",
-                    ApprovalPhase.TIMED_OUT: "stalled", ApprovalPhase.ACTION_FAILED: "stalled"}
+APPROVED_PHASES = frozenset(
+    {ApprovalPhase.APPROVED, ApprovalPhase.EXECUTING, ApprovalPhase.COMPLETED, ApprovalPhase.ACTION_FAILED}
+)
+_CONDITION_STATE = {
+    ApprovalPhase.COMPLETED: "ready",
+    ApprovalPhase.REJECTED: "stalled",
+    ApprovalPhase.TIMED_OUT: "stalled",
+    ApprovalPhase.ACTION_FAILED: "stalled",
+}
 
 
 # ---- pure rules ----------------------------------------------------------------------------------
@@ -102,14 +107,25 @@ class _Request:
         final_approved = self.phase == ApprovalPhase.APPROVED and self.spec.action is None
         state = "ready" if final_approved else _CONDITION_STATE.get(self.phase, "progressing")
         message = self.reason or self._waiting()
-        self.conditions = conditions(state, reason=self.phase.value, message=message,
-                                     generation=self.reporter.generation, now=self.reporter.now,
-                                     previous=self.conditions)
+        self.conditions = conditions(
+            state,
+            reason=self.phase.value,
+            message=message,
+            generation=self.reporter.generation,
+            now=self.reporter.now,
+            previous=self.conditions,
+        )
         return {
-            "phase": self.phase.value, "approvals": self.approvals, "approver": self.approver,
-            "decidedAt": self.decided_at, "expiresAt": stamp(self.expires), "reason": self.reason,
-            "notifyResult": self.notify_result, "actionResult": self.action_result,
-            "observedGeneration": self.reporter.generation, "workflowInstanceId": self.reporter.ctx.instance_id,
+            "phase": self.phase.value,
+            "approvals": self.approvals,
+            "approver": self.approver,
+            "decidedAt": self.decided_at,
+            "expiresAt": stamp(self.expires),
+            "reason": self.reason,
+            "notifyResult": self.notify_result,
+            "actionResult": self.action_result,
+            "observedGeneration": self.reporter.generation,
+            "workflowInstanceId": self.reporter.ctx.instance_id,
             "conditions": self.conditions,
         }
 
@@ -123,8 +139,13 @@ class _Request:
         self.reporter.event(phase.value, reason, warning=phase != ApprovalPhase.APPROVED)
 
     def act(self, outcome: Outcome, attempts: int) -> dict[str, Any]:
-        return {"succeeded": outcome.ok, "statusCode": outcome.status_code, "attempts": attempts,
-                "message": outcome.message, "finishedAt": stamp(self.reporter.now)}
+        return {
+            "succeeded": outcome.ok,
+            "statusCode": outcome.status_code,
+            "attempts": attempts,
+            "message": outcome.message,
+            "finishedAt": stamp(self.reporter.now),
+        }
 
 
 def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
@@ -135,8 +156,14 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
     yield req.reporter.report(req.status())
 
     if req.spec.notify is not None:
-        outcome, attempts = yield from run_action(req.reporter, req.spec.notify, key_parts=("notify",),
-                                                  retry=NOTIFY_RETRY, timeout="1m", snapshot=lambda _: None)
+        outcome, attempts = yield from run_action(
+            req.reporter,
+            req.spec.notify,
+            key_parts=("notify",),
+            retry=NOTIFY_RETRY,
+            timeout="1m",
+            snapshot=lambda _: None,
+        )
         req.notify_result = req.act(outcome, attempts)
         if not outcome.ok:
             req.reporter.event("NotifyFailed", f"spec.notify failed: {outcome.message}", warning=True)
@@ -146,27 +173,39 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
         decision = ctx.wait_for_external_event(DECISION_EVENT)
         if (yield when_any([decision, timer])) is timer:
             approved = sum(1 for a in req.approvals if a["approved"])
-            req.decide(ApprovalPhase.TIMED_OUT, None, f"no decision within {req.spec.timeout} (expired at "
-                       f"{stamp(req.expires)}; {approved} of {required} approval(s))")
+            req.decide(
+                ApprovalPhase.TIMED_OUT,
+                None,
+                f"no decision within {req.spec.timeout} (expired at "
+                f"{stamp(req.expires)}; {approved} of {required} approval(s))",
+            )
             break
         data: dict[str, Any] = decision.get_result() or {}
         req.reporter.generation = max(req.reporter.generation, int(data.get("generation") or 0))
         problem = screen(data, req.approvals, req.requester)
         if problem is not None:
-            if not any(a["user"] == data.get("user") and a["approved"] == data.get("approved")
-                       and a.get("reason") == data.get("reason") for a in req.approvals):  # a resend is silent
+            if not any(
+                a["user"] == data.get("user")
+                and a["approved"] == data.get("approved")
+                and a.get("reason") == data.get("reason")
+                for a in req.approvals
+            ):  # a resend is silent
                 req.reporter.event("DecisionIgnored", problem, warning=True)
             yield req.reporter.report(req.status())
             continue
         user, reason = str(data["user"]), data.get("reason")
-        req.approvals.append({"user": user, "approved": bool(data.get("approved")), "reason": reason,
-                              "at": stamp(req.reporter.now)})
+        req.approvals.append(
+            {"user": user, "approved": bool(data.get("approved")), "reason": reason, "at": stamp(req.reporter.now)}
+        )
         outcome_phase = tally(req.approvals, required)
         if outcome_phase == ApprovalPhase.REJECTED:
             req.decide(outcome_phase, user, f"rejected by {user}: {reason or 'no reason given'}")
         elif outcome_phase == ApprovalPhase.APPROVED:
-            req.decide(outcome_phase, user, f"approved by {', '.join(a['user'] for a in req.approvals)}"
-                       + (f": {reason}" if reason else ""))
+            req.decide(
+                outcome_phase,
+                user,
+                f"approved by {', '.join(a['user'] for a in req.approvals)}" + (f": {reason}" if reason else ""),
+            )
         else:
             req.reporter.event("Approval", f"{user} approved ({len(req.approvals)} of {required})")
             yield req.reporter.report(req.status())
@@ -179,8 +218,9 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
             req.action_result = {"succeeded": False, "attempts": attempt, "message": "running"}
             return req.status()
 
-        outcome, attempts = yield from run_action(req.reporter, req.spec.action, key_parts=("action",),
-                                                  retry=ACTION_RETRY, timeout=None, snapshot=snapshot)
+        outcome, attempts = yield from run_action(
+            req.reporter, req.spec.action, key_parts=("action",), retry=ACTION_RETRY, timeout=None, snapshot=snapshot
+        )
         req.action_result = req.act(outcome, attempts)
         req.phase = ApprovalPhase.COMPLETED if outcome.ok else ApprovalPhase.ACTION_FAILED
         req.reason = f"{req.reason}; action {'succeeded' if outcome.ok else 'failed'}: {outcome.message}"
@@ -195,8 +235,10 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
 def extra_input(body: dict[str, Any]) -> dict[str, Any]:
     """The authenticated requester (stamped at admission) and the creation time the timeout counts from."""
     meta = body.get("metadata") or {}
-    return {"requestedBy": (meta.get("annotations") or {}).get(REQUESTED_BY),
-            "createdAt": meta.get("creationTimestamp")}
+    return {
+        "requestedBy": (meta.get("annotations") or {}).get(REQUESTED_BY),
+        "createdAt": meta.get("creationTimestamp"),
+    }
 
 
 def decision_payload(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -207,11 +249,19 @@ def decision_payload(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     user = (meta.get("annotations") or {}).get(DECIDED_BY)
     if not user:
-        log.warning("decision on %s/%s ignored: no %s annotation (are the admission webhooks running?)",
-                    meta.get("namespace"), meta.get("name"), DECIDED_BY)
+        log.warning(
+            "decision on %s/%s ignored: no %s annotation (are the admission webhooks running?)",
+            meta.get("namespace"),
+            meta.get("name"),
+            DECIDED_BY,
+        )
         return None
-    return {"user": user, "approved": bool(decision.get("approved")), "reason": decision.get("reason"),
-            "generation": int(meta.get("generation") or 1)}
+    return {
+        "user": user,
+        "approved": bool(decision.get("approved")),
+        "reason": decision.get("reason"),
+        "generation": int(meta.get("generation") or 1),
+    }
 
 
 # ---- the TaskSaga gate ---------------------------------------------------------------------------
@@ -236,21 +286,29 @@ def gate_request(saga: Mapping[str, Any]) -> dict[str, Any] | None:
     subject: dict[str, Any] = {
         "title": f"Run TaskSaga {meta['name']}: {task.title or task.id}"[:256],
         "description": f"Approve to run the {len(spec.steps)} step(s) of TaskSaga {meta['namespace']}/"
-                       f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'}).",
+        f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'}).",
     }
     if requester:
         subject["requester"] = requester
     return {
-        "apiVersion": APPROVAL_REQUEST.api_version, "kind": APPROVAL_REQUEST.kind,
+        "apiVersion": APPROVAL_REQUEST.api_version,
+        "kind": APPROVAL_REQUEST.kind,
         "metadata": {
-            "name": gate_request_name(meta["name"]), "namespace": meta["namespace"],
+            "name": gate_request_name(meta["name"]),
+            "namespace": meta["namespace"],
             "labels": {SAGA_LABEL: meta["name"][:63].rstrip("-.")},
             "annotations": {REQUESTED_BY: requester} if requester else {},
-            "ownerReferences": [{"apiVersion": TASK_SAGA.api_version, "kind": TASK_SAGA.kind,
-                                 "name": meta["name"], "uid": meta["uid"], "controller": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": TASK_SAGA.api_version,
+                    "kind": TASK_SAGA.kind,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
         },
-        "spec": {"subject": subject, "approvers": spec.approval.approvers.to_wire(),
-                 "timeout": spec.approval.timeout},
+        "spec": {"subject": subject, "approvers": spec.approval.approvers.to_wire(), "timeout": spec.approval.timeout},
     }
 
 
@@ -263,8 +321,12 @@ def gate_outcome(apr: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     if phase == ApprovalPhase.PENDING:
         return None
-    return {"approved": phase in APPROVED_PHASES, "phase": phase.value, "approver": status.get("approver"),
-            "reason": status.get("reason") or phase.value}
+    return {
+        "approved": phase in APPROVED_PHASES,
+        "phase": phase.value,
+        "approver": status.get("approver"),
+        "reason": status.get("reason") or phase.value,
+    }
 
 
 def _saga_owner(apr: Mapping[str, Any]) -> dict[str, str] | None:
@@ -275,8 +337,9 @@ def _saga_owner(apr: Mapping[str, Any]) -> dict[str, str] | None:
     return None
 
 
-def register_handlers(bindings: Bindings, registry: kopf.OperatorRegistry, binding: Binding,
-                      saga_binding: Binding) -> None:
+def register_handlers(
+    bindings: Bindings, registry: kopf.OperatorRegistry, binding: Binding, saga_binding: Binding
+) -> None:
     """kopf handlers: decisions to the workflow; a gated saga's ApprovalRequest and its outcome to the saga.
 
     Decisions have their own field handler rather than a generic `Signal`: the first decision changes
@@ -325,22 +388,41 @@ def register_handlers(bindings: Bindings, registry: kopf.OperatorRegistry, bindi
         meta = body["metadata"]
         name = manifest["metadata"]["name"]
         try:
-            await asyncio.to_thread(api().create_namespaced_custom_object, APPROVAL_REQUEST.group,
-                                    APPROVAL_REQUEST.version, meta["namespace"], APPROVAL_REQUEST.plural, manifest)
+            await asyncio.to_thread(
+                api().create_namespaced_custom_object,
+                APPROVAL_REQUEST.group,
+                APPROVAL_REQUEST.version,
+                meta["namespace"],
+                APPROVAL_REQUEST.plural,
+                manifest,
+            )
             logger.info("created ApprovalRequest %s for the approval gate", name)
             return
         except ApiException as exc:
             if exc.status != 409:
-                raise kopf.TemporaryError(f"cannot create ApprovalRequest {name}: HTTP {exc.status} "
-                                          f"{(exc.body or '')[:300]}", delay=2) from exc
-        existing = await asyncio.to_thread(api().get_namespaced_custom_object, APPROVAL_REQUEST.group,
-                                           APPROVAL_REQUEST.version, meta["namespace"], APPROVAL_REQUEST.plural,
-                                           name)
+                raise kopf.TemporaryError(
+                    f"cannot create ApprovalRequest {name}: HTTP {exc.status} {(exc.body or '')[:300]}", delay=2
+                ) from exc
+        existing = await asyncio.to_thread(
+            api().get_namespaced_custom_object,
+            APPROVAL_REQUEST.group,
+            APPROVAL_REQUEST.version,
+            meta["namespace"],
+            APPROVAL_REQUEST.plural,
+            name,
+        )
         owner = _saga_owner(existing)
         if owner is None or owner["uid"] != meta["uid"]:
             owner = {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}
-            await tell_saga(owner, {"approved": False, "phase": "Rejected", "reason": f"an ApprovalRequest "
-                                    f"named {name} exists and is not this saga's"}, logger)
+            await tell_saga(
+                owner,
+                {
+                    "approved": False,
+                    "phase": "Rejected",
+                    "reason": f"an ApprovalRequest named {name} exists and is not this saga's",
+                },
+                logger,
+            )
 
     async def outcome(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         owner = _saga_owner(body)
@@ -351,14 +433,21 @@ def register_handlers(bindings: Bindings, registry: kopf.OperatorRegistry, bindi
     async def deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         owner = _saga_owner(body)
         if owner is not None and gate_outcome(body) is None:
-            await tell_saga(owner, {"approved": False, "phase": "Rejected",
-                                    "reason": f"ApprovalRequest {body['metadata']['name']} was deleted undecided"},
-                            logger)
+            await tell_saga(
+                owner,
+                {
+                    "approved": False,
+                    "phase": "Rejected",
+                    "reason": f"ApprovalRequest {body['metadata']['name']} was deleted undecided",
+                },
+                logger,
+            )
 
     aprs = (APPROVAL_REQUEST.group, APPROVAL_REQUEST.version, APPROVAL_REQUEST.plural)
     kopf.on.field(*aprs, field="spec.decision", registry=registry, id="decision")(decided)
     bindings.after_start(binding, catch_up)
     bindings.after_start(saga_binding, ensure)
-    kopf.on.event(*aprs, registry=registry, id="gate-outcome", when=lambda body, **_: _saga_owner(body)
-                  is not None)(outcome)
+    kopf.on.event(*aprs, registry=registry, id="gate-outcome", when=lambda body, **_: _saga_owner(body) is not None)(
+        outcome
+    )
     kopf.on.delete(*aprs, registry=registry, id="gate-deleted", optional=True)(deleted)

@@ -94,8 +94,12 @@ def run_action(
         remaining = (deadline - ctx.current_utc_datetime).total_seconds() if deadline else None
         status = snapshot(attempt)
         payload: dict[str, Any] = {
-            "ref": reporter.ref, "action": action.to_wire(), "key": key, "timeout": remaining,
-            "what": "/".join(key_parts), "status": None,
+            "ref": reporter.ref,
+            "action": action.to_wire(),
+            "key": key,
+            "timeout": remaining,
+            "what": "/".join(key_parts),
+            "status": None,
             "category": key_parts[-1] if key_parts[-1] in ("action", "compensation") else key_parts[0],
         }
         if status is not None:

@@ -39,8 +39,9 @@ class _Saga:
         self.spec = TaskSagaSpec.model_validate(inp["spec"])
         self.phase = SagaPhase.RUNNING
         self.current: str | None = None
-        self.steps: list[dict[str, Any]] = [{"name": s.name, "phase": "Pending", "attempts": 0}
-                                            for s in self.spec.steps]
+        self.steps: list[dict[str, Any]] = [
+            {"name": s.name, "phase": "Pending", "attempts": 0} for s in self.spec.steps
+        ]
         self.compensations: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
         self.started_at = stamp(self.reporter.now)
@@ -51,15 +52,26 @@ class _Saga:
     def status(self, message: str = "") -> dict[str, Any]:
         state = _CONDITION_STATE.get(self.phase, "progressing")
         reason = self.phase.value
-        self.conditions = conditions(state, reason=reason, message=message or self._message(),
-                                     generation=self.reporter.generation, now=self.reporter.now,
-                                     previous=self.conditions)
+        self.conditions = conditions(
+            state,
+            reason=reason,
+            message=message or self._message(),
+            generation=self.reporter.generation,
+            now=self.reporter.now,
+            previous=self.conditions,
+        )
         out: dict[str, Any] = {
-            "phase": self.phase.value, "currentStep": self.current, "steps": self.steps,
-            "compensations": self.compensations, "result": self.result, "startedAt": self.started_at,
-            "finishedAt": self.finished_at, "approvalRequest": self.approval_request,
+            "phase": self.phase.value,
+            "currentStep": self.current,
+            "steps": self.steps,
+            "compensations": self.compensations,
+            "result": self.result,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "approvalRequest": self.approval_request,
             "observedGeneration": self.reporter.generation,
-            "workflowInstanceId": self.reporter.ctx.instance_id, "conditions": self.conditions,
+            "workflowInstanceId": self.reporter.ctx.instance_id,
+            "conditions": self.conditions,
         }
         return out
 
@@ -82,19 +94,30 @@ class _Saga:
         action = step.compensation if compensation and step.compensation else step.action
         retry = step.retry if step.retry else (COMPENSATION_RETRY if compensation else None)
         outcome, attempts = yield from run_action(
-            self.reporter, action, key_parts=(step.name, "compensation" if compensation else "action"),
-            retry=retry, timeout=step.timeout, snapshot=snapshot)
-        record.update(attempts=attempts, finishedAt=stamp(self.reporter.now), message=outcome.message,
-                      phase="Succeeded" if outcome.ok else "Failed")
+            self.reporter,
+            action,
+            key_parts=(step.name, "compensation" if compensation else "action"),
+            retry=retry,
+            timeout=step.timeout,
+            snapshot=snapshot,
+        )
+        record.update(
+            attempts=attempts,
+            finishedAt=stamp(self.reporter.now),
+            message=outcome.message,
+            phase="Succeeded" if outcome.ok else "Failed",
+        )
         what = "Compensation" if compensation else "Step"
         # Events mark phase changes and what went wrong or was undone; a step that simply succeeded is in
         # status, and an Event for it would cost the API server a write per step for no news.
         if outcome.ok and (compensation or attempts > 1):
-            self.reporter.event(f"{what}Succeeded", f"{what.lower()} {step.name} succeeded after {attempts} "
-                                "attempt(s)")
+            self.reporter.event(f"{what}Succeeded", f"{what.lower()} {step.name} succeeded after {attempts} attempt(s)")
         elif not outcome.ok:
-            self.reporter.event(f"{what}Failed", f"{what.lower()} {step.name} failed after {attempts} "
-                                f"attempt(s): {outcome.message}", warning=True)
+            self.reporter.event(
+                f"{what}Failed",
+                f"{what.lower()} {step.name} failed after {attempts} attempt(s): {outcome.message}",
+                warning=True,
+            )
         return outcome.ok
 
 
@@ -168,7 +191,8 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
     saga.current = None
     saga.finished_at = stamp(saga.reporter.now)
     saga.result = {"status": saga.phase.value, "taskId": saga.spec.task.id, "error": error}
-    saga.reporter.event(saga.phase.value, error or f"all {len(saga.steps)} step(s) succeeded",
-                        warning=error is not None)
+    saga.reporter.event(
+        saga.phase.value, error or f"all {len(saga.steps)} step(s) succeeded", warning=error is not None
+    )
     yield saga.reporter.report(saga.status(), wait=True)
     return saga.result

@@ -206,16 +206,20 @@ def _build_lock() -> Iterator[None]:
 
 def _staging_modules(src: Path) -> list[str]:
     """The modules k8s.io/kubernetes replaces with local folders; each has a matching v0.x release."""
-    info = json.loads(_run_go(["mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"], src,
-                              "fetching k8s.io/kubernetes"))
+    info = json.loads(
+        _run_go(
+            ["mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"], src, "fetching k8s.io/kubernetes"
+        )
+    )
     gomod = Path(info["GoMod"]).read_text()
     return sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", gomod, flags=re.M)))
 
 
 def _prepare_kubernetes(src: Path) -> None:
     src.mkdir(parents=True, exist_ok=True)
-    (src / "go.mod").write_text(f"module steadfast.local/kubernetes\n\ngo 1.24.0\n\n"
-                                f"require k8s.io/kubernetes {KUBERNETES_VERSION}\n")
+    (src / "go.mod").write_text(
+        f"module steadfast.local/kubernetes\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes {KUBERNETES_VERSION}\n"
+    )
     staging_version = "v0." + KUBERNETES_VERSION.removeprefix("v1.")
     replaces = "\n".join(f"\t{m} => {m} {staging_version}" for m in _staging_modules(src))
     with open(src / "go.mod", "a") as handle:
@@ -229,8 +233,9 @@ def _prepare_kubernetes(src: Path) -> None:
 
 def _prepare_etcd(src: Path) -> None:
     src.mkdir(parents=True, exist_ok=True)
-    (src / "go.mod").write_text(f"module steadfast.local/etcd\n\ngo 1.24.0\n\n"
-                                f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n")
+    (src / "go.mod").write_text(
+        f"module steadfast.local/etcd\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    )
     (src / "cmd" / "etcd").mkdir(parents=True, exist_ok=True)
     (src / "cmd" / "etcd" / "main.go").write_text(_ETCD_MAIN)
     _log(f"resolving etcd {ETCD_VERSION} modules (go mod tidy)")
@@ -283,8 +288,13 @@ _DAPR_COMPONENTS = ("state_sqlite.go", "state_in-memory.go")
 def _prepare_dapr(src: Path) -> None:
     """A writable copy of github.com/dapr/dapr at the pinned version, trimmed to the components we use."""
     _mkdir(src.parent)
-    info = json.loads(_run_go(["mod", "download", "-json", f"github.com/dapr/dapr@{DAPR_VERSION}"], src.parent,
-                              "fetching github.com/dapr/dapr"))
+    info = json.loads(
+        _run_go(
+            ["mod", "download", "-json", f"github.com/dapr/dapr@{DAPR_VERSION}"],
+            src.parent,
+            "fetching github.com/dapr/dapr",
+        )
+    )
     tmp = Path(tempfile.mkdtemp(dir=src.parent, prefix=".dapr-"))
     copy = tmp / "dapr"
     shutil.copytree(info["Dir"], copy)
@@ -307,13 +317,22 @@ def _prepare_dapr(src: Path) -> None:
 
 def _helm_ldflags() -> str:
     """What helm's own Makefile sets: without it `helm template` assumes Kubernetes v1.20."""
-    info = json.loads(_run_go(["mod", "download", "-json", f"helm.sh/helm/v3@{HELM_VERSION}"], _mkdir(cache_dir()),
-                              "fetching helm.sh/helm/v3"))
+    info = json.loads(
+        _run_go(
+            ["mod", "download", "-json", f"helm.sh/helm/v3@{HELM_VERSION}"],
+            _mkdir(cache_dir()),
+            "fetching helm.sh/helm/v3",
+        )
+    )
     found = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", Path(info["GoMod"]).read_text(), flags=re.M)
     if not found:
         raise BuildError("helm's go.mod names no k8s.io/client-go version")
-    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
-             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+    flags = [
+        "-s",
+        "-w",
+        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ]
     for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
         flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={found.group(1)}"]
     return " ".join(flags)
@@ -343,9 +362,19 @@ def _build(component: Component) -> None:
         if component.group == "helm":
             _log(f"building helm {component.version} (go install, ~2 min the first time)")
             env = _go_env() | {"GOBIN": str(tmp)}
-            proc = subprocess.run([_go(), "install", "-trimpath", f"-ldflags={_helm_ldflags()}",
-                                   f"helm.sh/helm/v3/cmd/helm@{component.version}"],
-                                  cwd=tmp, env=env, capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    _go(),
+                    "install",
+                    "-trimpath",
+                    f"-ldflags={_helm_ldflags()}",
+                    f"helm.sh/helm/v3/cmd/helm@{component.version}",
+                ],
+                cwd=tmp,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 raise BuildError(f"building helm failed:\n{proc.stderr[-3000:]}")
         elif component.group == "dapr":
@@ -354,8 +383,11 @@ def _build(component: Component) -> None:
             expected = {"daprd": "~3 min", "placement": "~2 min", "scheduler": "~1 min"}[component.name]
             _log(f"building {component.name} {component.version} ({expected} cold on 2 cores; fetches what it imports)")
             ldflags = f"-s -w -X github.com/dapr/dapr/pkg/buildinfo.version={component.version.removeprefix('v')}"
-            _run_go(["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), f"./cmd/{component.name}"],
-                    src, f"building {component.name}")
+            _run_go(
+                ["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), f"./cmd/{component.name}"],
+                src,
+                f"building {component.name}",
+            )
         else:
             mains = _KUBE_MAINS if component.group == "kubernetes" else {"etcd": _ETCD_MAIN}
             if not (src / "go.sum").exists():
@@ -364,12 +396,19 @@ def _build(component: Component) -> None:
             for name, main in mains.items():  # cheap to rewrite; a resolved module graph is kept
                 (src / "cmd" / name).mkdir(parents=True, exist_ok=True)
                 (src / "cmd" / name / "main.go").write_text(main)
-            expected = {"kube-apiserver": "~5 min", "kube-controller-manager": "~4 min",
-                        "kubectl": "~2 min", "etcd": "~1.5 min"}.get(component.name, "a few minutes")
+            expected = {
+                "kube-apiserver": "~5 min",
+                "kube-controller-manager": "~4 min",
+                "kubectl": "~2 min",
+                "etcd": "~1.5 min",
+            }.get(component.name, "a few minutes")
             _log(f"building {component.name} {component.version} ({expected} cold on 2 cores)")
             ldflags = _kube_ldflags() if component.group == "kubernetes" else "-s -w"
-            _run_go(["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), f"./cmd/{component.name}"],
-                    src, f"building {component.name}")
+            _run_go(
+                ["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(out), f"./cmd/{component.name}"],
+                src,
+                f"building {component.name}",
+            )
         out.chmod(0o755)
         os.replace(out, component.path)
         _log(f"built {component.path} in {time.monotonic() - started:.0f}s")

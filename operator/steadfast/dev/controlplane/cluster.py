@@ -95,9 +95,16 @@ def _grpc_ready(address: str) -> bool:
 
 
 class ControlPlane:
-    def __init__(self, directory: Path = DEFAULT_DIR, *, users: list[identities.Identity] | None = None,
-                 engine: bool | EngineName = True, detach: bool = False, crds: Path | None = None,
-                 log: Any = None) -> None:
+    def __init__(
+        self,
+        directory: Path = DEFAULT_DIR,
+        *,
+        users: list[identities.Identity] | None = None,
+        engine: bool | EngineName = True,
+        detach: bool = False,
+        crds: Path | None = None,
+        log: Any = None,
+    ) -> None:
         """`engine`: which workflow engine to start beside the control plane (True = the local one)."""
         self.directory = directory.resolve()
         self.users = users or []
@@ -113,8 +120,9 @@ class ControlPlane:
     def up(self, timeout: float = 60.0) -> State:
         existing = read_state(self.directory)
         if existing and any(processes.alive(p) for p in existing.pids.values()):
-            raise processes.StartError(f"a control plane already runs from {self.directory} "
-                                       "(`steadfast dev down` first, or use another --dir)")
+            raise processes.StartError(
+                f"a control plane already runs from {self.directory} (`steadfast dev down` first, or use another --dir)"
+            )
         paths = binaries.ensure()
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True)
@@ -135,55 +143,94 @@ class ControlPlane:
 
         etcd_port, peer_port = processes.free_port(), processes.free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self._spawn("etcd", [
-            str(paths["etcd"]), "--name=steadfast", f"--data-dir={self.directory / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=steadfast=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync=true", "--log-level=warn",
-        ], logs)
-        processes.wait_until(lambda: processes.http_ok(f"{etcd_url}/health"), what="etcd", timeout=timeout,
-                             pid=self._procs["etcd"].pid, log=logs / "etcd.log")
+        self._spawn(
+            "etcd",
+            [
+                str(paths["etcd"]),
+                "--name=steadfast",
+                f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=steadfast=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+            logs,
+        )
+        processes.wait_until(
+            lambda: processes.http_ok(f"{etcd_url}/health"),
+            what="etcd",
+            timeout=timeout,
+            pid=self._procs["etcd"].pid,
+            log=logs / "etcd.log",
+        )
 
         api_port = processes.free_port()
         server = f"https://127.0.0.1:{api_port}"
-        self._spawn("kube-apiserver", [
-            str(paths["kube-apiserver"]), f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            f"--token-auth-file={tokens}", "--authorization-mode=RBAC", "--anonymous-auth=false",
-            f"--service-account-key-file={pki.sa_public}",
-            f"--service-account-signing-key-file={pki.sa_private}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
-            "--endpoint-reconciler-type=none",
-        ], logs)
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(paths["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=RBAC",
+                "--anonymous-auth=false",
+                f"--service-account-key-file={pki.sa_public}",
+                f"--service-account-signing-key-file={pki.sa_private}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=true",
+                "--disable-admission-plugins=ServiceAccount",
+                "--endpoint-reconciler-type=none",
+            ],
+            logs,
+        )
         ca_pem = pki.ca_cert.read_bytes()
         processes.wait_until(
             lambda: processes.http_ok(f"{server}/readyz", token=admin.token, ca_file=pki.ca_cert),
-            what="kube-apiserver", timeout=timeout, pid=self._procs["kube-apiserver"].pid,
-            log=logs / "kube-apiserver.log")
+            what="kube-apiserver",
+            timeout=timeout,
+            pid=self._procs["kube-apiserver"].pid,
+            log=logs / "kube-apiserver.log",
+        )
 
         kubeconfig = self.directory / "kubeconfig"
         kubeconfig.write_text(identities.kubeconfig(server, ca_pem, people))
         kubeconfig.chmod(0o600)
 
         kcm_port = processes.free_port()
-        self._spawn("kube-controller-manager", [
-            str(paths["kube-controller-manager"]), f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
-            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
-            f"--cert-dir={self.directory / 'kcm-certs'}", "--use-service-account-credentials=false",
-            f"--root-ca-file={pki.ca_cert}",
-        ], logs)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(paths["kube-controller-manager"]),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={self.directory / 'kcm-certs'}",
+                "--use-service-account-credentials=false",
+                f"--root-ca-file={pki.ca_cert}",
+            ],
+            logs,
+        )
         processes.wait_until(
             lambda: processes.http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure=True),
-            what="kube-controller-manager", timeout=timeout, pid=self._procs["kube-controller-manager"].pid,
-            log=logs / "kube-controller-manager.log")
+            what="kube-controller-manager",
+            timeout=timeout,
+            pid=self._procs["kube-controller-manager"].pid,
+            log=logs / "kube-controller-manager.log",
+        )
 
         engine_address: str | None = None
         if self.engine == "daprd":
@@ -194,19 +241,41 @@ class ControlPlane:
         elif self.engine and _engine_available():
             engine_port = processes.free_port()
             engine_address = f"127.0.0.1:{engine_port}"
-            self._spawn("engine", [sys.executable, "-m", "steadfast_engine", "--host", "127.0.0.1",
-                                   "--port", str(engine_port), "--db", str(self.directory / "engine.db")],
-                        logs)
-            processes.wait_until(lambda: _grpc_ready(engine_address or ""), what="workflow engine",
-                                 timeout=timeout, pid=self._procs["engine"].pid, log=logs / "engine.log")
+            self._spawn(
+                "engine",
+                [
+                    sys.executable,
+                    "-m",
+                    "steadfast_engine",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(engine_port),
+                    "--db",
+                    str(self.directory / "engine.db"),
+                ],
+                logs,
+            )
+            processes.wait_until(
+                lambda: _grpc_ready(engine_address or ""),
+                what="workflow engine",
+                timeout=timeout,
+                pid=self._procs["engine"].pid,
+                log=logs / "engine.log",
+            )
         elif self.engine:
             self._log("the local workflow engine is not part of this build; skipping it")
 
         self.state = State(
-            directory=str(self.directory), apiserver=server, etcd=etcd_url, kubeconfig=str(kubeconfig),
-            engine=engine_address, pids={n: p.pid for n, p in self._procs.items()},
+            directory=str(self.directory),
+            apiserver=server,
+            etcd=etcd_url,
+            kubeconfig=str(kubeconfig),
+            engine=engine_address,
+            pids={n: p.pid for n, p in self._procs.items()},
             logs={n: str(logs / f"{n}.log") for n in self._procs},
-            users=[{"name": i.name, "groups": list(i.groups)} for i in people], started_at=time.time(),
+            users=[{"name": i.name, "groups": list(i.groups)} for i in people],
+            started_at=time.time(),
         )
         write_state(self.state)
         self._install_crds(paths["kubectl"], kubeconfig)
@@ -218,8 +287,15 @@ class ControlPlane:
         self._commands[name] = args
         self._procs[name] = processes.launch(args, logs / f"{name}.log", detach=self.detach)
         # Record pids as we go, so `down` can clean up after a start that failed half-way.
-        write_state(State(directory=str(self.directory), apiserver="", etcd="", kubeconfig="",
-                          pids={n: p.pid for n, p in self._procs.items()}))
+        write_state(
+            State(
+                directory=str(self.directory),
+                apiserver="",
+                etcd="",
+                kubeconfig="",
+                pids={n: p.pid for n, p in self._procs.items()},
+            )
+        )
 
     def _crd_files(self) -> list[Path]:
         source = self.crds or REPO_ROOT / "crds"
@@ -268,10 +344,16 @@ class ControlPlane:
             self._spawn(name, self._commands[name], logs)
         admin = next(u for u in _load_yaml(Path(self.state.kubeconfig))["users"] if u["name"] == identities.ADMIN)
         processes.wait_until(
-            lambda: processes.http_ok(f"{self.state.apiserver}/readyz" if self.state else "",
-                                      token=admin["user"]["token"], ca_file=self.directory / "pki" / "ca.crt"),
-            what="kube-apiserver", timeout=timeout, pid=self._procs["kube-apiserver"].pid,
-            log=logs / "kube-apiserver.log")
+            lambda: processes.http_ok(
+                f"{self.state.apiserver}/readyz" if self.state else "",
+                token=admin["user"]["token"],
+                ca_file=self.directory / "pki" / "ca.crt",
+            ),
+            what="kube-apiserver",
+            timeout=timeout,
+            pid=self._procs["kube-apiserver"].pid,
+            log=logs / "kube-apiserver.log",
+        )
         self.state.pids.update({n: p.pid for n, p in self._procs.items()})
         write_state(self.state)
         return time.monotonic() - started
@@ -313,6 +395,10 @@ def status(directory: Path) -> dict[str, Any]:
     components = {name: {"pid": pid, "alive": processes.alive(pid)} for name, pid in state.pids.items()}
     return {
         "running": bool(components) and all(c["alive"] for c in components.values()),
-        "directory": state.directory, "apiserver": state.apiserver, "engine": state.engine,
-        "kubeconfig": state.kubeconfig, "users": state.users, "components": components,
+        "directory": state.directory,
+        "apiserver": state.apiserver,
+        "engine": state.engine,
+        "kubeconfig": state.kubeconfig,
+        "users": state.users,
+        "components": components,
     }

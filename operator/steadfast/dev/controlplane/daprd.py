@@ -74,8 +74,15 @@ class DaprdEngine:
 
     name = "daprd"
 
-    def __init__(self, directory: Path, *, host: str = "127.0.0.1", detach: bool = False,
-                 start_timeout: float = 60.0, log_level: str = "warn") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        detach: bool = False,
+        start_timeout: float = 60.0,
+        log_level: str = "warn",
+    ) -> None:
         self.directory = Path(directory)
         self.host = host
         self.detach = detach
@@ -127,8 +134,13 @@ class DaprdEngine:
         return proc
 
     def _wait(self, name: str, url: str) -> None:
-        processes.wait_until(lambda: _healthy(url), what=name, timeout=self.start_timeout,
-                             pid=self._procs[name].pid, log=self.directory / f"{name}.log")
+        processes.wait_until(
+            lambda: _healthy(url),
+            what=name,
+            timeout=self.start_timeout,
+            pid=self._procs[name].pid,
+            log=self.directory / f"{name}.log",
+        )
 
     def start(self) -> DaprdEngine:
         """Start what is not running (placement, scheduler, then daprd) and wait until daprd is healthy."""
@@ -140,38 +152,108 @@ class DaprdEngine:
         p, h = self.ports, self.host
         try:
             if not self._alive("placement"):
-                self._launch("placement", [
-                    str(paths["placement"]), "--mode", "standalone", "--id", "dapr-placement-0",
-                    "--initial-cluster", f"dapr-placement-0={h}:{p.placement_raft}",
-                    "--port", str(p.placement), "--listen-address", h,
-                    "--healthz-port", str(p.placement_healthz), "--healthz-listen-address", h,
-                    "--metrics-port", str(p.placement_metrics), "--metrics-listen-address", h,
-                    "--log-level", self.log_level])
+                self._launch(
+                    "placement",
+                    [
+                        str(paths["placement"]),
+                        "--mode",
+                        "standalone",
+                        "--id",
+                        "dapr-placement-0",
+                        "--initial-cluster",
+                        f"dapr-placement-0={h}:{p.placement_raft}",
+                        "--port",
+                        str(p.placement),
+                        "--listen-address",
+                        h,
+                        "--healthz-port",
+                        str(p.placement_healthz),
+                        "--healthz-listen-address",
+                        h,
+                        "--metrics-port",
+                        str(p.placement_metrics),
+                        "--metrics-listen-address",
+                        h,
+                        "--log-level",
+                        self.log_level,
+                    ],
+                )
             if not self._alive("scheduler"):
-                self._launch("scheduler", [
-                    str(paths["scheduler"]), "--mode", "standalone", "--id", "dapr-scheduler-server-0",
-                    "--port", str(p.scheduler), "--listen-address", h,
-                    "--override-broadcast-host-port", f"{h}:{p.scheduler}",
-                    "--healthz-port", str(p.scheduler_healthz), "--healthz-listen-address", h,
-                    "--metrics-port", str(p.scheduler_metrics), "--metrics-listen-address", h,
-                    "--etcd-data-dir", str(self.directory / "scheduler-etcd"),
-                    "--etcd-client-port", str(p.etcd_client), "--etcd-client-listen-address", h,
-                    "--etcd-initial-cluster", f"dapr-scheduler-server-0=http://{h}:{p.etcd_peer}",
-                    "--identity-directory-write", str(self.directory / "identity"),
-                    "--log-level", self.log_level])
+                self._launch(
+                    "scheduler",
+                    [
+                        str(paths["scheduler"]),
+                        "--mode",
+                        "standalone",
+                        "--id",
+                        "dapr-scheduler-server-0",
+                        "--port",
+                        str(p.scheduler),
+                        "--listen-address",
+                        h,
+                        "--override-broadcast-host-port",
+                        f"{h}:{p.scheduler}",
+                        "--healthz-port",
+                        str(p.scheduler_healthz),
+                        "--healthz-listen-address",
+                        h,
+                        "--metrics-port",
+                        str(p.scheduler_metrics),
+                        "--metrics-listen-address",
+                        h,
+                        "--etcd-data-dir",
+                        str(self.directory / "scheduler-etcd"),
+                        "--etcd-client-port",
+                        str(p.etcd_client),
+                        "--etcd-client-listen-address",
+                        h,
+                        "--etcd-initial-cluster",
+                        f"dapr-scheduler-server-0=http://{h}:{p.etcd_peer}",
+                        "--identity-directory-write",
+                        str(self.directory / "identity"),
+                        "--log-level",
+                        self.log_level,
+                    ],
+                )
             self._wait("placement", f"http://{h}:{p.placement_healthz}/healthz")
             self._wait("scheduler", f"http://{h}:{p.scheduler_healthz}/healthz")
             if not self._alive("daprd"):
-                self._launch("daprd", [
-                    str(paths["daprd"]), "--mode", "standalone", "--app-id", APP_ID,
-                    "--dapr-grpc-port", str(p.grpc), "--dapr-http-port", str(p.http),
-                    "--dapr-internal-grpc-port", str(p.internal_grpc), "--dapr-public-port", str(p.public),
-                    "--dapr-listen-addresses", h, "--dapr-public-listen-address", h,
-                    "--dapr-internal-grpc-listen-address", h,
-                    "--metrics-port", str(p.metrics), "--metrics-listen-address", h,
-                    "--placement-host-address", f"{h}:{p.placement}",
-                    "--scheduler-host-address", f"{h}:{p.scheduler}",
-                    "--resources-path", str(resources), "--log-level", self.log_level])
+                self._launch(
+                    "daprd",
+                    [
+                        str(paths["daprd"]),
+                        "--mode",
+                        "standalone",
+                        "--app-id",
+                        APP_ID,
+                        "--dapr-grpc-port",
+                        str(p.grpc),
+                        "--dapr-http-port",
+                        str(p.http),
+                        "--dapr-internal-grpc-port",
+                        str(p.internal_grpc),
+                        "--dapr-public-port",
+                        str(p.public),
+                        "--dapr-listen-addresses",
+                        h,
+                        "--dapr-public-listen-address",
+                        h,
+                        "--dapr-internal-grpc-listen-address",
+                        h,
+                        "--metrics-port",
+                        str(p.metrics),
+                        "--metrics-listen-address",
+                        h,
+                        "--placement-host-address",
+                        f"{h}:{p.placement}",
+                        "--scheduler-host-address",
+                        f"{h}:{p.scheduler}",
+                        "--resources-path",
+                        str(resources),
+                        "--log-level",
+                        self.log_level,
+                    ],
+                )
             self._wait("daprd", f"http://{h}:{p.http}/v1.0/healthz")
         except BaseException:
             self.stop()

@@ -32,8 +32,10 @@ class Identity:
         name, _, groups = text.partition(":")
         name = name.strip()
         if not _NAME.match(name) or name == ADMIN:
-            raise ValueError(f"invalid user name {name!r} in --user {text!r}: use lowercase letters, "
-                             "digits, '-', '.', '@', and not 'admin'")
+            raise ValueError(
+                f"invalid user name {name!r} in --user {text!r}: use lowercase letters, "
+                "digits, '-', '.', '@', and not 'admin'"
+            )
         group_list = tuple(g.strip() for g in groups.split(",") if g.strip())
         for group in group_list:
             if group.startswith("system:"):
@@ -65,8 +67,10 @@ def kubeconfig(server: str, ca_pem: bytes, identities: list[Identity], current: 
         "kind": "Config",
         "clusters": [{"name": "steadfast-dev", "cluster": {"server": server, "certificate-authority-data": ca}}],
         "users": [{"name": i.name, "user": {"token": i.token}} for i in identities],
-        "contexts": [{"name": i.name, "context": {"cluster": "steadfast-dev", "user": i.name,
-                                                  "namespace": "default"}} for i in identities],
+        "contexts": [
+            {"name": i.name, "context": {"cluster": "steadfast-dev", "user": i.name, "namespace": "default"}}
+            for i in identities
+        ],
         "current-context": current,
         "preferences": {},
     }

@@ -42,8 +42,13 @@ def launch(args: list[str], log: Path, *, detach: bool, env: dict[str, str] | No
         args = [_SETPRIV, "--pdeathsig", "KILL", "--", *args]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=detach, process_group=None if detach else 0,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=detach,
+            process_group=None if detach else 0,
         )
 
 
