@@ -12,8 +12,11 @@ from steadfast.api.approval import ApprovalPhase
 from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import OnDelete, SagaPhase
+from steadfast.approval import handlers as approval_handlers
+from steadfast.approval import rules as approval_rules
+from steadfast.approval import workflow as approval
 from steadfast.binding import Binding, Bindings, Signal
-from steadfast.workflows import approval, monitor, saga
+from steadfast.workflows import monitor, saga
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,13 @@ MONITOR = Setup(
 _APPROVAL_BINDING = Binding(
     kind=APPROVAL_REQUEST,
     workflow=approval.NAME,
-    extra_input=approval.extra_input,
+    extra_input=approval_rules.extra_input,
     terminal_phases=frozenset(p.value for p in ApprovalPhase if p.terminal),
 )
 APPROVAL = Setup(
     binding=_APPROVAL_BINDING,
     workflow_fn=approval.approval_workflow,
-    register_extra=lambda bindings, registry: approval.register_handlers(
+    register_extra=lambda bindings, registry: approval_handlers.register_handlers(
         bindings, registry, _APPROVAL_BINDING, SAGA.binding
     ),
 )

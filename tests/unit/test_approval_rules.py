@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from steadfast.api.approval import ApprovalPhase, ApprovalRequestSpec
-from steadfast.webhooks import DECIDED_BY, REQUESTED_BY
-from steadfast.workflows.approval import (
+from steadfast.approval.rules import (
     decision_payload,
     extra_input,
     gate_outcome,
@@ -15,6 +14,7 @@ from steadfast.workflows.approval import (
     screen,
     tally,
 )
+from steadfast.webhooks import DECIDED_BY, REQUESTED_BY
 
 
 def record(user: str, approved: bool = True) -> dict[str, Any]:

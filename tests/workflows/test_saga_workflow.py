@@ -13,7 +13,8 @@ from workflow_fakes import SERVICE, Harness, Subject
 
 from steadfast.api.kinds import TASK_SAGA
 from steadfast.api.saga import TaskSagaSpec
-from steadfast.workflows import approval, saga
+from steadfast.approval import rules as approval
+from steadfast.workflows import saga
 
 pytestmark = pytest.mark.engine
 

@@ -13,8 +13,8 @@ from typing import Any
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 
 from steadfast.api.saga import RetryPolicy, SagaPhase, Step, TaskSagaSpec
+from steadfast.approval import rules as approval
 from steadfast.status import conditions
-from steadfast.workflows import approval
 from steadfast.workflows.common import Reporter, run_action, stamp
 
 NAME = "steadfast.tasksaga"

@@ -1,0 +1,157 @@
+"""The approval rules and the TaskSaga gate, as pure functions of resources (no engine, no cluster).
+
+Decisions arrive as `approval_received` events carrying the user the admission webhook recorded (never a
+typed name): `screen` says whether one counts, `tally` what the count decides. A TaskSaga whose
+spec.approval applies gets an ApprovalRequest it owns (`gate_request`); once that request leaves Pending,
+`gate_outcome` is the `approval_decided` event the saga workflow waits for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from steadfast.api.approval import ApprovalPhase
+from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA
+from steadfast.api.saga import TaskSagaSpec
+from steadfast.webhooks import DECIDED_BY, REQUESTED_BY
+
+log = logging.getLogger(__name__)
+
+DECISION_EVENT = "approval_received"
+GATE_EVENT = "approval_decided"
+SAGA_LABEL = "steadfast.dev/tasksaga"
+APPROVED_PHASES = frozenset(
+    {ApprovalPhase.APPROVED, ApprovalPhase.EXECUTING, ApprovalPhase.COMPLETED, ApprovalPhase.ACTION_FAILED}
+)
+
+
+def screen(decision: Mapping[str, Any], approvals: list[dict[str, Any]], requester: str | None) -> str | None:
+    """Why a decision event must not count (None: it counts). A second word from the same user never does."""
+    user = decision.get("user")
+    if not user:
+        return "a decision without an authenticated user was ignored"
+    if decision.get("approved") and user == requester:
+        return f"{user} requested this and may not approve it"
+    if any(a["user"] == user for a in approvals):
+        return f"{user} has already decided; only the first decision of each approver counts"
+    return None
+
+
+def tally(approvals: list[dict[str, Any]], required: int) -> ApprovalPhase | None:
+    """Rejected on any rejection, Approved once `required` distinct users approved, else still open."""
+    if any(not a["approved"] for a in approvals):
+        return ApprovalPhase.REJECTED
+    if len({a["user"] for a in approvals if a["approved"]}) >= required:
+        return ApprovalPhase.APPROVED
+    return None
+
+
+# ---- what the binding needs from the resource ----------------------------------------------------
+
+
+def extra_input(body: dict[str, Any]) -> dict[str, Any]:
+    """The authenticated requester (stamped at admission) and the creation time the timeout counts from."""
+    meta = body.get("metadata") or {}
+    return {
+        "requestedBy": (meta.get("annotations") or {}).get(REQUESTED_BY),
+        "createdAt": meta.get("creationTimestamp"),
+    }
+
+
+def decision_payload(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The `approval_received` event for the current spec.decision, with the user admission recorded."""
+    meta = body.get("metadata") or {}
+    decision = (body.get("spec") or {}).get("decision")
+    if not decision:
+        return None
+    user = (meta.get("annotations") or {}).get(DECIDED_BY)
+    if not user:
+        log.warning(
+            "decision on %s/%s ignored: no %s annotation (are the admission webhooks running?)",
+            meta.get("namespace"),
+            meta.get("name"),
+            DECIDED_BY,
+        )
+        return None
+    return {
+        "user": user,
+        "approved": bool(decision.get("approved")),
+        "reason": decision.get("reason"),
+        "generation": int(meta.get("generation") or 1),
+    }
+
+
+# ---- the TaskSaga gate ---------------------------------------------------------------------------
+
+
+def gate_request_name(saga_name: str) -> str:
+    """The name of a saga's ApprovalRequest: deterministic, within the 253-character limit."""
+    name = f"{saga_name}-approval"
+    if len(name) <= 253:
+        return name
+    return f"{saga_name[:230]}-{hashlib.sha256(saga_name.encode()).hexdigest()[:8]}-approval"
+
+
+def gate_request(saga: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ApprovalRequest a saga's gate needs, or None when its spec.approval does not apply."""
+    spec = TaskSagaSpec.model_validate(saga.get("spec") or {})
+    if spec.approval is None or not spec.needs_approval():
+        return None
+    meta = saga["metadata"]
+    requester = (meta.get("annotations") or {}).get(REQUESTED_BY)
+    task = spec.task
+    subject: dict[str, Any] = {
+        "title": f"Run TaskSaga {meta['name']}: {task.title or task.id}"[:256],
+        "description": f"Approve to run the {len(spec.steps)} step(s) of TaskSaga {meta['namespace']}/"
+        f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'}).",
+    }
+    if requester:
+        subject["requester"] = requester
+    return {
+        "apiVersion": APPROVAL_REQUEST.api_version,
+        "kind": APPROVAL_REQUEST.kind,
+        "metadata": {
+            "name": gate_request_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": {SAGA_LABEL: meta["name"][:63].rstrip("-.")},
+            "annotations": {REQUESTED_BY: requester} if requester else {},
+            "ownerReferences": [
+                {
+                    "apiVersion": TASK_SAGA.api_version,
+                    "kind": TASK_SAGA.kind,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"subject": subject, "approvers": spec.approval.approvers.to_wire(), "timeout": spec.approval.timeout},
+    }
+
+
+def gate_outcome(apr: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `approval_decided` event for a saga once its request left Pending, else None."""
+    status = apr.get("status") or {}
+    try:
+        phase = ApprovalPhase(str(status.get("phase")))
+    except ValueError:
+        return None
+    if phase == ApprovalPhase.PENDING:
+        return None
+    return {
+        "approved": phase in APPROVED_PHASES,
+        "phase": phase.value,
+        "approver": status.get("approver"),
+        "reason": status.get("reason") or phase.value,
+    }
+
+
+def saga_owner(apr: Mapping[str, Any]) -> dict[str, str] | None:
+    meta = apr.get("metadata") or {}
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == TASK_SAGA.kind and owner.get("apiVersion") == TASK_SAGA.api_version:
+            return {"namespace": meta["namespace"], "name": owner["name"], "uid": owner["uid"]}
+    return None
