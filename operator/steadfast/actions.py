@@ -8,11 +8,8 @@ the request: never into results, messages, Events or logs.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import certifi
@@ -23,34 +20,14 @@ from kubernetes.client.exceptions import ApiException
 from steadfast.api.action import Action, HttpAction
 from steadfast.api.duration import parse_duration
 from steadfast.egress import EgressDenied, EgressPolicy
+from steadfast.records import Outcome as Outcome  # re-exported: the result type of ActionRunner.run
+from steadfast.records import idempotency_key as idempotency_key
 
 log = logging.getLogger(__name__)
 
 REFERABLE_LABEL = "steadfast.dev/referable"
 USER_AGENT = "steadfast/0.1"
 _EXCERPT = 200
-
-
-def idempotency_key(uid: str, *parts: str) -> str:
-    """Stable across retries and restarts: derived only from the resource UID and what is being done."""
-    digest = hashlib.sha256("/".join((uid, *parts)).encode()).hexdigest()
-    return f"sf-{digest[:40]}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one attempt of an action did; plain data so it can be a workflow activity's result."""
-
-    ok: bool
-    status_code: int | None = None
-    message: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "statusCode": self.status_code, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Outcome:
-        return cls(bool(data.get("ok")), data.get("statusCode"), str(data.get("message") or ""))
 
 
 class ActionError(Exception):

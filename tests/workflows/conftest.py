@@ -15,8 +15,8 @@ import dapr.ext.workflow as wf
 import pytest
 from workflow_fakes import Harness, World
 
+from steadfast.records import EXECUTE, REPORT
 from steadfast.workflows import monitor, saga
-from steadfast.workflows.activities import EXECUTE, REPORT
 from steadfast_engine.process import EngineProcess, start_engine
 
 logging.getLogger("durabletask-worker").setLevel(logging.ERROR)

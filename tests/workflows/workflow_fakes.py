@@ -19,11 +19,11 @@ from typing import Any
 
 import dapr.ext.workflow as wf
 
-from steadfast.actions import Outcome
 from steadfast.api.common import ApiModel
 from steadfast.api.kinds import HEALTH_MONITOR, TASK_SAGA, Kind
 from steadfast.binding import instance_id
 from steadfast.kube import ObjectRef
+from steadfast.records import Outcome
 from steadfast.workflows import monitor, saga
 
 SERVICE = "http://svc.test"  # never contacted: the fake answers for it

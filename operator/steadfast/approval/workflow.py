@@ -14,11 +14,11 @@ from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 
-from steadfast.actions import Outcome
 from steadfast.api.approval import ApprovalPhase, ApprovalRequestSpec
 from steadfast.api.duration import parse_duration
 from steadfast.api.saga import RetryPolicy
 from steadfast.approval.rules import DECISION_EVENT, screen, tally
+from steadfast.records import Outcome
 from steadfast.status import conditions
 from steadfast.workflows.common import Reporter, run_action, stamp, utc
 

@@ -11,15 +11,14 @@ import time
 from typing import Any
 
 from steadfast import metrics
-from steadfast.actions import ActionRunner, Outcome
+from steadfast.actions import ActionRunner
 from steadfast.api.action import Action
 from steadfast.kube import ObjectRef
+from steadfast.records import EXECUTE, REPORT, Outcome
 from steadfast.status import EventSpec, StatusWriter
 
 log = logging.getLogger(__name__)
 
-EXECUTE = "steadfast.execute_action"
-REPORT = "steadfast.report_status"
 REPORT_TIMEOUT = 60.0
 
 

@@ -12,12 +12,11 @@ from typing import Any
 from dapr.ext.workflow import DaprWorkflowContext
 from dapr.ext.workflow._durabletask.task import TaskFailedError
 
-from steadfast.actions import Outcome, idempotency_key
 from steadfast.api.action import Action
 from steadfast.api.duration import parse_duration
 from steadfast.api.saga import RetryPolicy
+from steadfast.records import EXECUTE, REPORT, Outcome, idempotency_key
 from steadfast.status import EventSpec
-from steadfast.workflows.activities import EXECUTE, REPORT
 
 Step = Generator[Any, Any, Any]
 
