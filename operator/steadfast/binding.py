@@ -53,10 +53,12 @@ class Signal:
 
 @dataclass(frozen=True)
 class Binding:
-    """What differs between kinds on the common path; everything else is shared."""
+    """Everything the operator knows of one kind: what differs on the common path; the rest is shared."""
 
     kind: Kind
     workflow: str
+    # The workflow function registered under `workflow` on the worker.
+    workflow_fn: Callable[..., Any]
     # Delete of a running instance: an event name to raise (the workflow winds down and ends by
     # itself), or None to terminate it.
     stop_event: Callable[[Any], str | None] = lambda spec: None
@@ -67,6 +69,8 @@ class Binding:
     # Extra workflow input derived from the resource (for example the authenticated creator).
     extra_input: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: {}
     signals: tuple[Signal, ...] = ()
+    # Handlers of this kind beyond the common path (the approval gate), registered with the rest.
+    register_extra: Callable[[Bindings, kopf.OperatorRegistry, Binding], None] = lambda bindings, registry, own: None
 
 
 StartHook = Callable[[kopf.Body, kopf.Logger], Awaitable[None]]
@@ -110,6 +114,7 @@ class Bindings:
         kopf.on.delete(*resource, registry=registry, id="stop")(stop)
         for sig in binding.signals:
             self._register_signal(binding, sig, registry)
+        binding.register_extra(self, registry, binding)
 
     async def _begin(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
         await self.start(binding, body, logger)

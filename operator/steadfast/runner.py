@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 
-from steadfast import kinds, metrics, persistence, webhooks
+from steadfast import catalog, metrics, persistence, webhooks
 from steadfast.actions import ActionRunner
 from steadfast.api.kinds import FINALIZER, KINDS
 from steadfast.binding import Bindings
@@ -180,8 +180,8 @@ def main(args: argparse.Namespace) -> int:
         # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
         runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
         activities.register(runtime)
-        for kind in kinds.BINDINGS:
-            runtime.register_workflow(kind.workflow_fn, name=kind.binding.workflow)
+        for binding in catalog.BINDINGS:
+            runtime.register_workflow(binding.workflow_fn, name=binding.workflow)
         return runtime
 
     client = DaprWorkflowClient()
@@ -191,9 +191,8 @@ def main(args: argparse.Namespace) -> int:
     bindings = Bindings(client, writer)
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(_login)
-    for kind in kinds.BINDINGS:
-        bindings.register(kind.binding, registry)
-        kind.register_extra(bindings, registry)
+    for binding in catalog.BINDINGS:
+        bindings.register(binding, registry)
 
     settings = kopf.OperatorSettings()
     configure_settings(settings)

@@ -88,9 +88,9 @@ def _say(message: str) -> None:
 
 
 def _supported_kinds() -> set[str]:
-    from steadfast import kinds
+    from steadfast import catalog
 
-    return {setup.binding.kind.kind for setup in kinds.BINDINGS}
+    return {binding.kind.kind for binding in catalog.BINDINGS}
 
 
 def _start_extra(state: cluster.State, name: str, args: list[str], env: dict[str, str]) -> None:
