@@ -72,3 +72,5 @@ def harness(
         yield h
     finally:
         h.close()
+    # Every snapshot any test's workflow reported fits the CRD's status schema (nothing pruned or refused).
+    assert h.schema_problems() == []

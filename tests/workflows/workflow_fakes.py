@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dapr.ext.workflow as wf
+from crd_status import status_problems
 
 from steadfast.api.common import ApiModel
 from steadfast.api.kinds import HEALTH_MONITOR, TASK_SAGA, Kind
@@ -139,9 +140,12 @@ class StatusLog:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._by_seq: dict[int, dict[str, Any]] = {}
+        self.schema_problems: list[str] = []  # snapshots the CRD's status schema would not store as sent
 
     def submit(self, envelope: dict[str, Any]) -> None:
+        problems = status_problems(envelope["ref"]["kind"], envelope["status"])
         with self._cond:
+            self.schema_problems.extend(f"seq {envelope['seq']}: {p}" for p in problems)
             seq = int(envelope["seq"])
             if seq in self._by_seq and self._by_seq[seq] != envelope:
                 raise AssertionError(f"two different snapshots with seq {seq}")
@@ -262,6 +266,9 @@ class Harness:
             f"{iid} ended {state.runtime_status.name}: {state.failure_details}"
         )
         return json.loads(state.serialized_output) if state.serialized_output else None
+
+    def schema_problems(self) -> list[str]:
+        return [f"{s.ref.kind} {s.ref.name}: {p}" for s in self.subjects for p in s.log.schema_problems]
 
     def close(self) -> None:
         for subject in self.subjects:
