@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -97,6 +97,43 @@ def _drain(response: Any) -> None:
         release()
 
 
+class Clock(Protocol):
+    """The writer's only source of time, and its only way to wait for time to pass.
+
+    `SYSTEM_CLOCK` in production; tests pass one they move by hand, so lingers and the progress budget
+    run in no real time at all. `wait` may return early (a notify, or spuriously): the writer looks at
+    `monotonic` again each time it returns.
+    """
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    def wait(self, condition: threading.Condition, timeout: float | None) -> object:
+        """`condition.wait(timeout)`, with `timeout` in this clock's seconds; called with `condition` held."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for `seconds` of this clock (between retries of a write)."""
+        ...
+
+
+class SystemClock:
+    """The real clock: `time.monotonic`, `Condition.wait` and `time.sleep`."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, condition: threading.Condition, timeout: float | None) -> bool:
+        return condition.wait(timeout)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
 @dataclass
 class _Pending:
     ref: ObjectRef
@@ -108,7 +145,11 @@ class _Pending:
 
 
 class StatusWriter:
-    """Thread-safe; used from workflow activities (threads) and kopf handlers alike."""
+    """Thread-safe; used from workflow activities (threads) and kopf handlers alike.
+
+    Every delay it takes (the linger, the progress budget, the pause between retries) is measured and
+    waited out on `clock`.
+    """
 
     def __init__(
         self,
@@ -118,16 +159,18 @@ class StatusWriter:
         component: str = "steadfast",
         linger: float = 0.2,
         progress_rate: float = 0.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
         self._core = client.CoreV1Api(api)
         self._component = component
+        self._clock = clock
         self._linger = linger
         # Progress-only writes share a budget of `progress_rate` per second (0: no limit): under load they
         # wait longer and fold into fewer writes, while phase changes still go out at once.
         self._rate = progress_rate
         self._tokens = progress_rate
-        self._refilled = time.monotonic()
+        self._refilled = clock.monotonic()
         self._lock = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         self._inflight: set[str] = set()
@@ -192,7 +235,7 @@ class StatusWriter:
         if pending.urgent or self._linger <= 0:
             self._ready[key] = None
         else:
-            self._due[key] = time.monotonic() + self._linger
+            self._due[key] = self._clock.monotonic() + self._linger
         self._lock.notify()
 
     def _promote(self) -> float | None:
@@ -200,7 +243,7 @@ class StatusWriter:
 
         `_due` is in order of due time: every key gets the same linger when it is added.
         """
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self._stopped:
             self._ready.update(dict.fromkeys(self._due))
             self._due.clear()
@@ -241,7 +284,7 @@ class StatusWriter:
                     wait = self._promote()
                     if self._ready or (self._stopped and not self._due):
                         break
-                    self._lock.wait(wait)
+                    self._clock.wait(self._lock, wait)
                 if self._stopped and not self._ready:
                     return
                 key = next(iter(self._ready))
@@ -301,7 +344,7 @@ class StatusWriter:
             except Exception:  # connection problems: the API server restarting, for example
                 if attempt == 5:
                     raise
-            time.sleep(delay)
+            self._clock.sleep(delay)
             delay = min(delay * 2, 2.0)
         if "phase" in item.status:
             metrics.phase(ref.kind, self._key(ref), item.status.get("phase"))

@@ -1,0 +1,23 @@
+"""Status conditions (Ready/Reconciling/Stalled) as kstatus reads them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from steadfast.status import conditions
+
+
+def test_conditions_keep_transition_time_while_unchanged() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first = conditions("progressing", reason="Running", message="", generation=1, now=t0)
+    later = conditions(
+        "progressing", reason="Running", message="step 2", generation=1, now=t0 + timedelta(minutes=1), previous=first
+    )
+    done = conditions(
+        "ready", reason="Succeeded", message="", generation=1, now=t0 + timedelta(minutes=2), previous=later
+    )
+    by_type = {c["type"]: c for c in done}
+    assert {c["type"]: c["status"] for c in done} == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert later[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-01-01T00:02:00Z"
+    assert by_type["Stalled"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"  # was False, still False
