@@ -16,8 +16,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA, Kind
-from steadfast.webhooks import DECIDED_BY, REQUESTED_BY
+from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, HEALTH_MONITOR, REQUESTED_BY, TASK_SAGA, Kind
 
 OPEN = {"", "Pending", "Approved", "Executing"}
 

@@ -22,8 +22,9 @@ from pydantic import ValidationError
 from steadfast import persistence
 from steadfast.api.errors import describe
 from steadfast.api.kinds import Kind
+from steadfast.conditions import conditions
 from steadfast.kube import ObjectRef
-from steadfast.status import StatusWriter, conditions
+from steadfast.status import StatusWriter
 
 log = logging.getLogger(__name__)
 

@@ -35,3 +35,20 @@ class Outcome:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
         return cls(bool(data.get("ok")), data.get("statusCode"), str(data.get("message") or ""))
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A Kubernetes Event about a transition; `key` makes a redelivered transition the same Event."""
+
+    reason: str
+    message: str
+    type: str = "Normal"  # or Warning
+    key: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"reason": self.reason, "message": self.message, "type": self.type, "key": self.key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> EventSpec:
+        return cls(data["reason"], data["message"], data.get("type", "Normal"), data.get("key", ""))

@@ -26,66 +26,9 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast import metrics
 from steadfast.kube import ObjectRef
+from steadfast.records import EventSpec
 
 log = logging.getLogger(__name__)
-
-READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    """A Kubernetes Event about a transition; `key` makes a redelivered transition the same Event."""
-
-    reason: str
-    message: str
-    type: str = "Normal"  # or Warning
-    key: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {"reason": self.reason, "message": self.message, "type": self.type, "key": self.key}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, str]) -> EventSpec:
-        return cls(data["reason"], data["message"], data.get("type", "Normal"), data.get("key", ""))
-
-
-def conditions(
-    state: str,
-    *,
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: datetime,
-    previous: list[dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Ready/Reconciling/Stalled as kstatus reads them, for `state` in progressing, ready, stalled.
-
-    Pure and clock-free (`now` is passed in), so workflows can call it deterministically;
-    lastTransitionTime moves only when a condition's status changes.
-    """
-    wanted = {
-        "progressing": {READY: "False", RECONCILING: "True", STALLED: "False"},
-        "ready": {READY: "True", RECONCILING: "False", STALLED: "False"},
-        "stalled": {READY: "False", RECONCILING: "False", STALLED: "True"},
-    }[state]
-    before = {c.get("type"): c for c in previous or []}
-    aware = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    stamp = aware.strftime("%Y-%m-%dT%H:%M:%SZ")
-    out = []
-    for type_, status in wanted.items():
-        old = before.get(type_)
-        changed = old is None or old.get("status") != status
-        cond: dict[str, Any] = {
-            "type": type_,
-            "status": status,
-            "reason": reason,
-            "message": message[:32768],
-            "lastTransitionTime": stamp if changed or not old else old.get("lastTransitionTime", stamp),
-        }
-        if generation is not None:
-            cond["observedGeneration"] = generation
-        out.append(cond)
-    return out
 
 
 def _drain(response: Any) -> None:

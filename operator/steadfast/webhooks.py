@@ -35,12 +35,10 @@ from kubernetes import client
 
 from steadfast import certs
 from steadfast.api.action import BODY_DEPTH_MESSAGE, MAX_BODY_DEPTH, json_depth
-from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, TASK_SAGA
 
 log = logging.getLogger(__name__)
 
-REQUESTED_BY = "steadfast.dev/requested-by"
-DECIDED_BY = "steadfast.dev/decided-by"
 CONFIGURATION_NAME = "steadfast.dev"  # the Validating/MutatingWebhookConfiguration kopf keeps up to date
 OPERATIONS = ["CREATE", "UPDATE"]  # never DELETE: removing a resource must not need the operator
 

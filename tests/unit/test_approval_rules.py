@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from steadfast.api.approval import ApprovalPhase, ApprovalRequestSpec
+from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY
 from steadfast.approval.rules import (
     decision_payload,
     extra_input,
@@ -14,7 +15,6 @@ from steadfast.approval.rules import (
     screen,
     tally,
 )
-from steadfast.webhooks import DECIDED_BY, REQUESTED_BY
 
 
 def record(user: str, approved: bool = True) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from steadfast.status import conditions
+from steadfast.conditions import conditions
 
 
 def test_conditions_keep_transition_time_while_unchanged() -> None:

@@ -9,7 +9,8 @@ import threading
 from typing import Any
 
 from steadfast.kube import ObjectRef
-from steadfast.status import EventSpec, StatusWriter
+from steadfast.records import EventSpec
+from steadfast.status import StatusWriter
 
 
 class FakeClock:

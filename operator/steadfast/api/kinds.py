@@ -14,6 +14,9 @@ from steadfast.api.schema import Cel
 GROUP = "steadfast.dev"
 # Set at admission on CREATE (a kopf patch per resource otherwise); kopf removes it once the instance is gone.
 FINALIZER = f"{GROUP}/finalizer"
+# Identities stamped by the admission webhooks from the API server's authentication, never typed by users.
+REQUESTED_BY = f"{GROUP}/requested-by"
+DECIDED_BY = f"{GROUP}/decided-by"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "steadfast"

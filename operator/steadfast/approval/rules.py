@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from steadfast.api.approval import ApprovalPhase
-from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, REQUESTED_BY, TASK_SAGA
 from steadfast.api.saga import TaskSagaSpec
-from steadfast.webhooks import DECIDED_BY, REQUESTED_BY
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from steadfast.api.approval import ApprovalPhase, ApprovalRequestSpec
 from steadfast.api.duration import parse_duration
 from steadfast.api.saga import RetryPolicy
 from steadfast.approval.rules import DECISION_EVENT, screen, tally
+from steadfast.conditions import conditions
 from steadfast.records import Outcome
-from steadfast.status import conditions
 from steadfast.workflows.common import Reporter, run_action, stamp, utc
 
 NAME = "steadfast.approvalrequest"

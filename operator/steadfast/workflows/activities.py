@@ -14,8 +14,8 @@ from steadfast import metrics
 from steadfast.actions import ActionRunner
 from steadfast.api.action import Action
 from steadfast.kube import ObjectRef
-from steadfast.records import EXECUTE, REPORT, Outcome
-from steadfast.status import EventSpec, StatusWriter
+from steadfast.records import EXECUTE, REPORT, EventSpec, Outcome
+from steadfast.status import StatusWriter
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ from dapr.ext.workflow._durabletask.task import TaskFailedError
 from steadfast.api.action import Action
 from steadfast.api.duration import parse_duration
 from steadfast.api.saga import RetryPolicy
-from steadfast.records import EXECUTE, REPORT, Outcome, idempotency_key
-from steadfast.status import EventSpec
+from steadfast.records import EXECUTE, REPORT, EventSpec, Outcome, idempotency_key
 
 Step = Generator[Any, Any, Any]
 

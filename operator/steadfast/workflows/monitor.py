@@ -16,7 +16,7 @@ from dapr.ext.workflow import DaprWorkflowContext, when_any
 
 from steadfast.api.duration import parse_duration
 from steadfast.api.monitor import HealthMonitorSpec, MonitorPhase
-from steadfast.status import conditions
+from steadfast.conditions import conditions
 from steadfast.workflows.common import Reporter, run_action, stamp, utc
 
 NAME = "steadfast.healthmonitor"

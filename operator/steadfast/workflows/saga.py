@@ -14,7 +14,7 @@ from dapr.ext.workflow import DaprWorkflowContext, when_any
 
 from steadfast.api.saga import RetryPolicy, SagaPhase, Step, TaskSagaSpec
 from steadfast.approval import rules as approval
-from steadfast.status import conditions
+from steadfast.conditions import conditions
 from steadfast.workflows.common import Reporter, run_action, stamp
 
 NAME = "steadfast.tasksaga"
