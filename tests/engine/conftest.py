@@ -15,10 +15,10 @@ from pathlib import Path
 import dapr.ext.workflow as wf
 import pytest
 from beds import Bed
+from engine_workflows import register
 
 from steadfast.dev import engines
 from steadfast_engine.process import EngineProcess, start_engine
-from workflows import register
 
 REPO = Path(__file__).resolve().parents[2]
 

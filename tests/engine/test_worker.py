@@ -9,10 +9,10 @@ from pathlib import Path
 
 import dapr.ext.workflow as wf
 import pytest
+from engine_workflows import register
 
 from steadfast.dev import engines
 from steadfast.worker import Worker, unreachable
-from workflows import register
 
 pytestmark = pytest.mark.engine
 

@@ -12,7 +12,7 @@ import sys
 import threading
 
 import dapr.ext.workflow as wf
-from workflows import register
+from engine_workflows import register
 
 
 def main(address: str) -> int:

@@ -1,4 +1,4 @@
-"""Workflows and activities shared by the engine tests, the worker subprocess and the benchmark."""
+"""Workflows and activities shared by the engine tests, the worker subprocess and the engine fidelity tests."""
 
 from __future__ import annotations
 
