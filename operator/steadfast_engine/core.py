@@ -26,10 +26,9 @@ from typing import Any
 import grpc
 
 from . import store as st
-from .dispatch import Lease, Stream
 from .history import HistoryApplication
 from .protos import pb, status_name, timestamp, to_epoch
-from .state import Activity, EngineError, Instance, event, invalid, sv
+from .state import Activity, EngineError, Instance, Lease, Stream, event, invalid, sv
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Activity", "Engine", "EngineError", "Instance", "Lease", "Stream"]
 

@@ -14,39 +14,15 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from . import store as st
 from .protos import pb
-from .state import Activity, EngineError, EngineState, Instance, event, sv
+from .state import Activity, EngineError, EngineState, Instance, Lease, Stream, event, sv
 
 log = logging.getLogger("steadfast.engine")
-
-
-@dataclass
-class Lease:
-    """A work item handed to one worker stream; its token must come back with the result."""
-
-    token: str
-    stream: Stream
-    kind: str  # "orchestration" | "activity"
-    instance_id: str
-    task_id: int = 0
-    inbox_seqs: list[int] = field(default_factory=list)
-    new_events: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class Stream:
-    """One connected ``GetWorkItems`` stream (one worker connection)."""
-
-    stream_id: int
-    peer: str
-    active: bool = True
-    leases: dict[str, Lease] = field(default_factory=dict)
 
 
 class Dispatch(EngineState, ABC):

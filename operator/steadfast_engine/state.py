@@ -12,15 +12,12 @@ import heapq
 import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from . import store as st
 from .protos import TERMINAL_STATUSES, pb, timestamp, wrappers_pb2
-
-if TYPE_CHECKING:
-    from .dispatch import Lease
 
 
 class EngineError(Exception):
@@ -42,6 +39,29 @@ def sv(text: str | None) -> Any:
 
 def event(now: float, event_id: int = -1, **kind: Any) -> Any:
     return pb.HistoryEvent(eventId=event_id, timestamp=timestamp(now), **kind)
+
+
+@dataclass
+class Lease:
+    """A work item handed to one worker stream; its token must come back with the result."""
+
+    token: str
+    stream: Stream
+    kind: str  # "orchestration" | "activity"
+    instance_id: str
+    task_id: int = 0
+    inbox_seqs: list[int] = field(default_factory=list)
+    new_events: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Stream:
+    """One connected ``GetWorkItems`` stream (one worker connection)."""
+
+    stream_id: int
+    peer: str
+    active: bool = True
+    leases: dict[str, Lease] = field(default_factory=dict)
 
 
 @dataclass
