@@ -68,9 +68,12 @@ class Worker:
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):
-            if not self.probe():
-                log.warning("the workflow engine no longer routes work to this worker; reconnecting it")
-                self.reconnect()
+            try:
+                if not self.probe():
+                    log.warning("the workflow engine no longer routes work to this worker; reconnecting it")
+                    self.reconnect()
+            except Exception:  # the watchdog must outlive any one failed probe or reconnect
+                log.exception("worker watchdog: probe or reconnect failed; trying again in %.0fs", self._interval)
 
     def stop(self) -> None:
         self._stop.set()
