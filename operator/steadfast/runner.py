@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +22,7 @@ from steadfast.binding import Bindings
 from steadfast.egress import EgressPolicy
 from steadfast.kube import api_client
 from steadfast.status import StatusWriter
-from steadfast.worker import Worker
+from steadfast.worker import Worker, registrable
 from steadfast.workflows.activities import Activities
 
 log = logging.getLogger("steadfast")
@@ -150,6 +151,20 @@ async def _operate(**kwargs: Any) -> None:
     await kopf.operator(**kwargs)
 
 
+def runtime_factory(activities: Activities) -> Callable[[], WorkflowRuntime]:
+    """Builds the worker's runtime; called again for every reconnect of the watchdog."""
+
+    def build() -> WorkflowRuntime:
+        # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
+        runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
+        activities.register(runtime)
+        for binding in catalog.BINDINGS:
+            runtime.register_workflow(registrable(binding.workflow_fn), name=binding.workflow)
+        return runtime
+
+    return build
+
+
 def main(args: argparse.Namespace) -> int:
     # kopf and pydantic parse resources recursively; the admission webhooks refuse specs nested deeper than
     # 64 levels, and this headroom keeps whatever slips past (webhooks off) a Stalled resource, not a crash.
@@ -175,17 +190,8 @@ def main(args: argparse.Namespace) -> int:
     # Progress within a phase may show up --status-linger late (later under load): fewer writes per step.
     writer = StatusWriter(api, workers=8, linger=args.status_linger, progress_rate=args.status_progress_rate)
     activities = Activities(ActionRunner(api, _egress(args)), writer)
-
-    def build_runtime() -> WorkflowRuntime:
-        # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
-        runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
-        activities.register(runtime)
-        for binding in catalog.BINDINGS:
-            runtime.register_workflow(binding.workflow_fn, name=binding.workflow)
-        return runtime
-
     client = DaprWorkflowClient()
-    worker = Worker(build_runtime, client, interval=args.worker_probe_interval)
+    worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
     worker.start()
     log.info("workflow worker connected")
     bindings = Bindings(client, writer)

@@ -9,9 +9,11 @@ nothing heals until the worker opens a new stream. So a watchdog probes the engi
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
@@ -25,6 +27,23 @@ log = logging.getLogger("steadfast.worker")
 PROBE_INSTANCE = "steadfast-worker-probe"
 _HEALTHY = "no such instance exists"
 _UNROUTED = ("not registered", "did not find address for actor")
+
+
+def registrable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A new function object that calls `fn`, for each runtime `fn` is registered on.
+
+    The SDK marks every function it registers, for the whole process, and refuses it on a second runtime:
+    without this a reconnect (a new runtime) fails with "Activity execute already registered".
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    call.__name__ = getattr(fn, "__name__", "registered")
+    call.__qualname__ = getattr(fn, "__qualname__", call.__name__)
+    call.__doc__ = fn.__doc__
+    call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    return call
 
 
 def unreachable(details: str) -> bool:

@@ -81,6 +81,9 @@ class Operator:
             "KUBECONFIG": kubeconfig or state.kubeconfig,
             "DAPR_GRPC_ENDPOINT": engine.address,
             "PYTHONUNBUFFERED": "1",
+            # Chaos tests leave daprd without this app's actor types now and then (see steadfast.worker):
+            # probe more often than production's 15 s so that the next test does not wait for recovery.
+            "STEADFAST_WORKER_PROBE_INTERVAL": "3",
         }
         self.log = log
         self.extra_args = list(extra_args)

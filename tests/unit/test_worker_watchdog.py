@@ -75,3 +75,15 @@ def test_healthy_and_down_engines_are_left_alone() -> None:
     assert worker.probe()
     client.purge_workflow = lambda *a, **k: (_ for _ in ()).throw(_Refused("failed to connect to all addresses"))  # type: ignore[method-assign]
     assert worker.probe()  # down, not forgotten: the SDK reconnects by itself
+
+
+def test_the_operators_runtime_can_be_built_again_for_a_reconnect() -> None:
+    """The SDK refuses a function registered before; a reconnect registers everything on a new runtime."""
+    from steadfast.actions import ActionRunner
+    from steadfast.egress import EgressPolicy
+    from steadfast.runner import runtime_factory
+    from steadfast.workflows.activities import Activities
+
+    build = runtime_factory(Activities(ActionRunner(None, EgressPolicy.parse(allow=[], deny=[])), None))  # type: ignore[arg-type]
+    first, second = build(), build()
+    assert first is not second

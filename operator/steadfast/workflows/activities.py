@@ -16,6 +16,7 @@ from steadfast.api.action import Action
 from steadfast.kube import ObjectRef
 from steadfast.records import EXECUTE, REPORT, EventSpec, Outcome
 from steadfast.status import StatusWriter
+from steadfast.worker import registrable
 
 log = logging.getLogger(__name__)
 
@@ -60,5 +61,5 @@ class Activities:
             future.result(timeout=REPORT_TIMEOUT)
 
     def register(self, runtime: Any) -> None:
-        runtime.register_activity(self.execute, name=EXECUTE)
-        runtime.register_activity(self.report, name=REPORT)
+        runtime.register_activity(registrable(self.execute), name=EXECUTE)
+        runtime.register_activity(registrable(self.report), name=REPORT)
