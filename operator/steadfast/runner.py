@@ -151,12 +151,14 @@ async def _operate(**kwargs: Any) -> None:
     await kopf.operator(**kwargs)
 
 
-def runtime_factory(activities: Activities) -> Callable[[], WorkflowRuntime]:
-    """Builds the worker's runtime; called again for every reconnect of the watchdog."""
+def runtime_factory(
+    activities: Activities, host: str | None = None, port: str | None = None
+) -> Callable[[], WorkflowRuntime]:
+    """Builds the worker's runtime; called again for every reconnect of the watchdog (engine from the env)."""
 
     def build() -> WorkflowRuntime:
         # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
-        runtime = WorkflowRuntime(maximum_thread_pool_workers=THREADS)
+        runtime = WorkflowRuntime(host=host, port=port, maximum_thread_pool_workers=THREADS)
         activities.register(runtime)
         for binding in catalog.BINDINGS:
             runtime.register_workflow(registrable(binding.workflow_fn), name=binding.workflow)

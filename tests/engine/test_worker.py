@@ -77,3 +77,30 @@ def test_watchdog_reconnects_a_worker_the_engine_forgot(engine: engines.Engine, 
     finally:
         worker.stop()
         client.close()
+
+
+def test_the_operators_own_runtime_reconnects(engine: engines.Engine) -> None:
+    """The operator's real registrations (runner.runtime_factory) survive a reconnect on a real engine."""
+    from steadfast.actions import ActionRunner
+    from steadfast.egress import EgressPolicy
+    from steadfast.runner import runtime_factory
+    from steadfast.workflows.activities import Activities
+
+    client = wf.DaprWorkflowClient(host=engine.host, port=str(engine.port))
+    activities = Activities(ActionRunner(None, EgressPolicy.parse(allow=[], deny=[])), None)  # type: ignore[arg-type]
+    factory = runtime_factory(activities, host=engine.host, port=str(engine.port))
+    built: list[wf.WorkflowRuntime] = []
+
+    def build() -> wf.WorkflowRuntime:
+        built.append(factory())
+        return built[-1]
+
+    worker = Worker(build, client, interval=0.5)
+    try:
+        worker.start()
+        assert worker.probe()
+        worker.reconnect()  # a second runtime with the same workflows and activities
+        assert len(built) == 2 and worker.probe()
+    finally:
+        worker.stop()
+        client.close()
