@@ -43,18 +43,18 @@ def client(engine: EngineProcess) -> Iterator[wf.DaprWorkflowClient]:
     try:
         yield c
     finally:
-        c.close()
+        c.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
 
 
 @pytest.fixture
 def runtime(engine: EngineProcess) -> Iterator[wf.WorkflowRuntime]:
     rt = wf.WorkflowRuntime(host=engine.host, port=str(engine.port))
     register(rt)
-    rt.start()
+    rt.start()  # type: ignore[no-untyped-call]  # the SDK's start() has no hints
     try:
         yield rt
     finally:
-        rt.shutdown()
+        rt.shutdown()  # type: ignore[no-untyped-call]  # the SDK's shutdown() has no hints
 
 
 class WorkerProcess:
@@ -122,10 +122,10 @@ def beds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Bed]]:
             rt = wf.WorkflowRuntime(host=engine.host, port=str(engine.port))
             started.append((engine, rt, wf.DaprWorkflowClient(host=engine.host, port=str(engine.port))))
             register(rt)
-            rt.start()
+            rt.start()  # type: ignore[no-untyped-call]  # the SDK's start() has no hints
         yield [Bed(e.name, e, c, tmp_path_factory.mktemp(f"marks-{e.name}")) for e, _, c in started]
     finally:
         for engine, rt, c in reversed(started):
-            c.close()
-            rt.shutdown()
+            c.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
+            rt.shutdown()  # type: ignore[no-untyped-call]  # the SDK's shutdown() has no hints
             engine.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import dapr.ext.workflow as wf
+from dapr.ext.workflow._durabletask.task import Task
 
 
 def register(rt: wf.WorkflowRuntime) -> None:
@@ -89,7 +90,7 @@ def register(rt: wf.WorkflowRuntime) -> None:
 
     @rt.workflow(name="parent")
     def parent(ctx: wf.DaprWorkflowContext, n: int) -> Any:
-        tasks = [
+        tasks: list[Task[Any]] = [
             ctx.call_child_workflow(wait_event, input="never", instance_id=f"{ctx.instance_id}-c{i}") for i in range(n)
         ]
         results = yield wf.when_all(tasks)

@@ -7,7 +7,9 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dapr.ext.workflow as wf
 import grpc
@@ -15,12 +17,18 @@ import pytest
 from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from dapr.ext.workflow._durabletask.internal import protos as pb
 
+from steadfast_engine.process import EngineProcess
+
+# For hints only: at run time "conftest" may be another folder's (pytest imports every conftest.py by that name).
+if TYPE_CHECKING:
+    from conftest import WorkerProcess
+
 pytestmark = [pytest.mark.engine, pytest.mark.chaos]
 
 
-def _history(address: str, iid: str) -> list:
+def _history(address: str, iid: str) -> list[pb.HistoryEvent]:
     with grpc.insecure_channel(address) as channel:
-        stub = stubs.TaskHubSidecarServiceStub(channel)
+        stub = stubs.TaskHubSidecarServiceStub(channel)  # type: ignore[no-untyped-call]  # generated without hints
         return list(stub.GetInstanceHistory(pb.GetInstanceHistoryRequest(instanceId=iid), timeout=30).events)
 
 
@@ -36,7 +44,9 @@ def _assert_each_result_once(address: str, iid: str) -> None:
     assert all(n == 1 for n in results.values()), (iid, results)
 
 
-def test_kill_9_engine_loses_nothing_acknowledged(engine, worker_process, tmp_path: Path):
+def test_kill_9_engine_loses_nothing_acknowledged(
+    engine: EngineProcess, worker_process: Callable[[], WorkerProcess], tmp_path: Path
+) -> None:
     worker_process()
     marks = tmp_path / "marks"
     acknowledged: list[tuple[str, int]] = []
@@ -59,7 +69,7 @@ def test_kill_9_engine_loses_nothing_acknowledged(engine, worker_process, tmp_pa
                     time.sleep(0.05)
                     continue
             n += 1
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
 
     scheduler = threading.Thread(target=schedule)
     scheduler.start()
@@ -84,10 +94,15 @@ def test_kill_9_engine_loses_nothing_acknowledged(engine, worker_process, tmp_pa
             assert json.loads(state.serialized_output) == n * 8
             _assert_each_result_once(engine.address, iid)
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
 
 
-def test_worker_killed_mid_activity_runs_it_again(engine, client, worker_process, tmp_path: Path):
+def test_worker_killed_mid_activity_runs_it_again(
+    engine: EngineProcess,
+    client: wf.DaprWorkflowClient,
+    worker_process: Callable[[], WorkerProcess],
+    tmp_path: Path,
+) -> None:
     marks = tmp_path / "marks"
     first = worker_process()
     iid = client.schedule_new_workflow(
@@ -100,6 +115,7 @@ def test_worker_killed_mid_activity_runs_it_again(engine, client, worker_process
     first.kill()
     worker_process()
     state = client.wait_for_workflow_completion(iid, timeout_in_seconds=30)
+    assert state is not None
     assert state.runtime_status.name == "COMPLETED"
     assert json.loads(state.serialized_output) == 2
     runs = [p.name for p in marks.iterdir()]
@@ -107,7 +123,12 @@ def test_worker_killed_mid_activity_runs_it_again(engine, client, worker_process
     _assert_each_result_once(engine.address, iid)
 
 
-def test_two_workers_share_the_load(engine, client, worker_process, tmp_path: Path):
+def test_two_workers_share_the_load(
+    engine: EngineProcess,
+    client: wf.DaprWorkflowClient,
+    worker_process: Callable[[], WorkerProcess],
+    tmp_path: Path,
+) -> None:
     marks = tmp_path / "marks"
     worker_process()
     worker_process()
@@ -119,6 +140,7 @@ def test_two_workers_share_the_load(engine, client, worker_process, tmp_path: Pa
     ]
     for i, iid in enumerate(ids):
         state = client.wait_for_workflow_completion(iid, timeout_in_seconds=60)
+        assert state is not None
         assert json.loads(state.serialized_output) == i * 4
         _assert_each_result_once(engine.address, iid)
     pids = {name.split("-")[-2] for name in (p.name for p in marks.iterdir())}
@@ -126,7 +148,9 @@ def test_two_workers_share_the_load(engine, client, worker_process, tmp_path: Pa
     assert len(list(marks.iterdir())) == 60  # every activity ran exactly once: no double delivery
 
 
-def test_timer_survives_engine_restart(engine, client, runtime):
+def test_timer_survives_engine_restart(
+    engine: EngineProcess, client: wf.DaprWorkflowClient, runtime: wf.WorkflowRuntime
+) -> None:
     iid = client.schedule_new_workflow("sleeper", input=2.0)
     client.wait_for_workflow_start(iid, timeout_in_seconds=20)
     started = time.monotonic()
@@ -137,7 +161,8 @@ def test_timer_survives_engine_restart(engine, client, runtime):
     try:
         state = fresh.wait_for_workflow_completion(iid, timeout_in_seconds=30)
     finally:
-        fresh.close()
+        fresh.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
+    assert state is not None
     assert state.runtime_status.name == "COMPLETED"
     assert json.loads(state.serialized_output) >= 2.0
     assert time.monotonic() - started >= 1.0

@@ -59,7 +59,7 @@ def rpc_error(call: Callable[[], Any]) -> dict[str, str] | None:
     return None
 
 
-def finish(bed: Bed, iid: str, timeout: float = 30) -> wf.WorkflowState | None:
+def finish(bed: Bed, iid: str, timeout: int = 30) -> wf.WorkflowState | None:
     return bed.client.wait_for_workflow_completion(iid, timeout_in_seconds=timeout)
 
 

@@ -22,10 +22,10 @@ def main(address: str) -> int:
     register(rt)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    rt.start()
+    rt.start()  # type: ignore[no-untyped-call]  # the SDK's start() has no hints
     print("worker ready", flush=True)
     stop.wait()
-    rt.shutdown()
+    rt.shutdown()  # type: ignore[no-untyped-call]  # the SDK's shutdown() has no hints
     return 0
 
 

@@ -83,7 +83,7 @@ def test_up_with_an_engine_serves_workflows_and_down_stops_it(tmp_path: Path, en
         try:
             assert client.get_workflow_state("nothing-here") is None
         finally:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
     finally:
         steadfast("dev", "down", "--dir", str(state_dir))
     assert not any(processes.alive(c["pid"]) for c in info["components"].values())

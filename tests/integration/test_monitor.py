@@ -138,7 +138,7 @@ def test_shortened_interval_applies_at_once(
 ) -> None:
     monitors.create("slow", spec(task_service, "slow", healthyInterval="1h"))
     first = monitors.wait_status(
-        "slow", lambda s: s.get("checkCount", 0) == 1 and s.get("nextCheckTime"), "first check"
+        "slow", lambda s: s.get("checkCount", 0) == 1 and bool(s.get("nextCheckTime")), "first check"
     )
     monitors.patch("slow", {"healthyInterval": "1s"})
     after = monitors.wait_status("slow", lambda s: s["checkCount"] >= 3, "faster checks", timeout=15)

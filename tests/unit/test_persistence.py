@@ -42,8 +42,8 @@ def test_an_immutable_kind_is_handled_without_a_diff_base_write() -> None:
 def test_a_first_success_leaves_no_patch_behind() -> None:
     storage = persistence.ProgressStorage()
     body, patch = _body(TASK_SAGA), kopf.Patch()
-    storage.store(key="start", record={"success": True}, body=body, patch=patch)  # type: ignore[arg-type]
+    storage.store(key="start", record={"success": True}, body=body, patch=patch)
     storage.purge(key="start", body=body, patch=patch)  # type: ignore[arg-type]
     assert not patch
-    storage.store(key="start", record={"retries": 1}, body=body, patch=patch)  # type: ignore[arg-type]
+    storage.store(key="start", record={"retries": 1}, body=body, patch=patch)
     assert list(patch["metadata"]["annotations"]) == ["steadfast.dev/start"]  # a retry is still recorded

@@ -10,7 +10,7 @@ import grpc
 from steadfast.worker import Worker
 
 
-class _Refused(grpc.RpcError):
+class _Refused(grpc.RpcError):  # type: ignore[misc]  # grpc has no type hints: RpcError is Any
     def __init__(self, details: str) -> None:
         self._details = details
 

@@ -45,11 +45,11 @@ def runtime(engine: EngineProcess, world: World) -> Iterator[wf.WorkflowRuntime]
     rt.register_workflow(monitor.monitor_workflow, name=monitor.NAME)
     rt.register_activity(world.execute, name=EXECUTE)
     rt.register_activity(world.report, name=REPORT)
-    rt.start()
+    rt.start()  # type: ignore[no-untyped-call]  # the SDK's start() has no hints
     try:
         yield rt
     finally:
-        rt.shutdown()
+        rt.shutdown()  # type: ignore[no-untyped-call]  # the SDK's shutdown() has no hints
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +58,7 @@ def client(engine: EngineProcess) -> Iterator[wf.DaprWorkflowClient]:
     try:
         yield c
     finally:
-        c.close()
+        c.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
 
 
 @pytest.fixture
