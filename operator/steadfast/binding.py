@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,10 +20,11 @@ from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
 from pydantic import ValidationError
 
 from steadfast import persistence
+from steadfast.api.common import ApiModel, StatusBase
 from steadfast.api.errors import describe
 from steadfast.api.kinds import Kind
 from steadfast.conditions import conditions
-from steadfast.kube import ObjectRef
+from steadfast.records import ObjectRef, WorkflowInput
 from steadfast.status import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,11 @@ class Binding:
     initial_status: dict[str, Any] = field(default_factory=lambda: {"phase": "Pending"})
     # Phases after which the instance is never (re)started.
     terminal_phases: frozenset[str] = frozenset()
-    # Extra workflow input derived from the resource (for example the authenticated creator).
-    extra_input: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: {}
+    # The workflow's input for a resource: the generic record, or a kind's subclass carrying more (for
+    # example the authenticated creator).
+    workflow_input: Callable[[ObjectRef, int, ApiModel, Mapping[str, Any]], WorkflowInput[Any]] = (
+        lambda ref, generation, spec, body: WorkflowInput(ref=ref, generation=generation, spec=spec)
+    )
     signals: tuple[Signal, ...] = ()
     # Handlers of this kind beyond the common path (the approval gate), registered with the rest.
     register_extra: Callable[[Bindings, kopf.OperatorRegistry, Binding], None] = lambda bindings, registry, own: None
@@ -153,20 +157,18 @@ class Bindings:
         except ValidationError as exc:
             problems = "; ".join(describe(exc, prefix="spec"))
             # No phase: not every kind has a "Failed" one; the Stalled condition carries the reason.
-            await self._write(
-                ref,
-                {
-                    "observedGeneration": generation,
-                    "conditions": conditions(
-                        "stalled",
-                        reason="InvalidSpec",
-                        message=problems,
-                        generation=generation,
-                        now=_now(),
-                        previous=status.get("conditions"),
-                    ),
-                },
+            stalled = kind.status_model(
+                observed_generation=generation,
+                conditions=conditions(
+                    "stalled",
+                    reason="InvalidSpec",
+                    message=problems,
+                    generation=generation,
+                    now=_now(),
+                    previous=status.get("conditions"),
+                ),
             )
+            await self._write(ref, stalled)
             raise kopf.PermanentError(f"invalid spec: {problems}") from None
         iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
         # Looked up on create too: daprd starts a *finished* instance's ID afresh, so a repeated create (every
@@ -180,12 +182,7 @@ class Bindings:
                     if data is not None:
                         await self.signal(binding, body, sig.event, data)
             return
-        payload = {
-            "ref": ref.to_dict(),
-            "generation": generation,
-            "spec": spec.to_wire(),
-            **binding.extra_input(dict(body)),
-        }
+        payload = binding.workflow_input(ref, generation, spec, body).wire()
         try:
             await asyncio.to_thread(self.client.schedule_new_workflow, binding.workflow, input=payload, instance_id=iid)
         except grpc.RpcError as exc:
@@ -193,22 +190,20 @@ class Bindings:
                 return  # started before (a redelivered create, or a resume after a crash)
             message = f"cannot start workflow {iid}: {_grpc_message(exc)}"
             if not status.get("phase"):
-                await self._write(
-                    ref,
-                    {
-                        **binding.initial_status,
-                        "workflowInstanceId": iid,
-                        "observedGeneration": generation,
-                        "conditions": conditions(
-                            "progressing",
-                            reason="EngineUnavailable",
-                            message=message,
-                            generation=generation,
-                            now=_now(),
-                            previous=status.get("conditions"),
-                        ),
-                    },
+                waiting = kind.status_model(
+                    **binding.initial_status,
+                    workflow_instance_id=iid,
+                    observed_generation=generation,
+                    conditions=conditions(
+                        "progressing",
+                        reason="EngineUnavailable",
+                        message=message,
+                        generation=generation,
+                        now=_now(),
+                        previous=status.get("conditions"),
+                    ),
                 )
+                await self._write(ref, waiting)
             raise kopf.TemporaryError(message, delay=2) from exc
         logger.info("workflow %s started for %s %s/%s", iid, kind.kind, ref.namespace, ref.name)
 
@@ -251,8 +246,9 @@ class Bindings:
         self.writer.forget(ref)
         logger.info("workflow %s purged", iid)
 
-    async def _write(self, ref: ObjectRef, status: dict[str, Any]) -> None:
-        future = self.writer.submit(ref, status, seq=0, urgent=True)
+    async def _write(self, ref: ObjectRef, status: StatusBase) -> None:
+        """Write the fields `status` was given (the workflow's reports own the rest)."""
+        future = self.writer.submit(ref, status.to_patch(only_given=True), seq=0, urgent=True)
         await asyncio.wrap_future(future)
 
 

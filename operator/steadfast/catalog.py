@@ -34,7 +34,7 @@ def _monitor_spec(body: dict[str, Any]) -> dict[str, Any] | None:
         spec = HealthMonitorSpec.model_validate(body.get("spec") or {})
     except ValueError:
         return None
-    return {"spec": spec.to_wire(), "generation": int(body["metadata"].get("generation") or 1)}
+    return monitor.SpecChange(spec=spec, generation=int(body["metadata"].get("generation") or 1)).wire()
 
 
 MONITOR = Binding(
@@ -51,7 +51,7 @@ APPROVAL = Binding(
     kind=APPROVAL_REQUEST,
     workflow=approval.NAME,
     workflow_fn=approval.approval_workflow,
-    extra_input=approval_rules.extra_input,
+    workflow_input=approval_rules.workflow_input,
     terminal_phases=frozenset(p.value for p in ApprovalPhase if p.terminal),
     register_extra=lambda bindings, registry, own: approval_handlers.register_handlers(bindings, registry, own, SAGA),
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from steadfast import approve, runner
+from steadfast import overview, runner
+from steadfast.approval import cli as approval_cli
 
 # The development tools (control plane, daprd unit, local engine, demo) are not in the operator's image.
 try:
@@ -34,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     runner.add_parser(sub)
-    approve.add_parsers(sub)
+    approval_cli.add_parsers(sub)
+    overview.add_parsers(sub)
     if dev_cli is not None:
         dev_cli.add_parser(sub)
     return top

@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic.alias_generators import to_camel
 
 # The activities every kind's workflow calls (registered by steadfast.workflows.activities).
 EXECUTE = "steadfast.execute_action"
 REPORT = "steadfast.report_status"
 
 
-def idempotency_key(uid: str, *parts: str) -> str:
-    """Stable across retries and restarts: derived only from the resource UID and what is being done."""
-    digest = hashlib.sha256("/".join((uid, *parts)).encode()).hexdigest()
-    return f"sf-{digest[:40]}"
+@dataclass(frozen=True)
+class ObjectRef:
+    """Which resource a workflow works for; carried in every workflow input, so plain data only."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
 
 
 @dataclass(frozen=True)
@@ -52,3 +66,65 @@ class EventSpec:
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> EventSpec:
         return cls(data["reason"], data["message"], data.get("type", "Normal"), data.get("key", ""))
+
+
+class Record(BaseModel):
+    """A record on the wire between the binding, workflow code and activities: camelCase JSON.
+
+    Unknown fields are ignored, not refused: an instance started by an older operator replays its recorded
+    inputs through the newer one.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict the workflow SDK serialises."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def compact(model: BaseModel) -> Any:
+    """A spec as the API server would hold it: unset optional fields left out."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+class WorkflowInput(Record, Generic[SpecT]):
+    """What the binding starts an instance with; kinds that need more subclass it."""
+
+    ref: ObjectRef
+    generation: int = 0
+    spec: SpecT
+
+    @field_serializer("spec")
+    def _spec(self, spec: BaseModel) -> Any:
+        return compact(spec)
+
+
+class StatusReport(Record):
+    """One status snapshot for the status writer; `seq` orders snapshots of one run, `wait` makes it urgent."""
+
+    ref: ObjectRef
+    status: dict[str, Any]  # the kind's status model as a merge patch (StatusBase.to_patch)
+    seq: int
+    events: list[EventSpec] = []
+    wait: bool = False
+
+
+class ActionRequest(Record):
+    """One attempt of an action, and the snapshot that says it is running (written before it is made)."""
+
+    ref: ObjectRef
+    action: dict[str, Any]  # an api.action.Action on the wire; the activity validates it
+    key: str  # the Idempotency-Key, the same for every attempt
+    timeout: float | None = None  # seconds left in the step's time limit
+    what: str = ""  # for logs, e.g. reserve/compensation
+    category: str = "action"  # action, compensation, check, alert, notify (a metrics label)
+    report: StatusReport | None = None
+
+
+def idempotency_key(uid: str, *parts: str) -> str:
+    """Stable across retries and restarts: derived only from the resource UID and what is being done."""
+    digest = hashlib.sha256("/".join((uid, *parts)).encode()).hexdigest()
+    return f"sf-{digest[:40]}"

@@ -25,8 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from steadfast import metrics
-from steadfast.kube import ObjectRef
-from steadfast.records import EventSpec
+from steadfast.records import EventSpec, ObjectRef
 
 log = logging.getLogger(__name__)
 

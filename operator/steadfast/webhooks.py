@@ -1,10 +1,10 @@
-"""Admission for approvals: who asked, who decided, who may decide, and that a decision is final.
+"""The admission webhooks of every kind, and the TLS server `steadfast run` serves them on.
 
 Identity comes from the API server's admission request (`userInfo`), never from a field users type:
 a mutating webhook stamps the authenticated creator (`steadfast.dev/requested-by`) and decider
-(`steadfast.dev/decided-by`) as annotations, and a validating webhook refuses any change the stamps do
-not back. The rules are pure functions of (operation, user, old, new) so they are tested without a
-cluster; the kopf glue and the TLS server that `steadfast run` serves on loopback are at the bottom.
+(`steadfast.dev/decided-by`) as annotations (`steadfast.identity`), and a validating webhook refuses any
+change the stamps do not back. The rules are pure functions of (operation, user, old, new), tested without
+a cluster: the approval rules in `steadfast.approval.admission`, the saga's and the nesting check here.
 
 On CREATE the mutating webhooks also set the operator's finalizer, so that kopf need not patch every new
 resource to add it (see steadfast.persistence).
@@ -26,180 +26,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes import client
 
-from steadfast import certs
+from steadfast import certs, identity
 from steadfast.api.action import BODY_DEPTH_MESSAGE, MAX_BODY_DEPTH, json_depth
-from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, TASK_SAGA
+from steadfast.approval.admission import approval_stamps, check_approval
 
 log = logging.getLogger(__name__)
 
 CONFIGURATION_NAME = "steadfast.dev"  # the Validating/MutatingWebhookConfiguration kopf keeps up to date
 OPERATIONS = ["CREATE", "UPDATE"]  # never DELETE: removing a resource must not need the operator
-
-
-@dataclass(frozen=True)
-class User:
-    """The authenticated user of an admission request."""
-
-    name: str
-    groups: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_userinfo(cls, info: Mapping[str, Any]) -> User:
-        return cls(str(info.get("username") or ""), frozenset(info.get("groups") or ()))
-
-
-def _meta(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return (obj or {}).get("metadata") or {}
-
-
-def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
-    return _meta(obj).get("annotations") or {}
-
-
-def _spec(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return (obj or {}).get("spec") or {}
-
-
-def _status(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return (obj or {}).get("status") or {}
-
-
-def _name(obj: Mapping[str, Any] | None) -> str:
-    meta = _meta(obj)
-    return f"{meta.get('namespace', '')}/{meta.get('name') or meta.get('generateName', '')}"
-
-
-def _stamp_unchanged(key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> str | None:
-    if _annotations(old).get(key) != _annotations(new).get(key):
-        return (
-            f"annotation {key} is recorded by Steadfast's admission webhook from the authenticated user; "
-            "it cannot be set, changed or removed by hand"
-        )
-    return None
-
-
-# ---- ApprovalRequest -----------------------------------------------------------------------------
-
-
-def approval_stamps(
-    operation: str, user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *, operator: str
-) -> dict[str, str]:
-    """The annotations the mutating webhook sets: the creator on CREATE, the decider when a decision changes.
-
-    Only the operator itself may name another requester (a saga gate's request is on the saga creator's behalf).
-    """
-    if operation == "CREATE":
-        if user.name == operator and _annotations(new).get(REQUESTED_BY):
-            return {}
-        return {REQUESTED_BY: user.name}
-    if operation == "UPDATE" and _spec(new).get("decision") != _spec(old).get("decision"):
-        return {DECIDED_BY: user.name}
-    return {}
-
-
-def may_decide(user: User, approvers: Mapping[str, Any]) -> bool:
-    """Listed by name, or a member of a listed group."""
-    return user.name in (approvers.get("users") or []) or bool(user.groups & set(approvers.get("groups") or []))
-
-
-def _parse_time(text: str | None) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-
-
-def check_approval(
-    operation: str,
-    user: User,
-    old: Mapping[str, Any] | None,
-    new: Mapping[str, Any] | None,
-    *,
-    operator: str,
-    now: dt.datetime,
-) -> str | None:
-    """Why this ApprovalRequest change must be refused (the message kubectl shows), or None to allow it."""
-    name = _name(new or old)
-    if operation == "CREATE":
-        return _check_create(user, new, operator=operator, name=name)
-    if operation != "UPDATE":
-        return None
-    for key in (REQUESTED_BY,):
-        if problem := _stamp_unchanged(key, old, new):
-            return problem
-    old_decision, new_decision = _spec(old).get("decision"), _spec(new).get("decision")
-    if old_decision == new_decision:
-        return _stamp_unchanged(DECIDED_BY, old, new)
-    return _check_decision(user, old, new, name=name, now=now)
-
-
-def _check_create(user: User, new: Mapping[str, Any] | None, *, operator: str, name: str) -> str | None:
-    annotations = _annotations(new)
-    if DECIDED_BY in annotations:
-        return f"annotation {DECIDED_BY} is recorded by Steadfast when an approver decides; it cannot be set by hand"
-    if _spec(new).get("decision") is not None:
-        return (
-            f"ApprovalRequest {name}: spec.decision cannot be set at creation; approvers decide with "
-            "kubectl patch (or steadfast approve/reject) once the request is Pending"
-        )
-    requester = annotations.get(REQUESTED_BY)
-    if user.name != operator:
-        if requester != user.name:
-            return f"annotation {REQUESTED_BY} must be the authenticated creator {user.name!r}, not {requester!r}"
-        owners = [o for o in _meta(new).get("ownerReferences") or [] if o.get("kind") == TASK_SAGA.kind]
-        if owners:
-            return (
-                f"ApprovalRequest {name}: only the Steadfast operator creates ApprovalRequests owned by a "
-                "TaskSaga (they are its approval gate)"
-            )
-    typed = (_spec(new).get("subject") or {}).get("requester")
-    if typed and typed != requester:
-        return (
-            f"ApprovalRequest {name}: spec.subject.requester is {typed!r} but the request is made by "
-            f"{requester!r} (the authenticated creator); leave it out or make it match"
-        )
-    return None
-
-
-def _check_decision(
-    user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *, name: str, now: dt.datetime
-) -> str | None:
-    status = _status(old)
-    phase = status.get("phase")
-    if not phase:
-        return f"ApprovalRequest {name} is not open yet (no status): wait until it is Pending, then decide"
-    if phase != "Pending":
-        after = "after a timeout" if phase == "TimedOut" else "once it is decided"
-        return f"ApprovalRequest {name} is {phase}: a decision is final and none is accepted {after}"
-    expires = _parse_time(status.get("expiresAt"))
-    if expires is not None and now >= expires:
-        return f"ApprovalRequest {name} expired at {status['expiresAt']}: no decision is accepted after the timeout"
-    if _annotations(new).get(DECIDED_BY) != user.name:
-        return f"annotation {DECIDED_BY} must be the authenticated decider {user.name!r}; it cannot be set by hand"
-    approvers = _spec(old).get("approvers") or {}
-    if not may_decide(user, approvers):
-        listed = ", ".join([*(approvers.get("users") or []), *(f"group {g}" for g in approvers.get("groups") or [])])
-        return (
-            f"{user.name} may not decide ApprovalRequest {name}: only the approvers listed in spec.approvers "
-            f"may ({listed})"
-        )
-    approved = bool((_spec(new).get("decision") or {}).get("approved"))
-    if approved and user.name == _annotations(old).get(REQUESTED_BY):
-        return f"{user.name} requested ApprovalRequest {name} and may not approve it; another approver must"
-    recorded = {a.get("user") for a in status.get("approvals") or []}
-    if user.name in recorded:
-        return f"{user.name} has already decided ApprovalRequest {name}; each approver decides once"
-    previous = _annotations(old).get(DECIDED_BY)
-    if previous and previous not in recorded:
-        return f"the decision of {previous} on ApprovalRequest {name} is still being recorded; retry in a few seconds"
-    return None
 
 
 # ---- every kind: nesting -------------------------------------------------------------------------
@@ -228,18 +69,20 @@ def check_depth(new: Mapping[str, Any] | None) -> str | None:
 # ---- TaskSaga ------------------------------------------------------------------------------------
 
 
-def saga_stamps(operation: str, user: User) -> dict[str, str]:
+def saga_stamps(operation: str, user: identity.User) -> dict[str, str]:
     """The saga's creator is recorded at CREATE: its approval gate's requester, who may not approve it."""
     return {REQUESTED_BY: user.name} if operation == "CREATE" else {}
 
 
-def check_saga(operation: str, user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> str | None:
+def check_saga(
+    operation: str, user: identity.User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> str | None:
     if operation == "CREATE":
-        requester = _annotations(new).get(REQUESTED_BY)
+        requester = identity.annotations_of(new).get(REQUESTED_BY)
         if requester != user.name:
             return f"annotation {REQUESTED_BY} must be the authenticated creator {user.name!r}, not {requester!r}"
         return None
-    return _stamp_unchanged(REQUESTED_BY, old, new) if operation == "UPDATE" else None
+    return identity.stamp_unchanged(REQUESTED_BY, old, new) if operation == "UPDATE" else None
 
 
 # ---- kopf glue -----------------------------------------------------------------------------------
@@ -268,8 +111,8 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
         if problem:
             raise kopf.AdmissionError(problem, code=code)
 
-    def user(kw: Mapping[str, Any]) -> User:
-        return User.from_userinfo(kw["userinfo"])
+    def user(kw: Mapping[str, Any]) -> identity.User:
+        return identity.User.from_userinfo(kw["userinfo"])
 
     monitors = (HEALTH_MONITOR.group, HEALTH_MONITOR.version, HEALTH_MONITOR.plural)
 

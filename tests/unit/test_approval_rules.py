@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from steadfast.api.approval import ApprovalPhase, ApprovalRequestSpec
+from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
 from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY
 from steadfast.approval.rules import (
+    DecisionEvent,
+    GateOutcome,
     decision_payload,
-    extra_input,
     gate_outcome,
     gate_request,
     gate_request_name,
     screen,
     tally,
+    workflow_input,
 )
+from steadfast.records import ObjectRef
 
 
-def record(user: str, approved: bool = True) -> dict[str, Any]:
-    return {"user": user, "approved": approved, "reason": None}
+def record(user: str, approved: bool = True) -> ApprovalRecord:
+    return ApprovalRecord(user=user, approved=approved, reason=None)
+
+
+def decision(**fields: Any) -> DecisionEvent:
+    return DecisionEvent.model_validate(fields)
 
 
 def test_tally_quorum_and_any_rejection() -> None:
@@ -29,11 +37,11 @@ def test_tally_quorum_and_any_rejection() -> None:
 
 
 def test_screen_ignores_unauthenticated_self_and_repeated_decisions() -> None:
-    assert screen({"approved": True}, [], "bob") is not None
-    assert "may not approve" in (screen({"user": "bob", "approved": True}, [], "bob") or "")
-    assert screen({"user": "bob", "approved": False}, [], "bob") is None  # withdrawing is allowed
-    assert "already decided" in (screen({"user": "alice", "approved": True}, [record("alice")], "bob") or "")
-    assert screen({"user": "alice", "approved": True}, [], "bob") is None
+    assert screen(decision(approved=True), [], "bob") is not None
+    assert "may not approve" in (screen(decision(user="bob", approved=True), [], "bob") or "")
+    assert screen(decision(user="bob", approved=False), [], "bob") is None  # withdrawing is allowed
+    assert "already decided" in (screen(decision(user="alice", approved=True), [record("alice")], "bob") or "")
+    assert screen(decision(user="alice", approved=True), [], "bob") is None
 
 
 def test_decision_payload_needs_the_admission_stamp() -> None:
@@ -41,15 +49,19 @@ def test_decision_payload_needs_the_admission_stamp() -> None:
         "metadata": {"generation": 3, "annotations": {DECIDED_BY: "alice"}},
         "spec": {"decision": {"approved": True, "reason": "ok"}},
     }
-    assert decision_payload(body) == {"user": "alice", "approved": True, "reason": "ok", "generation": 3}
+    assert decision_payload(body) == decision(user="alice", approved=True, reason="ok", generation=3)
     body["metadata"]["annotations"] = {}
     assert decision_payload(body) is None  # no authenticated decider: never a decision
     assert decision_payload({"metadata": {}, "spec": {}}) is None
 
 
-def test_extra_input_carries_requester_and_creation_time() -> None:
+def test_workflow_input_carries_requester_and_creation_time() -> None:
     body = {"metadata": {"annotations": {REQUESTED_BY: "bob"}, "creationTimestamp": "2030-01-01T00:00:00Z"}}
-    assert extra_input(body) == {"requestedBy": "bob", "createdAt": "2030-01-01T00:00:00Z"}
+    spec = ApprovalRequestSpec.model_validate({"subject": {"title": "t"}, "approvers": {"users": ["alice"]}})
+    ref = ObjectRef("g", "v1", "ApprovalRequest", "approvalrequests", "ns", "n", "u")
+    given = workflow_input(ref, 1, spec, body)
+    assert (given.requested_by, given.created_at) == ("bob", datetime(2030, 1, 1, tzinfo=UTC))
+    assert given.wire()["requestedBy"] == "bob" and given.wire()["createdAt"] == "2030-01-01T00:00:00Z"
 
 
 def saga(priority: str, requester: str | None = "dave") -> dict[str, Any]:
@@ -88,6 +100,7 @@ def test_gate_request_name_fits_the_limit() -> None:
 def test_gate_outcome_only_once_decided() -> None:
     assert gate_outcome({"status": {"phase": "Pending"}}) is None
     assert gate_outcome({"status": {}}) is None
-    assert gate_outcome({"status": {"phase": "Approved", "approver": "alice"}})["approved"] is True  # type: ignore[index]
+    approved = gate_outcome({"status": {"phase": "Approved", "approver": "alice"}})
+    assert approved is not None and approved.approved is True
     rejected = gate_outcome({"status": {"phase": "TimedOut", "reason": "no decision"}})
-    assert rejected == {"approved": False, "phase": "TimedOut", "approver": None, "reason": "no decision"}
+    assert rejected == GateOutcome(approved=False, phase=ApprovalPhase.TIMED_OUT, approver=None, reason="no decision")

@@ -8,8 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from steadfast.kube import ObjectRef
-from steadfast.records import EventSpec
+from steadfast.records import EventSpec, ObjectRef
 from steadfast.status import StatusWriter
 
 
@@ -88,8 +87,8 @@ class _SlowObjects:
 def test_status_writer_coalesces_a_burst_and_drops_stale_snapshots() -> None:
     fake = _SlowObjects()
     clock = FakeClock(threads=1)
-    writer = StatusWriter(api=None, workers=1, clock=clock)  # type: ignore[arg-type]
-    writer._objects = fake  # type: ignore[assignment]
+    writer = StatusWriter(api=None, workers=1, clock=clock)
+    writer._objects = fake
     ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
     first = writer.submit(ref, {"phase": "A"}, seq=1)
     assert fake.in_flight.wait(5)  # the first write is now in flight
@@ -126,9 +125,9 @@ class _Recorder:
 def test_status_writer_holds_progress_back_but_never_a_transition() -> None:
     clock = FakeClock(threads=2)
     fake = _Recorder(clock)
-    writer = StatusWriter(api=None, workers=2, linger=0.6, clock=clock)  # type: ignore[arg-type]
-    writer._objects = fake  # type: ignore[assignment]
-    writer._core = fake  # type: ignore[assignment]
+    writer = StatusWriter(api=None, workers=2, linger=0.6, clock=clock)
+    writer._objects = fake
+    writer._core = fake
     ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
     started = clock.monotonic()
     writer.submit(ref, {"phase": "Running", "step": "1"}, seq=1).result(timeout=5)  # the first: at once
@@ -155,8 +154,8 @@ def test_status_writer_holds_progress_back_but_never_a_transition() -> None:
 def test_status_writer_flushes_lingering_snapshots_on_stop() -> None:
     clock = FakeClock(threads=1)
     fake = _Recorder(clock)
-    writer = StatusWriter(api=None, workers=1, linger=30, clock=clock)  # type: ignore[arg-type]
-    writer._objects = fake  # type: ignore[assignment]
+    writer = StatusWriter(api=None, workers=1, linger=30, clock=clock)
+    writer._objects = fake
     ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
     writer.submit(ref, {"phase": "Running"}, seq=1).result(timeout=5)
     waiting = writer.submit(ref, {"phase": "Running", "step": "2"}, seq=2)
@@ -168,9 +167,9 @@ def test_status_writer_flushes_lingering_snapshots_on_stop() -> None:
 def test_progress_writes_share_a_budget_but_phase_changes_do_not_wait_for_it() -> None:
     clock = FakeClock(threads=4)
     fake = _Recorder(clock)
-    writer = StatusWriter(api=None, workers=4, linger=0.01, progress_rate=5, clock=clock)  # type: ignore[arg-type]
-    writer._objects = fake  # type: ignore[assignment]
-    writer._core = fake  # type: ignore[assignment]
+    writer = StatusWriter(api=None, workers=4, linger=0.01, progress_rate=5, clock=clock)
+    writer._objects = fake
+    writer._core = fake
     refs = [ObjectRef("g", "v1", "K", "ks", "ns", f"n{i}", f"uid{i}") for i in range(10)]
     for ref in refs:
         writer.submit(ref, {"phase": "Running"}, seq=1).result(timeout=5)  # first writes: not budgeted

@@ -23,8 +23,7 @@ from crd_status import status_problems
 from steadfast.api.common import ApiModel
 from steadfast.api.kinds import HEALTH_MONITOR, TASK_SAGA, Kind
 from steadfast.binding import instance_id
-from steadfast.kube import ObjectRef
-from steadfast.records import Outcome
+from steadfast.records import ActionRequest, ObjectRef, Outcome, WorkflowInput
 from steadfast.workflows import monitor, saga
 
 SERVICE = "http://svc.test"  # never contacted: the fake answers for it
@@ -219,8 +218,9 @@ class World:
         # JSON round trip: what crosses the engine is JSON, so the fake must not rely on anything else.
         inp = json.loads(json.dumps(inp))
         subject = self._subject(inp)
-        if inp.get("status") is not None:  # the "attempt N is running" snapshot, as Activities.execute sends it
-            subject.log.submit(inp)
+        request = ActionRequest.model_validate(inp)
+        if request.report is not None:  # the "attempt N is running" snapshot, as Activities.execute sends it
+            subject.log.submit(request.report.wire())
         return subject.service.answer(inp)
 
     def report(self, _ctx: Any, inp: dict[str, Any]) -> None:
@@ -247,7 +247,7 @@ class Harness:
 
     def start(self, kind: Kind, workflow: str, subject: Subject, spec: ApiModel, generation: int = 1) -> str:
         iid = instance_id(kind, subject.ref.namespace, subject.ref.name, subject.ref.uid)
-        payload = {"ref": subject.ref.to_dict(), "generation": generation, "spec": spec.to_wire()}
+        payload = WorkflowInput(ref=subject.ref, generation=generation, spec=spec).wire()
         self.client.schedule_new_workflow(workflow, input=payload, instance_id=iid)
         self.started.append(iid)
         return iid

@@ -80,6 +80,14 @@ class StatusBase(ApiModel):
         None, description="The workflow instance that runs this resource (derived from kind, namespace, name, UID)."
     )
 
+    def to_patch(self, *, only_given: bool = False) -> dict[str, Any]:
+        """The status as a merge patch; `only_given` sends just the fields given, leaving the rest as they are.
+
+        Unset fields are sent as null, a merge patch's "remove": a field cleared here is cleared on the object
+        (the API server drops nulls inside lists, which the schema does not allow).
+        """
+        return self.model_dump(mode="json", by_alias=True, include=self.model_fields_set if only_given else None)
+
     def condition(self, type_: str) -> Condition | None:
         """The condition of `type_`, if set."""
         return next((c for c in self.conditions if c.type == type_), None)

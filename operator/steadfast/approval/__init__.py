@@ -1,6 +1,7 @@
-"""Approvals in one place: the rules, the workflow, the TaskSaga gate and its kopf handlers.
+"""Approvals in one place: admission, the rules, the workflow, the TaskSaga gate, its handlers and the CLI.
 
-`rules` is pure (the resource in, events and manifests out), `workflow` is deterministic workflow code, and
-`handlers` holds the only I/O (kopf handlers, the Kubernetes client). Admission of approvals (who may decide)
-is in `steadfast.webhooks` with the other kinds' admission.
+`admission` (who may decide, that a decision is final) and `rules` (the resource in, events and manifests
+out) are pure; `workflow` is deterministic workflow code; `handlers` holds the kopf handlers and the
+Kubernetes client; `cli` is `steadfast approve | reject`. `steadfast.webhooks` serves the admission rules
+with the other kinds'.
 """

@@ -20,6 +20,7 @@ from steadfast.api.saga import SagaPhase
 from steadfast.approval.rules import (
     DECISION_EVENT,
     GATE_EVENT,
+    GateOutcome,
     decision_payload,
     gate_outcome,
     gate_request,
@@ -41,16 +42,16 @@ def register_handlers(
     """
 
     async def decided(body: kopf.Body, **_: Any) -> None:
-        data = decision_payload(dict(body))
+        data = decision_payload(body)
         if data is not None:
-            await bindings.signal(binding, body, DECISION_EVENT, data)
+            await bindings.signal(binding, body, DECISION_EVENT, data.wire())
 
     async def catch_up(body: kopf.Body, _logger: kopf.Logger) -> None:
         status = body.get("status") or {}
-        data = decision_payload(dict(body))
+        data = decision_payload(body)
         recorded = {a.get("user") for a in status.get("approvals") or []}
-        if data is not None and status.get("phase") == ApprovalPhase.PENDING.value and data["user"] not in recorded:
-            await bindings.signal(binding, body, DECISION_EVENT, data)
+        if data is not None and status.get("phase") == ApprovalPhase.PENDING.value and data.user not in recorded:
+            await bindings.signal(binding, body, DECISION_EVENT, data.wire())
 
     objects: list[client.CustomObjectsApi] = []
 
@@ -59,14 +60,14 @@ def register_handlers(
             objects.append(client.CustomObjectsApi(api_client()))
         return objects[0]
 
-    async def tell_saga(owner: dict[str, str], data: dict[str, Any], logger: Any) -> None:
+    async def tell_saga(owner: dict[str, str], data: GateOutcome, logger: Any) -> None:
         iid = instance_id(TASK_SAGA, owner["namespace"], owner["name"], owner["uid"])
         state = await asyncio.to_thread(bindings.client.get_workflow_state, iid, fetch_payloads=False)
         if state is None or state.runtime_status != WorkflowStatus.RUNNING:
             return  # the saga has moved on (or is gone): nothing waits for this outcome
         raw: Any = {"metadata": owner}  # only what Bindings.ref reads
-        await bindings.signal(saga_binding, kopf.Body(raw), GATE_EVENT, data)
-        logger.info("approval outcome %s sent to TaskSaga %s", data.get("phase"), owner["name"])
+        await bindings.signal(saga_binding, kopf.Body(raw), GATE_EVENT, data.wire())
+        logger.info("approval outcome %s sent to TaskSaga %s", data.phase.value, owner["name"])
 
     async def ensure(body: kopf.Body, logger: kopf.Logger) -> None:
         if (body.get("status") or {}).get("phase") in {p.value for p in SagaPhase if p.terminal}:
@@ -108,11 +109,11 @@ def register_handlers(
             owner = {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}
             await tell_saga(
                 owner,
-                {
-                    "approved": False,
-                    "phase": "Rejected",
-                    "reason": f"an ApprovalRequest named {name} exists and is not this saga's",
-                },
+                GateOutcome(
+                    approved=False,
+                    phase=ApprovalPhase.REJECTED,
+                    reason=f"an ApprovalRequest named {name} exists and is not this saga's",
+                ),
                 logger,
             )
 
@@ -127,11 +128,11 @@ def register_handlers(
         if owner is not None and gate_outcome(body) is None:
             await tell_saga(
                 owner,
-                {
-                    "approved": False,
-                    "phase": "Rejected",
-                    "reason": f"ApprovalRequest {body['metadata']['name']} was deleted undecided",
-                },
+                GateOutcome(
+                    approved=False,
+                    phase=ApprovalPhase.REJECTED,
+                    reason=f"ApprovalRequest {body['metadata']['name']} was deleted undecided",
+                ),
                 logger,
             )
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from steadfast.api.approval import ApprovalPhase
+from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
 from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, REQUESTED_BY, TASK_SAGA
 from steadfast.api.saga import TaskSagaSpec
+from steadfast.records import ObjectRef, Record, WorkflowInput
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +29,48 @@ APPROVED_PHASES = frozenset(
 )
 
 
-def screen(decision: Mapping[str, Any], approvals: list[dict[str, Any]], requester: str | None) -> str | None:
+class ApprovalInput(WorkflowInput[ApprovalRequestSpec]):
+    """The ApprovalRequest workflow's input: the authenticated requester, and when the timeout started."""
+
+    requested_by: str | None = None
+    created_at: datetime | None = None
+
+
+class DecisionEvent(Record):
+    """The `approval_received` event: a decision with the user admission recorded (never a typed name)."""
+
+    user: str | None = None
+    approved: bool = False
+    reason: str | None = None
+    generation: int = 0
+
+
+class GateOutcome(Record):
+    """The `approval_decided` event a gated saga waits for."""
+
+    approved: bool = False
+    phase: ApprovalPhase = ApprovalPhase.REJECTED
+    approver: str | None = None
+    reason: str = ""
+
+
+def screen(decision: DecisionEvent, approvals: Sequence[ApprovalRecord], requester: str | None) -> str | None:
     """Why a decision event must not count (None: it counts). A second word from the same user never does."""
-    user = decision.get("user")
+    user = decision.user
     if not user:
         return "a decision without an authenticated user was ignored"
-    if decision.get("approved") and user == requester:
+    if decision.approved and user == requester:
         return f"{user} requested this and may not approve it"
-    if any(a["user"] == user for a in approvals):
+    if any(a.user == user for a in approvals):
         return f"{user} has already decided; only the first decision of each approver counts"
     return None
 
 
-def tally(approvals: list[dict[str, Any]], required: int) -> ApprovalPhase | None:
+def tally(approvals: Sequence[ApprovalRecord], required: int) -> ApprovalPhase | None:
     """Rejected on any rejection, Approved once `required` distinct users approved, else still open."""
-    if any(not a["approved"] for a in approvals):
+    if any(not a.approved for a in approvals):
         return ApprovalPhase.REJECTED
-    if len({a["user"] for a in approvals if a["approved"]}) >= required:
+    if len({a.user for a in approvals if a.approved}) >= required:
         return ApprovalPhase.APPROVED
     return None
 
@@ -51,16 +78,19 @@ def tally(approvals: list[dict[str, Any]], required: int) -> ApprovalPhase | Non
 # ---- what the binding needs from the resource ----------------------------------------------------
 
 
-def extra_input(body: dict[str, Any]) -> dict[str, Any]:
+def workflow_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]) -> ApprovalInput:
     """The authenticated requester (stamped at admission) and the creation time the timeout counts from."""
     meta = body.get("metadata") or {}
-    return {
-        "requestedBy": (meta.get("annotations") or {}).get(REQUESTED_BY),
-        "createdAt": meta.get("creationTimestamp"),
-    }
+    return ApprovalInput(
+        ref=ref,
+        generation=generation,
+        spec=spec,
+        requested_by=(meta.get("annotations") or {}).get(REQUESTED_BY),
+        created_at=meta.get("creationTimestamp"),
+    )
 
 
-def decision_payload(body: dict[str, Any]) -> dict[str, Any] | None:
+def decision_payload(body: Mapping[str, Any]) -> DecisionEvent | None:
     """The `approval_received` event for the current spec.decision, with the user admission recorded."""
     meta = body.get("metadata") or {}
     decision = (body.get("spec") or {}).get("decision")
@@ -75,12 +105,12 @@ def decision_payload(body: dict[str, Any]) -> dict[str, Any] | None:
             DECIDED_BY,
         )
         return None
-    return {
-        "user": user,
-        "approved": bool(decision.get("approved")),
-        "reason": decision.get("reason"),
-        "generation": int(meta.get("generation") or 1),
-    }
+    return DecisionEvent(
+        user=user,
+        approved=bool(decision.get("approved")),
+        reason=decision.get("reason"),
+        generation=int(meta.get("generation") or 1),
+    )
 
 
 # ---- the TaskSaga gate ---------------------------------------------------------------------------
@@ -131,7 +161,7 @@ def gate_request(saga: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def gate_outcome(apr: Mapping[str, Any]) -> dict[str, Any] | None:
+def gate_outcome(apr: Mapping[str, Any]) -> GateOutcome | None:
     """The `approval_decided` event for a saga once its request left Pending, else None."""
     status = apr.get("status") or {}
     try:
@@ -140,12 +170,12 @@ def gate_outcome(apr: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     if phase == ApprovalPhase.PENDING:
         return None
-    return {
-        "approved": phase in APPROVED_PHASES,
-        "phase": phase.value,
-        "approver": status.get("approver"),
-        "reason": status.get("reason") or phase.value,
-    }
+    return GateOutcome(
+        approved=phase in APPROVED_PHASES,
+        phase=phase,
+        approver=status.get("approver"),
+        reason=status.get("reason") or phase.value,
+    )
 
 
 def saga_owner(apr: Mapping[str, Any]) -> dict[str, str] | None:

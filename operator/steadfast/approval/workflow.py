@@ -9,25 +9,25 @@ approval spec.action runs once (its Idempotency-Key makes a redelivered attempt 
 from __future__ import annotations
 
 from collections.abc import Generator
-from datetime import datetime
 from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 
-from steadfast.api.approval import ApprovalPhase, ApprovalRequestSpec
+from steadfast.api.action import ActionResult
+from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestStatus
 from steadfast.api.duration import parse_duration
 from steadfast.api.saga import RetryPolicy
-from steadfast.approval.rules import DECISION_EVENT, screen, tally
-from steadfast.conditions import conditions
+from steadfast.approval.rules import DECISION_EVENT, ApprovalInput, DecisionEvent, screen, tally
+from steadfast.conditions import State, conditions
 from steadfast.records import Outcome
-from steadfast.workflows.common import Reporter, run_action, stamp, utc
+from steadfast.workflows.common import Reporter, run_action, second, stamp, utc
 
 NAME = "steadfast.approvalrequest"
 
 # Notifying and acting are worth a few tries; the Idempotency-Key keeps the effect single.
 NOTIFY_RETRY = RetryPolicy(max_attempts=3, initial_interval="1s", backoff_coefficient=2, max_interval="5s")
 ACTION_RETRY = RetryPolicy(max_attempts=3, initial_interval="1s", backoff_coefficient=2, max_interval="10s")
-_CONDITION_STATE = {
+_CONDITION_STATE: dict[ApprovalPhase, State] = {
     ApprovalPhase.COMPLETED: "ready",
     ApprovalPhase.REJECTED: "stalled",
     ApprovalPhase.TIMED_OUT: "stalled",
@@ -39,64 +39,61 @@ class _Request:
     """The request's status as the workflow sees it; deterministic."""
 
     def __init__(self, ctx: DaprWorkflowContext, inp: dict[str, Any]) -> None:
-        self.reporter = Reporter(ctx, inp)
-        self.spec = ApprovalRequestSpec.model_validate(inp["spec"])
-        self.requester: str | None = inp.get("requestedBy")
-        self.phase = ApprovalPhase.PENDING
-        self.approvals: list[dict[str, Any]] = []
-        self.approver: str | None = None
-        self.decided_at: str | None = None
-        self.reason: str | None = None
-        self.notify_result: dict[str, Any] | None = None
-        self.action_result: dict[str, Any] | None = None
-        self.conditions: list[dict[str, Any]] = []
-        created = inp.get("createdAt")
-        opened = utc(datetime.fromisoformat(created)) if created else utc(ctx.current_utc_datetime)
+        given = ApprovalInput.model_validate(inp)
+        self.reporter = Reporter(ctx, given)
+        self.spec = given.spec
+        self.requester = given.requested_by
+        opened = utc(given.created_at) if given.created_at else utc(ctx.current_utc_datetime)
         self.expires = opened + parse_duration(self.spec.timeout)
+        self.state = ApprovalRequestStatus(
+            phase=ApprovalPhase.PENDING,
+            expires_at=second(self.expires),
+            observed_generation=self.reporter.generation,
+            workflow_instance_id=ctx.instance_id,
+        )
 
-    def status(self) -> dict[str, Any]:
+    @property
+    def phase(self) -> ApprovalPhase:
+        return self.state.phase or ApprovalPhase.PENDING
+
+    @phase.setter
+    def phase(self, value: ApprovalPhase) -> None:
+        self.state.phase = value
+
+    @property
+    def approvals(self) -> list[ApprovalRecord]:
+        return self.state.approvals
+
+    def status(self) -> ApprovalRequestStatus:
         final_approved = self.phase == ApprovalPhase.APPROVED and self.spec.action is None
-        state = "ready" if final_approved else _CONDITION_STATE.get(self.phase, "progressing")
-        message = self.reason or self._waiting()
-        self.conditions = conditions(
-            state,
+        self.state.observed_generation = self.reporter.generation
+        self.state.conditions = conditions(
+            "ready" if final_approved else _CONDITION_STATE.get(self.phase, "progressing"),
             reason=self.phase.value,
-            message=message,
+            message=self.state.reason or self._waiting(),
             generation=self.reporter.generation,
             now=self.reporter.now,
-            previous=self.conditions,
+            previous=self.state.conditions,
         )
-        return {
-            "phase": self.phase.value,
-            "approvals": self.approvals,
-            "approver": self.approver,
-            "decidedAt": self.decided_at,
-            "expiresAt": stamp(self.expires),
-            "reason": self.reason,
-            "notifyResult": self.notify_result,
-            "actionResult": self.action_result,
-            "observedGeneration": self.reporter.generation,
-            "workflowInstanceId": self.reporter.ctx.instance_id,
-            "conditions": self.conditions,
-        }
+        return self.state
 
     def _waiting(self) -> str:
-        approved = sum(1 for a in self.approvals if a["approved"])
+        approved = sum(1 for a in self.approvals if a.approved)
         return f"waiting for approval ({approved} of {self.spec.approvers.required}) until {stamp(self.expires)}"
 
     def decide(self, phase: ApprovalPhase, approver: str | None, reason: str) -> None:
-        self.phase, self.approver, self.reason = phase, approver, reason
-        self.decided_at = stamp(self.reporter.now)
+        self.phase, self.state.approver, self.state.reason = phase, approver, reason
+        self.state.decided_at = second(self.reporter.now)
         self.reporter.event(phase.value, reason, warning=phase != ApprovalPhase.APPROVED)
 
-    def act(self, outcome: Outcome, attempts: int) -> dict[str, Any]:
-        return {
-            "succeeded": outcome.ok,
-            "statusCode": outcome.status_code,
-            "attempts": attempts,
-            "message": outcome.message,
-            "finishedAt": stamp(self.reporter.now),
-        }
+    def act(self, outcome: Outcome, attempts: int) -> ActionResult:
+        return ActionResult(
+            succeeded=outcome.ok,
+            status_code=outcome.status_code,
+            attempts=attempts,
+            message=outcome.message,
+            finished_at=second(self.reporter.now),
+        )
 
 
 def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
@@ -115,7 +112,7 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
             timeout="1m",
             snapshot=lambda _: None,
         )
-        req.notify_result = req.act(outcome, attempts)
+        req.state.notify_result = req.act(outcome, attempts)
         if not outcome.ok:
             req.reporter.event("NotifyFailed", f"spec.notify failed: {outcome.message}", warning=True)
         yield req.reporter.report(req.status())
@@ -123,7 +120,7 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
     while req.phase == ApprovalPhase.PENDING:
         decision = ctx.wait_for_external_event(DECISION_EVENT)
         if (yield when_any([decision, timer])) is timer:
-            approved = sum(1 for a in req.approvals if a["approved"])
+            approved = sum(1 for a in req.approvals if a.approved)
             req.decide(
                 ApprovalPhase.TIMED_OUT,
                 None,
@@ -131,22 +128,19 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
                 f"{stamp(req.expires)}; {approved} of {required} approval(s))",
             )
             break
-        data: dict[str, Any] = decision.get_result() or {}
-        req.reporter.generation = max(req.reporter.generation, int(data.get("generation") or 0))
+        data = DecisionEvent.model_validate(decision.get_result() or {})
+        req.reporter.generation = max(req.reporter.generation, data.generation)
         problem = screen(data, req.approvals, req.requester)
         if problem is not None:
             if not any(
-                a["user"] == data.get("user")
-                and a["approved"] == data.get("approved")
-                and a.get("reason") == data.get("reason")
-                for a in req.approvals
+                (a.user, a.approved, a.reason) == (data.user, data.approved, data.reason) for a in req.approvals
             ):  # a resend is silent
                 req.reporter.event("DecisionIgnored", problem, warning=True)
             yield req.reporter.report(req.status())
             continue
-        user, reason = str(data["user"]), data.get("reason")
+        user, reason = str(data.user), data.reason
         req.approvals.append(
-            {"user": user, "approved": bool(data.get("approved")), "reason": reason, "at": stamp(req.reporter.now)}
+            ApprovalRecord(user=user, approved=data.approved, reason=reason, at=second(req.reporter.now))
         )
         outcome_phase = tally(req.approvals, required)
         if outcome_phase == ApprovalPhase.REJECTED:
@@ -155,7 +149,7 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
             req.decide(
                 outcome_phase,
                 user,
-                f"approved by {', '.join(a['user'] for a in req.approvals)}" + (f": {reason}" if reason else ""),
+                f"approved by {', '.join(a.user for a in req.approvals)}" + (f": {reason}" if reason else ""),
             )
         else:
             req.reporter.event("Approval", f"{user} approved ({len(req.approvals)} of {required})")
@@ -165,16 +159,16 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
         yield req.reporter.report(req.status())
         req.phase = ApprovalPhase.EXECUTING
 
-        def snapshot(attempt: int) -> dict[str, Any]:
-            req.action_result = {"succeeded": False, "attempts": attempt, "message": "running"}
+        def snapshot(attempt: int) -> ApprovalRequestStatus:
+            req.state.action_result = ActionResult(succeeded=False, attempts=attempt, message="running")
             return req.status()
 
         outcome, attempts = yield from run_action(
             req.reporter, req.spec.action, key_parts=("action",), retry=ACTION_RETRY, timeout=None, snapshot=snapshot
         )
-        req.action_result = req.act(outcome, attempts)
+        req.state.action_result = req.act(outcome, attempts)
         req.phase = ApprovalPhase.COMPLETED if outcome.ok else ApprovalPhase.ACTION_FAILED
-        req.reason = f"{req.reason}; action {'succeeded' if outcome.ok else 'failed'}: {outcome.message}"
+        req.state.reason = f"{req.state.reason}; action {'succeeded' if outcome.ok else 'failed'}: {outcome.message}"
         req.reporter.event(req.phase.value, f"spec.action: {outcome.message}", warning=not outcome.ok)
     yield req.reporter.report(req.status(), wait=True)
-    return {"phase": req.phase.value, "approver": req.approver, "reason": req.reason}
+    return {"phase": req.phase.value, "approver": req.state.approver, "reason": req.state.reason}

@@ -13,8 +13,7 @@ from typing import Any
 from steadfast import metrics
 from steadfast.actions import ActionRunner
 from steadfast.api.action import Action
-from steadfast.kube import ObjectRef
-from steadfast.records import EXECUTE, REPORT, EventSpec, Outcome
+from steadfast.records import EXECUTE, REPORT, ActionRequest, Outcome, StatusReport
 from steadfast.status import StatusWriter
 from steadfast.worker import registrable
 
@@ -28,36 +27,35 @@ class Activities:
         self.runner = runner
         self.writer = writer
 
-    def _submit(self, inp: dict[str, Any]) -> Any:
-        ref = ObjectRef.from_dict(inp["ref"])
-        events = [EventSpec.from_dict(e) for e in inp.get("events") or []]
+    def _submit(self, report: StatusReport) -> Any:
         # A snapshot the workflow waits for (a final state) is never held back to coalesce.
-        return self.writer.submit(ref, inp["status"], seq=int(inp["seq"]), events=events, urgent=bool(inp.get("wait")))
+        return self.writer.submit(report.ref, report.status, seq=report.seq, events=report.events, urgent=report.wait)
 
     def execute(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
         """Report the snapshot that says this attempt is running, then make the attempt."""
-        if inp.get("status") is not None:
-            self._submit(inp)  # not awaited: the next snapshot supersedes it anyway
-        ref = ObjectRef.from_dict(inp["ref"])
+        request = ActionRequest.model_validate(inp)
+        if request.report is not None:
+            self._submit(request.report)  # not awaited: the next snapshot supersedes it anyway
+        ref = request.ref
         try:
-            action = Action.model_validate(inp["action"])
+            action = Action.model_validate(request.action)
         except ValueError as exc:
             return Outcome(False, message=f"invalid action: {exc}").to_dict()
         started = time.perf_counter()
-        outcome = self.runner.run(action, namespace=ref.namespace, key=str(inp["key"]), timeout=inp.get("timeout"))
-        category = str(inp.get("category") or "action")
-        metrics.ACTION_SECONDS.labels(ref.kind, category, "ok" if outcome.ok else "failed").observe(
+        outcome = self.runner.run(action, namespace=ref.namespace, key=request.key, timeout=request.timeout)
+        metrics.ACTION_SECONDS.labels(ref.kind, request.category, "ok" if outcome.ok else "failed").observe(
             time.perf_counter() - started
         )
-        if category == "alert" and outcome.ok:
+        if request.category == "alert" and outcome.ok:
             metrics.ALERTS.inc()
-        log.debug("%s/%s %s: %s", ref.namespace, ref.name, inp.get("what"), outcome.message)
+        log.debug("%s/%s %s: %s", ref.namespace, ref.name, request.what, outcome.message)
         return outcome.to_dict()
 
     def report(self, _ctx: Any, inp: dict[str, Any]) -> None:
         """Write a snapshot; waits until it is on the resource when the workflow asks (final states)."""
-        future = self._submit(inp)
-        if inp.get("wait"):
+        report = StatusReport.model_validate(inp)
+        future = self._submit(report)
+        if report.wait:
             future.result(timeout=REPORT_TIMEOUT)
 
     def register(self, runtime: Any) -> None:

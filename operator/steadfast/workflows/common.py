@@ -13,9 +13,20 @@ from dapr.ext.workflow import DaprWorkflowContext
 from dapr.ext.workflow._durabletask.task import TaskFailedError
 
 from steadfast.api.action import Action
+from steadfast.api.common import StatusBase
 from steadfast.api.duration import parse_duration
 from steadfast.api.saga import RetryPolicy
-from steadfast.records import EXECUTE, REPORT, EventSpec, Outcome, idempotency_key
+from steadfast.records import (
+    EXECUTE,
+    REPORT,
+    ActionRequest,
+    EventSpec,
+    ObjectRef,
+    Outcome,
+    StatusReport,
+    WorkflowInput,
+    idempotency_key,
+)
 
 Step = Generator[Any, Any, Any]
 
@@ -25,19 +36,25 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def second(moment: datetime) -> datetime:
+    """A status timestamp: UTC, whole seconds (what metav1.Time keeps)."""
+    return utc(moment).replace(microsecond=0)
+
+
 def stamp(moment: datetime) -> str:
+    """A timestamp as messages show it."""
     return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Reporter:
     """Numbers the snapshots of one workflow run so that an older one never overwrites a newer one."""
 
-    def __init__(self, ctx: DaprWorkflowContext, inp: dict[str, Any], seq: int = 0) -> None:
+    def __init__(self, ctx: DaprWorkflowContext, inp: WorkflowInput[Any], seq: int = 0) -> None:
         self.ctx = ctx
-        self.ref: dict[str, str] = inp["ref"]
-        self.generation: int = int(inp.get("generation") or 0)
+        self.ref: ObjectRef = inp.ref
+        self.generation: int = inp.generation
         self.seq = seq
-        self.pending_events: list[dict[str, str]] = []
+        self.pending_events: list[EventSpec] = []
 
     @property
     def now(self) -> datetime:
@@ -46,17 +63,16 @@ class Reporter:
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:
         """Queue an Event; it goes out with the next status write. The key makes redelivery harmless."""
         key = f"{self.ctx.instance_id}/{self.seq}/{len(self.pending_events)}/{reason}"
-        spec = EventSpec(reason, message, "Warning" if warning else "Normal", key)
-        self.pending_events.append(spec.to_dict())
+        self.pending_events.append(EventSpec(reason, message, "Warning" if warning else "Normal", key))
 
-    def envelope(self, status: dict[str, Any]) -> dict[str, Any]:
+    def envelope(self, status: StatusBase, *, wait: bool = False) -> StatusReport:
         self.seq += 1
-        out = {"ref": self.ref, "status": status, "seq": self.seq, "events": self.pending_events}
+        out = StatusReport(ref=self.ref, status=status.to_patch(), seq=self.seq, events=self.pending_events, wait=wait)
         self.pending_events = []
         return out
 
-    def report(self, status: dict[str, Any], *, wait: bool = False) -> Any:
-        return self.ctx.call_activity(REPORT, input={**self.envelope(status), "wait": wait})
+    def report(self, status: StatusBase, *, wait: bool = False) -> Any:
+        return self.ctx.call_activity(REPORT, input=self.envelope(status, wait=wait).wire())
 
 
 def backoff(policy: RetryPolicy, attempt: int) -> timedelta:
@@ -73,7 +89,7 @@ def run_action(
     key_parts: tuple[str, ...],
     retry: RetryPolicy | None,
     timeout: str | None,
-    snapshot: Callable[[int], dict[str, Any] | None],
+    snapshot: Callable[[int], StatusBase | None],
 ) -> Generator[Any, Any, tuple[Outcome, int]]:
     """Run `action` with retries and an overall time limit; returns the last outcome and attempts made.
 
@@ -85,25 +101,23 @@ def run_action(
     policy = retry or RetryPolicy(max_attempts=1)
     started = ctx.current_utc_datetime
     deadline = started + parse_duration(timeout) if timeout else None
-    key = idempotency_key(reporter.ref["uid"], *key_parts)
+    key = idempotency_key(reporter.ref.uid, *key_parts)
     attempt = 0
     while True:
         attempt += 1
         remaining = (deadline - ctx.current_utc_datetime).total_seconds() if deadline else None
         status = snapshot(attempt)
-        payload: dict[str, Any] = {
-            "ref": reporter.ref,
-            "action": action.to_wire(),
-            "key": key,
-            "timeout": remaining,
-            "what": "/".join(key_parts),
-            "status": None,
-            "category": key_parts[-1] if key_parts[-1] in ("action", "compensation") else key_parts[0],
-        }
-        if status is not None:
-            payload.update(reporter.envelope(status))
+        request = ActionRequest(
+            ref=reporter.ref,
+            action=action.to_wire(),
+            key=key,
+            timeout=remaining,
+            what="/".join(key_parts),
+            category=key_parts[-1] if key_parts[-1] in ("action", "compensation") else key_parts[0],
+            report=reporter.envelope(status) if status is not None else None,
+        )
         try:
-            outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=payload)) or {})
+            outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=request.wire())) or {})
         except TaskFailedError as exc:
             outcome = Outcome(False, message=f"the action could not run: {exc}")
         if outcome.ok or attempt >= policy.max_attempts:

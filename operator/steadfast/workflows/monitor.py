@@ -13,115 +13,133 @@ from datetime import datetime
 from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
+from pydantic import field_serializer
 
+from steadfast.api.common import Condition
 from steadfast.api.duration import parse_duration
-from steadfast.api.monitor import HealthMonitorSpec, MonitorPhase
-from steadfast.conditions import conditions
-from steadfast.workflows.common import Reporter, run_action, stamp, utc
+from steadfast.api.monitor import HealthMonitorSpec, HealthMonitorStatus, MonitorPhase
+from steadfast.conditions import State, conditions
+from steadfast.records import Record, WorkflowInput, compact
+from steadfast.workflows.common import Reporter, run_action, second, utc
 
 NAME = "steadfast.healthmonitor"
 SPEC_CHANGED = "spec_changed"
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    return utc(datetime.fromisoformat(text)) if text else None
+class MonitorState(Record):
+    """What one run hands the next: the seed's fields plus what status needs to survive a new run.
+
+    Field names are those of the first release's carried dict, so a monitor started by it continues.
+    """
+
+    job_id: str
+    is_healthy: bool | None = None
+    check_count: int = 0
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    alerts_sent: int = 0
+    continued_as_new: int = 0
+    last_error: str | None = None
+    last_check_time: datetime | None = None  # whole seconds, as status shows it
+    last_check_at: datetime | None = None  # exact, for the next due time
+    last_transition_time: datetime | None = None
+    seq: int = 0  # the last status snapshot's number, so a new run's snapshots are newer
+    conditions: list[Condition] = []
 
 
-def initial_state(job_id: str) -> dict[str, Any]:
-    """The carried state: the seed's fields plus what status needs to survive a new run."""
-    return {
-        "job_id": job_id,
-        "is_healthy": None,
-        "check_count": 0,
-        "consecutive_failures": 0,
-        "consecutive_successes": 0,
-        "alerts_sent": 0,
-        "continued_as_new": 0,
-        "last_error": None,
-        "last_check_time": None,
-        "last_check_at": None,
-        "last_transition_time": None,
-        "seq": 0,
-        "conditions": [],
-    }
+class MonitorInput(WorkflowInput[HealthMonitorSpec]):
+    state: MonitorState | None = None
 
 
-def _phase(spec: HealthMonitorSpec, state: dict[str, Any]) -> MonitorPhase:
+class SpecChange(Record):
+    """The `spec_changed` event: the edited spec and its generation."""
+
+    spec: HealthMonitorSpec
+    generation: int | None = None
+
+    @field_serializer("spec")
+    def _spec(self, spec: HealthMonitorSpec) -> Any:
+        return compact(spec)
+
+
+_CONDITION_STATE: dict[MonitorPhase, State] = {
+    MonitorPhase.HEALTHY: "ready",
+    MonitorPhase.SUSPENDED: "ready",
+    MonitorPhase.UNHEALTHY: "progressing",
+    MonitorPhase.UNKNOWN: "progressing",
+}
+
+
+def _phase(spec: HealthMonitorSpec, state: MonitorState) -> MonitorPhase:
     if spec.suspend:
         return MonitorPhase.SUSPENDED
-    if state["is_healthy"] is None:
+    if state.is_healthy is None:
         return MonitorPhase.UNKNOWN
-    return MonitorPhase.HEALTHY if state["is_healthy"] else MonitorPhase.UNHEALTHY
+    return MonitorPhase.HEALTHY if state.is_healthy else MonitorPhase.UNHEALTHY
 
 
 def _status(
-    reporter: Reporter, spec: HealthMonitorSpec, state: dict[str, Any], next_check: datetime | None
-) -> dict[str, Any]:
+    reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState, next_check: datetime | None
+) -> HealthMonitorStatus:
     phase = _phase(spec, state)
-    cond_state = {
-        MonitorPhase.HEALTHY: "ready",
-        MonitorPhase.SUSPENDED: "ready",
-        MonitorPhase.UNHEALTHY: "progressing",
-        MonitorPhase.UNKNOWN: "progressing",
-    }[phase]
     message = {
         MonitorPhase.HEALTHY: "target is healthy",
         MonitorPhase.SUSPENDED: "checks are suspended",
-        MonitorPhase.UNHEALTHY: f"target is unhealthy: {state['last_error'] or ''}",
+        MonitorPhase.UNHEALTHY: f"target is unhealthy: {state.last_error or ''}",
         MonitorPhase.UNKNOWN: "waiting for the first verdict",
     }[phase]
-    state["conditions"] = conditions(
-        cond_state,
+    state.conditions = conditions(
+        _CONDITION_STATE[phase],
         reason=phase.value,
         message=message,
         generation=reporter.generation,
         now=reporter.now,
-        previous=state["conditions"],
+        previous=state.conditions,
     )
-    return {
-        "phase": phase.value,
-        "healthy": state["is_healthy"],
-        "checkCount": state["check_count"],
-        "consecutiveFailures": state["consecutive_failures"],
-        "consecutiveSuccesses": state["consecutive_successes"],
-        "lastCheckTime": state["last_check_time"],
-        "nextCheckTime": stamp(next_check) if next_check else None,
-        "lastTransitionTime": state["last_transition_time"],
-        "lastError": state["last_error"],
-        "alertsSent": state["alerts_sent"],
-        "continuedAsNew": state["continued_as_new"],
-        "observedGeneration": reporter.generation,
-        "workflowInstanceId": reporter.ctx.instance_id,
-        "conditions": state["conditions"],
-    }
+    return HealthMonitorStatus(
+        phase=phase,
+        healthy=state.is_healthy,
+        check_count=state.check_count,
+        consecutive_failures=state.consecutive_failures,
+        consecutive_successes=state.consecutive_successes,
+        last_check_time=state.last_check_time,
+        next_check_time=second(next_check) if next_check else None,
+        last_transition_time=state.last_transition_time,
+        last_error=state.last_error,
+        alerts_sent=state.alerts_sent,
+        continued_as_new=state.continued_as_new,
+        observed_generation=reporter.generation,
+        workflow_instance_id=reporter.ctx.instance_id,
+        conditions=state.conditions,
+    )
 
 
-def _check(reporter: Reporter, spec: HealthMonitorSpec, state: dict[str, Any]) -> Generator[Any, Any, None]:
+def _check(reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState) -> Generator[Any, Any, None]:
     """One check, its counters and, on a transition, the alert."""
-    number = state["check_count"] + 1
+    number = state.check_count + 1
     outcome, _ = yield from run_action(
         reporter, spec.target, key_parts=("check", str(number)), retry=None, timeout=None, snapshot=lambda attempt: None
     )
-    state["check_count"] = number
-    state["last_check_time"] = stamp(reporter.now)
-    state["last_check_at"] = utc(reporter.now).isoformat()  # exact, for the next due time
-    was = state["is_healthy"]
+    state.check_count = number
+    state.last_check_time = second(reporter.now)
+    state.last_check_at = utc(reporter.now)
+    was = state.is_healthy
     if outcome.ok:
-        state["consecutive_successes"] += 1
-        state["consecutive_failures"] = 0
-        state["last_error"] = None
-        if was is not True and state["consecutive_successes"] >= spec.success_threshold:
-            state["is_healthy"] = True
+        state.consecutive_successes += 1
+        state.consecutive_failures = 0
+        state.last_error = None
+        if was is not True and state.consecutive_successes >= spec.success_threshold:
+            state.is_healthy = True
     else:
-        state["consecutive_failures"] += 1
-        state["consecutive_successes"] = 0
-        state["last_error"] = outcome.message
-        if was is not False and state["consecutive_failures"] >= spec.failure_threshold:
-            state["is_healthy"] = False
-    now_state = state["is_healthy"]
+        state.consecutive_failures += 1
+        state.consecutive_successes = 0
+        state.last_error = outcome.message
+        if was is not False and state.consecutive_failures >= spec.failure_threshold:
+            state.is_healthy = False
+    now_state = state.is_healthy
     if now_state == was:
         return
-    state["last_transition_time"] = stamp(reporter.now)
+    state.last_transition_time = second(reporter.now)
     if now_state is False:
         yield from _alert(reporter, spec, state, "unhealthy", warning=True)
     elif was is False:
@@ -131,27 +149,27 @@ def _check(reporter: Reporter, spec: HealthMonitorSpec, state: dict[str, Any]) -
 
 
 def _alert(
-    reporter: Reporter, spec: HealthMonitorSpec, state: dict[str, Any], new: str, *, warning: bool
+    reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState, new: str, *, warning: bool
 ) -> Generator[Any, Any, None]:
     severity = spec.alert.severity.value if spec.alert else "warning"
     if warning:
         reporter.event(
             "Unhealthy",
-            f"target became unhealthy after {state['consecutive_failures']} failed check(s): {state['last_error']}",
+            f"target became unhealthy after {state.consecutive_failures} failed check(s): {state.last_error}",
             warning=True,
         )
     else:
-        reporter.event("Recovered", f"target is healthy again after {state['consecutive_successes']} check(s)")
+        reporter.event("Recovered", f"target is healthy again after {state.consecutive_successes} check(s)")
     alert = spec.alert
     if alert is None or alert.webhook is None or (not warning and not alert.send_on_recovery):
         return
     body = {
-        "monitor": reporter.ref["name"],
-        "namespace": reporter.ref["namespace"],
+        "monitor": reporter.ref.name,
+        "namespace": reporter.ref.namespace,
         "state": new,
         "severity": severity,
-        "lastError": state["last_error"],
-        "checkCount": state["check_count"],
+        "lastError": state.last_error,
+        "checkCount": state.check_count,
     }
     webhook = alert.webhook.model_copy(deep=True)
     if webhook.http is not None:
@@ -159,70 +177,67 @@ def _alert(
     outcome, _ = yield from run_action(
         reporter,
         webhook,
-        key_parts=("alert", str(state["check_count"]), new),
+        key_parts=("alert", str(state.check_count), new),
         retry=None,
         timeout=None,
         snapshot=lambda attempt: None,
     )
     if outcome.ok:
-        state["alerts_sent"] += 1
+        state.alerts_sent += 1
     else:
         reporter.event("AlertFailed", f"alert webhook failed: {outcome.message}", warning=True)
 
 
 def monitor_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, None]:
-    spec = HealthMonitorSpec.model_validate(inp["spec"])
-    state: dict[str, Any] = inp.get("state") or initial_state(ctx.instance_id)
-    reporter = Reporter(ctx, inp, seq=int(state["seq"]))
+    given = MonitorInput.model_validate(inp)
+    spec = given.spec
+    state = given.state or MonitorState(job_id=ctx.instance_id)
+    reporter = Reporter(ctx, given, seq=state.seq)
     changed = ctx.wait_for_external_event(SPEC_CHANGED)
 
     if not spec.suspend:
-        last = _parse_time(state.get("last_check_at"))
-        interval = parse_duration(
-            spec.healthy_interval if state["is_healthy"] is not False else spec.unhealthy_interval
-        )
+        last = utc(state.last_check_at) if state.last_check_at else None
+        interval = parse_duration(spec.healthy_interval if state.is_healthy is not False else spec.unhealthy_interval)
         now = utc(ctx.current_utc_datetime)
         due = last + interval if last else now
         if due > now:
             # A run that starts early (a spec change cut the sleep short) waits out what is left first.
-            yield from _sleep(ctx, reporter, spec, state, due, changed, inp)
+            yield from _sleep(ctx, reporter, given, state, due, changed)
             return
         yield from _check(reporter, spec, state)
-        interval = parse_duration(
-            spec.healthy_interval if state["is_healthy"] is not False else spec.unhealthy_interval
-        )
+        interval = parse_duration(spec.healthy_interval if state.is_healthy is not False else spec.unhealthy_interval)
         due = utc(ctx.current_utc_datetime) + interval
-        yield from _sleep(ctx, reporter, spec, state, due, changed, inp)
+        yield from _sleep(ctx, reporter, given, state, due, changed)
         return
 
-    state["seq"] = reporter.seq
+    state.seq = reporter.seq
     yield reporter.report(_status(reporter, spec, state, None))
-    state["seq"] = reporter.seq
+    state.seq = reporter.seq
     data = yield changed
-    _continue(ctx, inp, state, data)
+    _continue(ctx, given, state, data)
 
 
 def _sleep(
     ctx: DaprWorkflowContext,
     reporter: Reporter,
-    spec: HealthMonitorSpec,
-    state: dict[str, Any],
+    given: MonitorInput,
+    state: MonitorState,
     due: datetime,
     changed: Any,
-    inp: dict[str, Any],
 ) -> Generator[Any, Any, None]:
-    yield reporter.report(_status(reporter, spec, state, due))
-    state["seq"] = reporter.seq
+    yield reporter.report(_status(reporter, given.spec, state, due))
+    state.seq = reporter.seq
     timer = ctx.create_timer(due.replace(tzinfo=None))  # the SDK works in naive UTC
     winner = yield when_any([timer, changed])
-    _continue(ctx, inp, state, changed.get_result() if winner is changed else None)
+    _continue(ctx, given, state, changed.get_result() if winner is changed else None)
 
 
-def _continue(ctx: DaprWorkflowContext, inp: dict[str, Any], state: dict[str, Any], change: Any) -> None:
+def _continue(ctx: DaprWorkflowContext, given: MonitorInput, state: MonitorState, change: Any) -> None:
     """Hand the counters to a fresh run; a changed spec (and its generation) replaces the old one."""
-    state["continued_as_new"] += 1
-    nxt = {**inp, "state": state}
+    state.continued_as_new += 1
+    nxt = given.model_copy(update={"state": state})
     if isinstance(change, dict) and change.get("spec") is not None:
-        nxt["spec"] = change["spec"]
-        nxt["generation"] = change.get("generation", inp.get("generation"))
-    ctx.continue_as_new(nxt, save_events=True)
+        edited = SpecChange.model_validate(change)
+        generation = edited.generation if edited.generation is not None else given.generation
+        nxt = nxt.model_copy(update={"spec": edited.spec, "generation": generation})
+    ctx.continue_as_new(nxt.wire(), save_events=True)

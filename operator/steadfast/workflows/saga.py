@@ -12,17 +12,29 @@ from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 
-from steadfast.api.saga import RetryPolicy, SagaPhase, Step, TaskSagaSpec
+from steadfast.api.saga import (
+    CompensationPhase,
+    CompensationStatus,
+    RetryPolicy,
+    SagaPhase,
+    SagaResult,
+    Step,
+    StepPhase,
+    StepStatus,
+    TaskSagaSpec,
+    TaskSagaStatus,
+)
 from steadfast.approval import rules as approval
-from steadfast.conditions import conditions
-from steadfast.workflows.common import Reporter, run_action, stamp
+from steadfast.conditions import State, conditions
+from steadfast.records import WorkflowInput
+from steadfast.workflows.common import Reporter, run_action, second
 
 NAME = "steadfast.tasksaga"
 CANCEL_EVENT = "cancel"
 # Compensations without their own retry policy still get a few tries: undoing matters.
 COMPENSATION_RETRY = RetryPolicy(max_attempts=3, initial_interval="1s", backoff_coefficient=2, max_interval="10s")
 
-_CONDITION_STATE = {
+_CONDITION_STATE: dict[SagaPhase, State] = {
     SagaPhase.SUCCEEDED: "ready",
     SagaPhase.COMPENSATED: "stalled",
     SagaPhase.COMPENSATION_FAILED: "stalled",
@@ -35,60 +47,52 @@ class _Saga:
     """The saga's status as the workflow sees it; every method is deterministic."""
 
     def __init__(self, ctx: DaprWorkflowContext, inp: dict[str, Any]) -> None:
-        self.reporter = Reporter(ctx, inp)
-        self.spec = TaskSagaSpec.model_validate(inp["spec"])
-        self.phase = SagaPhase.RUNNING
-        self.current: str | None = None
-        self.steps: list[dict[str, Any]] = [
-            {"name": s.name, "phase": "Pending", "attempts": 0} for s in self.spec.steps
-        ]
-        self.compensations: list[dict[str, Any]] = []
-        self.result: dict[str, Any] | None = None
-        self.started_at = stamp(self.reporter.now)
-        self.finished_at: str | None = None
-        self.approval_request: str | None = None
-        self.conditions: list[dict[str, Any]] = []
+        given = WorkflowInput[TaskSagaSpec].model_validate(inp)
+        self.reporter = Reporter(ctx, given)
+        self.spec = given.spec
+        self.state = TaskSagaStatus(
+            phase=SagaPhase.RUNNING,
+            steps=[StepStatus(name=s.name, phase=StepPhase.PENDING) for s in self.spec.steps],
+            started_at=second(self.reporter.now),
+            observed_generation=self.reporter.generation,
+            workflow_instance_id=ctx.instance_id,
+        )
 
-    def status(self, message: str = "") -> dict[str, Any]:
-        state = _CONDITION_STATE.get(self.phase, "progressing")
-        reason = self.phase.value
-        self.conditions = conditions(
-            state,
-            reason=reason,
+    @property
+    def phase(self) -> SagaPhase:
+        return self.state.phase or SagaPhase.RUNNING
+
+    @phase.setter
+    def phase(self, value: SagaPhase) -> None:
+        self.state.phase = value
+
+    def status(self, message: str = "") -> TaskSagaStatus:
+        self.state.conditions = conditions(
+            _CONDITION_STATE.get(self.phase, "progressing"),
+            reason=self.phase.value,
             message=message or self._message(),
             generation=self.reporter.generation,
             now=self.reporter.now,
-            previous=self.conditions,
+            previous=self.state.conditions,
         )
-        out: dict[str, Any] = {
-            "phase": self.phase.value,
-            "currentStep": self.current,
-            "steps": self.steps,
-            "compensations": self.compensations,
-            "result": self.result,
-            "startedAt": self.started_at,
-            "finishedAt": self.finished_at,
-            "approvalRequest": self.approval_request,
-            "observedGeneration": self.reporter.generation,
-            "workflowInstanceId": self.reporter.ctx.instance_id,
-            "conditions": self.conditions,
-        }
-        return out
+        return self.state
 
     def _message(self) -> str:
-        if self.result and self.result.get("error"):
-            return str(self.result["error"])
-        if self.current:
-            return f"{self.phase.value}: {self.current}"
+        if self.state.result and self.state.result.error:
+            return self.state.result.error
+        if self.state.current_step:
+            return f"{self.phase.value}: {self.state.current_step}"
         return self.phase.value
 
-    def run(self, step: Step, record: dict[str, Any], *, compensation: bool) -> Generator[Any, Any, bool]:
-        now = stamp(self.reporter.now)
-        record.update(phase="Running", startedAt=now)
-        self.current = step.name
+    def run(
+        self, step: Step, record: StepStatus | CompensationStatus, *, compensation: bool
+    ) -> Generator[Any, Any, bool]:
+        record.phase = CompensationPhase.RUNNING if compensation else StepPhase.RUNNING
+        record.started_at = second(self.reporter.now)
+        self.state.current_step = step.name
 
-        def snapshot(attempt: int) -> dict[str, Any]:
-            record["attempts"] = attempt
+        def snapshot(attempt: int) -> TaskSagaStatus:
+            record.attempts = attempt
             return self.status()
 
         action = step.compensation if compensation and step.compensation else step.action
@@ -101,12 +105,13 @@ class _Saga:
             timeout=step.timeout,
             snapshot=snapshot,
         )
-        record.update(
-            attempts=attempts,
-            finishedAt=stamp(self.reporter.now),
-            message=outcome.message,
-            phase="Succeeded" if outcome.ok else "Failed",
-        )
+        record.attempts = attempts
+        record.finished_at = second(self.reporter.now)
+        record.message = outcome.message
+        if compensation:
+            record.phase = CompensationPhase.SUCCEEDED if outcome.ok else CompensationPhase.FAILED
+        else:
+            record.phase = StepPhase.SUCCEEDED if outcome.ok else StepPhase.FAILED
         what = "Compensation" if compensation else "Step"
         # Events mark phase changes and what went wrong or was undone; a step that simply succeeded is in
         # status, and an Event for it would cost the API server a write per step for no news.
@@ -127,25 +132,26 @@ def _await_approval(saga: _Saga, cancel: Any) -> Generator[Any, Any, tuple[str |
     decided = ctx.wait_for_external_event(approval.GATE_EVENT)
     if (yield when_any([decided, cancel])) is cancel:
         return "the TaskSaga was deleted while awaiting approval", False
-    data: dict[str, Any] = decided.get_result() or {}
-    name = saga.approval_request
-    if data.get("approved"):
+    outcome = approval.GateOutcome.model_validate(decided.get_result() or {})
+    name = saga.state.approval_request
+    if outcome.approved:
         saga.phase = SagaPhase.RUNNING
-        saga.reporter.event("Approved", f"ApprovalRequest {name} approved by {data.get('approver')}")
+        saga.reporter.event("Approved", f"ApprovalRequest {name} approved by {outcome.approver}")
         yield saga.reporter.report(saga.status())
         return None, False
-    return f"ApprovalRequest {name} {data.get('phase', 'Rejected')}: {data.get('reason', '')}", True
+    return f"ApprovalRequest {name} {outcome.phase.value}: {outcome.reason}", True
 
 
 def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
     saga = _Saga(ctx, inp)
     cancel = ctx.wait_for_external_event(CANCEL_EVENT)
-    saga.reporter.event("Started", f"saga started with {len(saga.steps)} step(s)")
+    steps = saga.state.steps
+    saga.reporter.event("Started", f"saga started with {len(steps)} step(s)")
     gated = saga.spec.needs_approval()
     if gated:
         saga.phase = SagaPhase.AWAITING_APPROVAL
-        saga.approval_request = approval.gate_request_name(saga.reporter.ref["name"])
-        saga.reporter.event("AwaitingApproval", f"waiting for ApprovalRequest {saga.approval_request}")
+        saga.state.approval_request = approval.gate_request_name(saga.reporter.ref.name)
+        saga.reporter.event("AwaitingApproval", f"waiting for ApprovalRequest {saga.state.approval_request}")
     yield saga.reporter.report(saga.status())
 
     done: list[Step] = []
@@ -153,7 +159,7 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
     rejected = False
     if gated:
         error, rejected = yield from _await_approval(saga, cancel)
-    for step, record in zip(saga.spec.steps, saga.steps, strict=True):
+    for step, record in zip(saga.spec.steps, steps, strict=True):
         if error is not None:
             break
         if cancel.is_complete:
@@ -162,37 +168,35 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
         if (yield from saga.run(step, record, compensation=False)):
             done.append(step)
         else:
-            error = f"step {step.name} failed: {record.get('message', '')}"
+            error = f"step {step.name} failed: {record.message or ''}"
             break
-    if error is None and cancel.is_complete and len(done) < len(saga.steps):
+    if error is None and cancel.is_complete and len(done) < len(steps):
         error = "the TaskSaga was deleted while running"
 
     if error is None:
         saga.phase = SagaPhase.SUCCEEDED
     else:
-        for record in saga.steps:
-            if record["phase"] == "Pending":
-                record["phase"] = "Skipped"
+        for record in steps:
+            if record.phase == StepPhase.PENDING:
+                record.phase = StepPhase.SKIPPED
         to_undo = [s for s in reversed(done) if s.compensation is not None]
         saga.phase = SagaPhase.COMPENSATING if to_undo else SagaPhase.REJECTED if rejected else SagaPhase.FAILED
         if to_undo:
             saga.reporter.event("Compensating", f"{error}; compensating {len(to_undo)} step(s)", warning=True)
         failed = 0
         for step in to_undo:
-            record = {"step": step.name, "phase": "Running", "attempts": 0}
-            saga.compensations.append(record)
-            if not (yield from saga.run(step, record, compensation=True)):
+            undo = CompensationStatus(step=step.name, phase=CompensationPhase.RUNNING)
+            saga.state.compensations.append(undo)
+            if not (yield from saga.run(step, undo, compensation=True)):
                 failed += 1
         if to_undo:
             saga.phase = SagaPhase.COMPENSATION_FAILED if failed else SagaPhase.COMPENSATED
         if failed:
             error += f"; {failed} compensation(s) failed"
 
-    saga.current = None
-    saga.finished_at = stamp(saga.reporter.now)
-    saga.result = {"status": saga.phase.value, "taskId": saga.spec.task.id, "error": error}
-    saga.reporter.event(
-        saga.phase.value, error or f"all {len(saga.steps)} step(s) succeeded", warning=error is not None
-    )
+    saga.state.current_step = None
+    saga.state.finished_at = second(saga.reporter.now)
+    saga.state.result = SagaResult(status=saga.phase, task_id=saga.spec.task.id, error=error)
+    saga.reporter.event(saga.phase.value, error or f"all {len(steps)} step(s) succeeded", warning=error is not None)
     yield saga.reporter.report(saga.status(), wait=True)
-    return saga.result
+    return saga.state.result.model_dump(mode="json", by_alias=True)
