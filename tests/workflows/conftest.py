@@ -1,4 +1,4 @@
-"""Fixtures: the operator's real saga and monitor workflows on a local engine, with fake activities.
+"""Fixtures: the operator's real saga, monitor and approval workflows on a local engine, with fake activities.
 
 One engine and one worker serve the whole session (started once, stopped even when tests fail); each
 test gets a `Harness` with unique resource UIDs, so its instances, calls and snapshots never mix with
@@ -15,6 +15,7 @@ import dapr.ext.workflow as wf
 import pytest
 from workflow_fakes import Harness, World
 
+from steadfast.approval import workflow as approval
 from steadfast.records import EXECUTE, REPORT
 from steadfast.workflows import monitor, saga
 from steadfast_engine.process import EngineProcess, start_engine
@@ -39,10 +40,11 @@ def world() -> World:
 
 @pytest.fixture(scope="session")
 def runtime(engine: EngineProcess, world: World) -> Iterator[wf.WorkflowRuntime]:
-    """One worker with the real saga and monitor workflows and the fake activities."""
+    """One worker with the operator's real workflows and the fake activities."""
     rt = wf.WorkflowRuntime(host=engine.host, port=str(engine.port))
     rt.register_workflow(saga.saga_workflow, name=saga.NAME)
     rt.register_workflow(monitor.monitor_workflow, name=monitor.NAME)
+    rt.register_workflow(approval.approval_workflow, name=approval.NAME)
     rt.register_activity(world.execute, name=EXECUTE)
     rt.register_activity(world.report, name=REPORT)
     rt.start()  # type: ignore[no-untyped-call]  # the SDK's start() has no hints

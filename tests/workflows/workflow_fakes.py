@@ -15,13 +15,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dapr.ext.workflow as wf
 from crd_status import status_problems
 
+from steadfast.api.approval import ApprovalRequestSpec
 from steadfast.api.common import ApiModel
-from steadfast.api.kinds import HEALTH_MONITOR, TASK_SAGA, Kind
+from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA, Kind
+from steadfast.approval import workflow as approval_workflow
+from steadfast.approval.rules import ApprovalInput
 from steadfast.binding import instance_id
 from steadfast.records import ActionRequest, ObjectRef, Outcome, WorkflowInput
 from steadfast.workflows import monitor, saga
@@ -257,6 +261,18 @@ class Harness:
 
     def start_monitor(self, subject: Subject, spec: ApiModel) -> str:
         return self.start(HEALTH_MONITOR, monitor.NAME, subject, spec)
+
+    def start_approval(
+        self, subject: Subject, spec: ApprovalRequestSpec, *, requested_by: str | None, created_at: datetime
+    ) -> str:
+        """Start the ApprovalRequest workflow as `Bindings.start` does, with the admission-recorded requester."""
+        iid = instance_id(APPROVAL_REQUEST, subject.ref.namespace, subject.ref.name, subject.ref.uid)
+        given = ApprovalInput(
+            ref=subject.ref, generation=1, spec=spec, requested_by=requested_by, created_at=created_at
+        )
+        self.client.schedule_new_workflow(approval_workflow.NAME, input=given.wire(), instance_id=iid)
+        self.started.append(iid)
+        return iid
 
     def finish(self, iid: str) -> Any:
         """Wait for `iid` to complete and return its output; fails the test if it did not complete."""
