@@ -11,11 +11,12 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=igno
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # The development tools (steadfast/dev: control plane, daprd unit, demo) and the local engine (steadfast_engine)
-# are not part of the operator: the runtime never imports them (import contracts in pyproject.toml).
-RUN python -m venv /opt/steadfast \
+# are not part of the operator: the runtime never imports them (import contracts in pyproject.toml), so they are
+# left out of the source before the build and the installed package's file list holds only what ships.
+RUN rm -rf operator/steadfast/dev operator/steadfast_engine \
+ && python -m venv /opt/steadfast \
  && /opt/steadfast/bin/pip install --no-cache-dir . \
- && /opt/steadfast/bin/pip uninstall --yes pip \
- && rm -rf /opt/steadfast/lib/python3.*/site-packages/steadfast/dev /opt/steadfast/lib/python3.*/site-packages/steadfast_engine
+ && /opt/steadfast/bin/pip uninstall --yes pip
 
 # Runtime stage: the same base (the venv's interpreter links to it), the venv, a non-root user, nothing else.
 FROM ${PYTHON_IMAGE}
