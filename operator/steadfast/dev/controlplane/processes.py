@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,7 +21,36 @@ class StartError(RuntimeError):
     """A component did not become ready; the message carries the tail of its log."""
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A loopback port that is free now and that no outgoing connection will take before a server binds it.
+
+    A port the kernel hands out for `bind(0)` comes from the ephemeral range, the same range it picks source
+    ports of outgoing connections from: between our check and the server's bind, a connection (daprd's own to
+    its scheduler, say) can take it, and the server dies with "address already in use". Ports below that range
+    are never used as source ports, so only another server can take them; we also never hand one out twice.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
