@@ -10,7 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from urllib.parse import urlsplit
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import certifi
 import urllib3
@@ -19,7 +23,12 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast.api.action import Action, HttpAction
 from steadfast.api.duration import parse_duration
+from steadfast.api.saga import MAX_OUTPUT_BYTES
 from steadfast.egress import EgressDenied, EgressPolicy
+from steadfast.expressions.language import ExpressionError, left_operand, responding
+from steadfast.expressions.sandbox import Sandbox
+from steadfast.expressions.sandbox import shared as shared_sandbox
+from steadfast.expressions.templates import map_strings, needs_rendering, render, strings_in, text_of
 from steadfast.records import Outcome as Outcome  # re-exported: the result type of ActionRunner.run
 from steadfast.records import idempotency_key as idempotency_key
 
@@ -27,7 +36,6 @@ log = logging.getLogger(__name__)
 
 REFERABLE_LABEL = "steadfast.dev/referable"
 USER_AGENT = "steadfast/0.1"
-_EXCERPT = 200
 
 
 class ActionError(Exception):
@@ -35,16 +43,36 @@ class ActionError(Exception):
 
 
 class ActionRunner:
-    def __init__(self, api: client.ApiClient | None, egress: EgressPolicy) -> None:
+    def __init__(self, api: client.ApiClient | None, egress: EgressPolicy, sandbox: Sandbox | None = None) -> None:
         self._core = client.CoreV1Api(api) if api is not None else None
         self._egress = egress
+        self._sandbox = sandbox
 
-    def run(self, action: Action, *, namespace: str, key: str, timeout: float | None = None) -> Outcome:
-        """Run `action` once. Failures come back as an Outcome with a message, never as an exception."""
+    @property
+    def sandbox(self) -> Sandbox:
+        return self._sandbox or shared_sandbox()
+
+    def run(
+        self,
+        action: Action,
+        *,
+        namespace: str,
+        key: str,
+        timeout: float | None = None,
+        variables: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        conditions: Sequence[str] = (),
+    ) -> Outcome:
+        """Run `action` once. Failures come back as an Outcome with a message, never as an exception.
+
+        `variables` feed the request's placeholders; `outputs` (name -> expression) and `conditions` read the
+        response as well. Outputs come back only from a successful attempt.
+        """
         if action.http is None:
             return Outcome(False, message="no supported action kind is set")
+        plan = _Plan(dict(variables or {}), dict(outputs or {}), list(conditions))
         try:
-            return self._http(action.http, namespace=namespace, key=key, timeout=timeout)
+            return self._http(action.http, namespace=namespace, key=key, timeout=timeout, plan=plan)
         except (ActionError, EgressDenied) as exc:
             return Outcome(False, message=str(exc))
 
@@ -68,22 +96,50 @@ class ActionRunner:
             raise ActionError(f"Secret {namespace}/{secret} has no key {key!r}")
         return base64.b64decode(data[key]).decode()
 
-    def _http(self, http: HttpAction, *, namespace: str, key: str, timeout: float | None) -> Outcome:
-        parts = urlsplit(http.url)
-        host = parts.hostname or ""
+    def _render(self, http: HttpAction, variables: dict[str, Any]) -> tuple[str, dict[str, str], Any]:
+        """The request's url, inline header values and body with their placeholders filled in."""
+        inline = [h for h in http.headers if h.value is not None]
+        strings = strings_in(http.body)
+        texts = [http.url, *(h.value or "" for h in inline), *strings]
+        if not needs_rendering(texts):
+            return http.url, {h.name: h.value or "" for h in inline}, http.body
+        try:
+            done = render([(http.url, _url_escape), *((t, None) for t in texts[1:])], variables, self.sandbox)
+        except ExpressionError as exc:
+            raise ActionError(f"cannot render the request: {exc}") from None
+        url = str(done[0])
+        headers = {h.name: text_of(v) for h, v in zip(inline, done[1 : 1 + len(inline)], strict=True)}
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ActionError(f"cannot render the request: header {name} would hold a line break")
+        filled = iter(done[1 + len(inline) :])
+        body = map_strings(http.body, lambda _: next(filled))
+        return url, headers, body
+
+    def _http(self, http: HttpAction, *, namespace: str, key: str, timeout: float | None, plan: _Plan) -> Outcome:
+        url, inline, body_data = self._render(http, plan.variables)
+        parts = urlsplit(url)
+        try:
+            host = parts.hostname or ""
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ActionError(f"the rendered url {url!r} is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ActionError(f"the rendered url {url!r} is not an absolute http(s) URL")
         https = parts.scheme == "https"
-        port = parts.port or (443 if https else 80)
         addresses = self._egress.check(host, port)
         headers = {"User-Agent": USER_AGENT, "Idempotency-Key": key, "Accept": "application/json, */*"}
+        secrets: list[str] = []
         for header in http.headers:
             if header.value is not None:
-                headers[header.name] = header.value
+                headers[header.name] = inline[header.name]
             elif header.value_from is not None:
                 ref = header.value_from.secret_key_ref
                 headers[header.name] = self._header_value(namespace, ref.name, ref.key)
+                secrets.append(headers[header.name])
         body: bytes | None = None
-        if http.body is not None:
-            body = json.dumps(http.body).encode()
+        if body_data is not None:
+            body = json.dumps(body_data).encode()
             headers.setdefault("Content-Type", "application/json")
         default_port = 443 if https else 80
         headers["Host"] = host if port == default_port else f"{host}:{port}"
@@ -106,6 +162,8 @@ class ActionRunner:
             )
         else:
             pool = urllib3.HTTPConnectionPool(addresses[0], port, maxsize=1)
+        what = f"{http.method.value} {url}"
+        started = time.perf_counter()
         try:
             response = pool.urlopen(
                 http.method.value,
@@ -115,23 +173,129 @@ class ActionRunner:
                 retries=False,
                 redirect=False,
                 timeout=urllib3.Timeout(total=limit),
-                preload_content=True,
+                preload_content=False,
             )
+            data = response.read(MAX_RESPONSE) if plan.reads_response(http) else b""
+            response.drain_conn()
         except urllib3.exceptions.NewConnectionError as exc:  # before TimeoutError: it subclasses it
-            return Outcome(False, message=f"{http.method.value} {http.url}: cannot connect: {_short(str(exc))}")
+            return Outcome(False, message=f"{what}: cannot connect: {_short(str(exc))}")
         except urllib3.exceptions.TimeoutError:
-            return Outcome(False, message=f"{http.method.value} {http.url}: no answer within {limit:g}s")
+            return Outcome(False, message=f"{what}: no answer within {limit:g}s")
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
-            return Outcome(False, message=f"{http.method.value} {http.url}: {_short(str(reason))}")
+            return Outcome(False, message=f"{what}: {_short(str(reason))}")
         finally:
             pool.close()
+        elapsed_ms = round((time.perf_counter() - started) * 1000)
         status = int(response.status)
-        if http.accepts(status):
-            return Outcome(True, status, f"{http.method.value} {http.url}: HTTP {status}")
-        excerpt = response.data[:_EXCERPT].decode(errors="replace").strip()
-        detail = f": {excerpt}" if excerpt else ""
-        return Outcome(False, status, f"{http.method.value} {http.url}: HTTP {status}{detail}")
+        # The body never goes into a message: status would show any service's answer to whoever can
+        # create a resource. Only declared outputs and a failed condition's value reach status.
+        said = f"{what}: HTTP {status}" + (f" {response.reason}" if response.reason else "")
+        if not plan.reads_response(http):
+            return Outcome(http.accepts(status), status, said)
+        answer = {
+            "status": status,
+            "headers": {k.lower(): v for k, v in response.headers.items()},
+            "body": _parse(data, response.headers.get("content-type", "")),
+            "durationMs": elapsed_ms,
+        }
+        return plan.judge(http, status, said, answer, self.sandbox, secrets)
+
+
+MAX_RESPONSE = 1024 * 1024  # bytes of a response body that conditions and outputs may read
+_SHOWN = 200  # characters of a value shown after a failed condition
+
+
+@dataclass
+class _Plan:
+    """What one attempt renders and reads besides the request: variables, outputs, extra conditions."""
+
+    variables: dict[str, Any]
+    outputs: dict[str, str]
+    conditions: list[str]
+
+    def reads_response(self, http: HttpAction) -> bool:
+        return bool(self.outputs or self.conditions or http.success_when)
+
+    def judge(
+        self,
+        http: HttpAction,
+        status: int,
+        said: str,
+        answer: dict[str, Any],
+        sandbox: Sandbox,
+        secrets: list[str],
+    ) -> Outcome:
+        """Success by successWhen (or the status) and every condition; then the outputs, bounded and redacted."""
+        scope = responding(frozenset(self.variables))
+        data = {**self.variables, "response": answer}
+        tests = ([http.success_when] if http.success_when else []) + self.conditions
+        sides = [left_operand(t) for t in tests]
+        items = [*tests, *(s for s in sides if s), *self.outputs.values()]
+        results = sandbox.evaluate([(source, scope) for source in items], data)
+        verdicts = results[: len(tests)]
+        seen = iter(results[len(tests) : len(items) - len(self.outputs)])
+        values = results[len(items) - len(self.outputs) :]
+        if not http.success_when and not http.accepts(status):
+            return Outcome(False, status, said)
+        for test, side, verdict in zip(tests, sides, verdicts, strict=True):
+            left = next(seen) if side else None
+            if verdict.error is not None:
+                return Outcome(False, status, f"{said}; {test}: {verdict.error}", failed_condition=f"{test} (error)")
+            if verdict.value is not True:
+                shown = test
+                if left is not None and left.ok:
+                    shown += f" (was {_clip(json.dumps(redact(left.value, secrets), ensure_ascii=False))})"
+                elif verdict.value is not False:
+                    shown += (
+                        f" (gave {_clip(json.dumps(redact(verdict.value, secrets), ensure_ascii=False))}, not a bool)"
+                    )
+                return Outcome(False, status, f"{said}; condition not met: {shown}", failed_condition=shown)
+        outputs: dict[str, Any] = {}
+        for (name, _), value in zip(self.outputs.items(), values, strict=True):
+            if value.error is not None:
+                return Outcome(False, status, f"{said}; output {name}: {value.error}")
+            outputs[name] = redact(value.value, secrets)
+        size = len(json.dumps(outputs))
+        if size > MAX_OUTPUT_BYTES:
+            return Outcome(
+                False, status, f"{said}; the outputs are {size} bytes of JSON, more than the {MAX_OUTPUT_BYTES} allowed"
+            )
+        return Outcome(True, status, said, outputs=outputs or None)
+
+
+def _parse(data: bytes, content_type: str) -> Any:
+    """A response body as conditions see it: JSON when it parses as JSON, else text."""
+    text = data.decode(errors="replace")
+    if "json" in content_type or text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
+def _url_escape(value: str) -> str:
+    # A value fills one path segment or query value: it may not add a segment, a query or another host.
+    return quote(value, safe="")
+
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """`value` with every Secret value sent in the request masked, wherever a service echoed it."""
+    live = [s for s in secrets if len(s) >= 4]
+    if not live:
+        return value
+
+    def mask(text: str) -> str:
+        for secret in live:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    return map_strings(value, mask)
 
 
 def _short(text: str) -> str:

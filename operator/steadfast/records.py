@@ -42,13 +42,26 @@ class Outcome:
     ok: bool
     status_code: int | None = None
     message: str = ""
+    outputs: dict[str, Any] | None = None  # the declared outputs, when the attempt succeeded
+    failed_condition: str | None = None  # the condition that did not hold, with the value it saw
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "statusCode": self.status_code, "message": self.message}
+        out: dict[str, Any] = {"ok": self.ok, "statusCode": self.status_code, "message": self.message}
+        if self.outputs is not None:
+            out["outputs"] = self.outputs
+        if self.failed_condition is not None:
+            out["failedCondition"] = self.failed_condition
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
-        return cls(bool(data.get("ok")), data.get("statusCode"), str(data.get("message") or ""))
+        return cls(
+            bool(data.get("ok")),
+            data.get("statusCode"),
+            str(data.get("message") or ""),
+            data.get("outputs"),
+            data.get("failedCondition"),
+        )
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,11 @@ class ActionRequest(Record):
     what: str = ""  # for logs, e.g. reserve/compensation
     category: str = "action"  # action, compensation, check, alert, notify (a metrics label)
     report: StatusReport | None = None
+    # What the action's placeholders and conditions may read (task, saga, outputs, monitor, ...): the
+    # workflow's input and recorded results, so every attempt and a replay render the same request.
+    variables: dict[str, Any] = {}
+    outputs: dict[str, str] = {}  # name -> expression over the response
+    conditions: list[str] = []  # must all hold for success (a monitor's), besides the action's own test
 
 
 def idempotency_key(uid: str, *parts: str) -> str:

@@ -31,10 +31,14 @@ from typing import Any
 
 import kopf
 from kubernetes import client
+from pydantic import BaseModel, ValidationError
 
 from steadfast import certs, identity
 from steadfast.api.action import BODY_DEPTH_MESSAGE, MAX_BODY_DEPTH, json_depth
+from steadfast.api.approval import ApprovalRequestSpec
 from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, TASK_SAGA
+from steadfast.api.monitor import HealthMonitorSpec
+from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.admission import approval_stamps, check_approval
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,20 @@ def check_depth(new: Mapping[str, Any] | None) -> str | None:
             stack.extend((v, f"{path}.{k}") for k, v in value.items() if k != "http")
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+def check_expressions(model: type[BaseModel], new: Mapping[str, Any] | None) -> str | None:
+    """Refuse expressions that do not compile (syntax, unknown variables, outputs not produced yet).
+
+    The schema cannot see inside CEL strings; the kind's model compiles them. Other problems the model finds
+    are left to the schema, whose messages users know.
+    """
+    try:
+        model.model_validate((new or {}).get("spec") or {})
+    except ValidationError as exc:
+        found = [str(e["msg"]) for e in exc.errors() if e["type"] == "expression"]
+        return "; ".join(found) or None
     return None
 
 
@@ -119,6 +137,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
     @kopf.on.mutate(*monitors, id="monitor-rules", **common)
     def _monitor_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
+        refuse(check_expressions(HealthMonitorSpec, kw["new"]), 422)
         finalize(kw["patch"], kw["operation"])
 
     @kopf.on.mutate(*apr, id="approval-identity", **common)
@@ -129,6 +148,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
     @kopf.on.validate(*apr, id="approval-rules", **common)
     def _approval_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
+        refuse(check_expressions(ApprovalRequestSpec, kw["new"]), 422)
         refuse(
             check_approval(
                 kw["operation"], user(kw), kw["old"], kw["new"], operator=operator, now=dt.datetime.now(dt.UTC)
@@ -140,6 +160,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
     @kopf.on.mutate(*sagas, id="saga-identity", **{**common, "operations": ["CREATE"]})
     def _saga_identity(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)  # a saga's spec never changes, so CREATE is the one place to look
+        refuse(check_expressions(TaskSagaSpec, kw["new"]), 422)
         stamp(kw["patch"], saga_stamps(kw["operation"], user(kw)))
         finalize(kw["patch"], kw["operation"])
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
 from steadfast.api.kinds import REQUESTED_BY
+from steadfast.api.monitor import HealthMonitorSpec
+from steadfast.api.saga import TaskSagaSpec
 from steadfast.identity import User
-from steadfast.webhooks import check_saga, make_certificate, saga_stamps
+from steadfast.webhooks import check_expressions, check_saga, make_certificate, saga_stamps
 
 OPERATOR = "system:serviceaccount:steadfast:operator"
 DAVE = User("dave", frozenset({"sre"}))
@@ -35,3 +38,60 @@ def test_certificate_serves_loopback_and_chains_to_its_ca(tmp_path: Path) -> Non
     assert "localhost" in sans.get_values_for_type(x509.DNSName)
     cert.verify_directly_issued_by(ca)
     assert oct(Path(key_path).stat().st_mode & 0o777) == "0o600"
+
+
+def _saga(*steps: dict[str, Any]) -> dict[str, Any]:
+    return {"spec": {"task": {"id": "t-1"}, "steps": list(steps)}}
+
+
+def _step(name: str, url: str, **more: Any) -> dict[str, Any]:
+    return {"name": name, "action": {"http": {"url": url}}, **more}
+
+
+def test_expressions_are_compiled_at_admission_naming_field_and_position() -> None:
+    good = _saga(
+        _step("create", "http://tasks/records", outputs={"recordId": "response.body.id"}),
+        _step(
+            "notify",
+            "http://tasks/notify/$(outputs.recordId)",
+            compensation={"http": {"url": "http://tasks/records/$(outputs.recordId)", "method": "DELETE"}},
+        ),
+    )
+    assert check_expressions(TaskSagaSpec, good) is None
+    typo = _saga(_step("create", "http://tasks/records/$(tsak.id)"))
+    problem = check_expressions(TaskSagaSpec, typo) or ""
+    assert problem.startswith("spec.steps[0].action.http.url: $(tsak.id) at offset 21: 1:")
+    assert "undeclared reference to 'tsak.id'" in problem
+    syntax = _saga(_step("create", "http://tasks/r", outputs={"id": "response.body.id +"}))
+    assert (check_expressions(TaskSagaSpec, syntax) or "").startswith("spec.steps[0].outputs.id: 1:19: Syntax error")
+
+
+def test_outputs_must_come_from_an_earlier_step_and_names_are_unique() -> None:
+    forward = _saga(
+        _step("a", "http://tasks/$(outputs.later)"),
+        _step("b", "http://tasks/b", outputs={"later": "response.body.id"}),
+    )
+    assert "spec.steps[0].action: outputs.later is not an earlier step's output" in (
+        check_expressions(TaskSagaSpec, forward) or ""
+    )
+    own = _saga(
+        _step(
+            "a",
+            "http://tasks/a",
+            outputs={"id": "response.body.id"},
+            compensation={"http": {"url": "http://tasks/a/$(outputs.id)"}},
+        )
+    )
+    assert check_expressions(TaskSagaSpec, own) is None  # a compensation may use its own step's outputs
+    twice = _saga(
+        _step("a", "http://tasks/a", outputs={"id": "response.body.id"}),
+        _step("b", "http://tasks/b", outputs={"id": "response.body.id"}),
+    )
+    assert "step a already declares output id" in (check_expressions(TaskSagaSpec, twice) or "")
+
+
+def test_monitor_conditions_are_compiled_and_other_problems_left_to_the_schema() -> None:
+    monitor = {"spec": {"target": {"http": {"url": "http://svc/h"}}, "conditions": ["response.bdy.status == 1"]}}
+    assert "spec.conditions[0]: 1:" in (check_expressions(HealthMonitorSpec, monitor) or "")
+    schema_problem = {"spec": {"target": {"http": {"url": "not a url"}}}}
+    assert check_expressions(HealthMonitorSpec, schema_problem) is None

@@ -7,6 +7,7 @@ generated from `Action.ONE_OF`, so adding `invoke` extends the rule by itself.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +29,15 @@ from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 from steadfast.api.common import DNS_SUBDOMAIN, ApiModel, Timestamp
 from steadfast.api.duration import DurationCheck
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
+from steadfast.expressions.language import (
+    MAX_LENGTH,
+    ExpressionError,
+    check_template,
+    compile_expression,
+    placeholders,
+    responding,
+    strings_of,
+)
 
 # Go's RE2 `\s` is ASCII only, so the Unicode spaces Python's `str.isspace` also refuses are listed too.
 _URL_SPACE = r"\s\v\x1c-\x1f\x85\p{Z}"
@@ -190,7 +200,22 @@ BODY_DEPTH_MESSAGE = f"http.body is nested more than {MAX_BODY_DEPTH} levels dee
 
 
 class HttpAction(ApiModel):
-    """An HTTP request. Success means a response whose status is in `expectedStatus` (any 2xx if unset)."""
+    """An HTTP request. Success means a response whose status is in `expectedStatus` (any 2xx if unset), or
+    one for which `successWhen` holds.
+
+    The url, header values and body strings may hold `$(expression)` placeholders (CEL) over what the place
+    of the action offers (a saga step: `task`, `saga`, `outputs`; see each kind). In the url a value is
+    percent-encoded; a body string that is one placeholder becomes the value itself (a number stays one).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel(
+                "!has(self.successWhen) || !has(self.expectedStatus) || size(self.expectedStatus) == 0",
+                "http sets expectedStatus or successWhen, not both",
+            )
+        )
+    )
 
     method: HttpMethod = Field(HttpMethod.GET, description="HTTP method.")
     url: Annotated[str, UrlCheck()] = Field(description="Absolute http:// or https:// URL.")
@@ -203,9 +228,48 @@ class HttpAction(ApiModel):
         max_length=64,
         description="Status codes that mean success; empty means any 2xx (200-299).",
     )
+    success_when: str | None = Field(
+        None,
+        max_length=MAX_LENGTH,
+        description=(
+            "CEL condition over response.status, response.headers (lower-case names), response.body (parsed "
+            "JSON, else text) and response.durationMs that means success, instead of expectedStatus; "
+            'e.g. response.status == 200 && response.body.state == "done".'
+        ),
+    )
     timeout: Annotated[str, DurationCheck("http.timeout", maximum="1h")] = Field(
         "10s", description="Time limit for one request, e.g. 10s."
     )
+
+    def templates(self, where: str) -> list[tuple[str, str]]:
+        """The strings that may hold placeholders, by field: url, header values, body strings and keys."""
+        texts = [(f"{where}.url", self.url)]
+        texts += [(f"{where}.headers[{h.name}].value", h.value) for h in self.headers if h.value is not None]
+        texts += [(f"{where}.body{path}", text) for path, text in strings_of(self.body)]
+        return texts
+
+    def expression_problems(self, scope: frozenset[str], where: str) -> list[str]:
+        """What does not compile in this request's placeholders (in `scope`) and successWhen, by field."""
+        problems: list[str] = []
+        for field, text in self.templates(where):
+            try:
+                check_template(text, scope)
+            except ExpressionError as exc:
+                problems.append(f"{field}: {exc}")
+        if self.success_when is not None:
+            try:
+                compile_expression(self.success_when, responding(scope))
+            except ExpressionError as exc:
+                problems.append(f"{where}.successWhen: {exc}")
+        return problems
+
+    def expression_sources(self) -> list[str]:
+        """The source of every expression the request holds (placeholders, then successWhen)."""
+        sources: list[str] = []
+        for _, text in self.templates(""):
+            with contextlib.suppress(ExpressionError):  # reported by expression_problems
+                sources += [found.source for found in placeholders(text)]
+        return [*sources, self.success_when] if self.success_when is not None else sources
 
     def accepts(self, status: int) -> bool:
         """Whether a response with `status` counts as success."""
@@ -223,6 +287,8 @@ class HttpAction(ApiModel):
     def _codes(self) -> HttpAction:
         if len(set(self.expected_status)) != len(self.expected_status):
             raise PydanticCustomError("status_code", "http.expectedStatus lists a code twice")
+        if self.expected_status and self.success_when is not None:
+            raise PydanticCustomError("status_code", "http sets expectedStatus or successWhen, not both")
         return self
 
 
@@ -241,6 +307,13 @@ class Action(ApiModel):
 
     http: HttpAction | None = Field(None, description="Send an HTTP request.")
 
+    def expression_problems(self, scope: frozenset[str], where: str) -> list[str]:
+        """Expressions of this action that do not compile where it is used (`scope`), named by field."""
+        return self.http.expression_problems(scope, f"{where}.http") if self.http is not None else []
+
+    def expression_sources(self) -> list[str]:
+        return self.http.expression_sources() if self.http is not None else []
+
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
         count = sum(getattr(self, k) is not None for k in self.ONE_OF)
@@ -249,6 +322,12 @@ class Action(ApiModel):
                 "action_kind", "an action sets exactly one of: {kinds}", {"kinds": ", ".join(self.ONE_OF)}
             )
         return self
+
+
+def refuse_expressions(problems: list[str]) -> None:
+    """Raise the validation error admission refuses a resource with (type `expression`), if any."""
+    if problems:
+        raise PydanticCustomError("expression", "{problems}", {"problems": "; ".join(problems)})
 
 
 class ActionResult(ApiModel):

@@ -13,10 +13,11 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from steadfast.api.action import Action, ActionResult
+from steadfast.api.action import Action, ActionResult, refuse_expressions
 from steadfast.api.common import ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck
 from steadfast.api.schema import LIST_SET, Cel, rules, unchanged
+from steadfast.expressions.language import REQUEST
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 
@@ -122,9 +123,26 @@ class ApprovalRequestSpec(ApiModel):
     timeout: Annotated[str, DurationCheck("timeout", minimum="1s", exclusive=False)] = Field(
         "72h", description="Undecided this long, the request is TimedOut (a rejection)."
     )
-    notify: Action | None = Field(None, description="Sent when the request opens (e.g. a chat webhook).")
-    action: Action | None = Field(None, description="Run once on approval.")
+    notify: Action | None = Field(
+        None,
+        description=(
+            "Sent when the request opens (e.g. a chat webhook); placeholders see request.name, "
+            "request.namespace, request.subject, request.requestedBy."
+        ),
+    )
+    action: Action | None = Field(
+        None, description="Run once on approval; placeholders see what notify sees and request.approvedBy."
+    )
     decision: Decision | None = Field(None, description="Set by an approver with kubectl patch.")
+
+    @model_validator(mode="after")
+    def _expressions(self) -> ApprovalRequestSpec:
+        problems = []
+        for name, action in (("notify", self.notify), ("action", self.action)):
+            if action is not None:
+                problems += action.expression_problems(REQUEST, f"spec.{name}")
+        refuse_expressions(problems)
+        return self
 
 
 class ApprovalPhase(StrEnum):

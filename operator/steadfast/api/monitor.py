@@ -9,11 +9,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from steadfast.api.action import Action
+from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.common import ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck
+from steadfast.expressions.language import ALERT, MAX_LENGTH, MONITOR, ExpressionError, compile_expression, responding
+
+MAX_CONDITIONS = 16
 
 
 class Severity(StrEnum):
@@ -27,7 +30,11 @@ class Alert(ApiModel):
     """How transitions are announced. A Kubernetes Event is always emitted; the webhook is extra."""
 
     webhook: Action | None = Field(
-        None, description="Called on each transition with monitor, namespace, state, severity, last error, checks."
+        None,
+        description=(
+            "Called on each transition. Without an http.body it sends monitor, namespace, state, severity, "
+            "lastError, checkCount; placeholders see monitor.* and alert.state, alert.severity, alert.lastError."
+        ),
     )
     severity: Severity = Field(Severity.WARNING, description="Severity carried by alerts.")
     send_on_recovery: bool = Field(False, description="Also alert when the target becomes healthy again.")
@@ -36,7 +43,20 @@ class Alert(ApiModel):
 class HealthMonitorSpec(ApiModel):
     """What to check and how often."""
 
-    target: Action = Field(description="The check; success means healthy.")
+    target: Action = Field(
+        description=(
+            "The check; success (and every condition) means healthy. Placeholders see monitor.name, "
+            "monitor.namespace, monitor.checkCount."
+        )
+    )
+    conditions: list[Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_CONDITIONS,
+        description=(
+            "CEL conditions that must all hold as well, over response.status, response.headers, response.body "
+            'and response.durationMs, e.g. response.body.status == "UP", response.durationMs < 300.'
+        ),
+    )
     healthy_interval: Annotated[str, DurationCheck("healthyInterval", minimum="1s", exclusive=False)] = Field(
         "60m", description="Wait between checks while healthy (at least 1s)."
     )
@@ -51,6 +71,19 @@ class HealthMonitorSpec(ApiModel):
     )
     alert: Alert | None = Field(None, description="Alerting on transitions.")
     suspend: bool = Field(False, description="Stop checking until set back to false; counters are kept.")
+
+    @model_validator(mode="after")
+    def _expressions(self) -> HealthMonitorSpec:
+        problems = self.target.expression_problems(MONITOR, "spec.target")
+        for n, condition in enumerate(self.conditions):
+            try:
+                compile_expression(condition, responding(MONITOR))
+            except ExpressionError as exc:
+                problems.append(f"spec.conditions[{n}]: {exc}")
+        if self.alert is not None and self.alert.webhook is not None:
+            problems += self.alert.webhook.expression_problems(ALERT, "spec.alert.webhook")
+        refuse_expressions(problems)
+        return self
 
 
 class MonitorPhase(StrEnum):
@@ -72,6 +105,9 @@ class HealthMonitorStatus(StatusBase):
     next_check_time: Timestamp | None = Field(None, description="When the next check is due.")
     last_transition_time: Timestamp | None = Field(None, description="When the state last flipped.")
     last_error: str | None = Field(None, description="Why the last failed check failed.")
+    failed_condition: str | None = Field(
+        None, description='The condition the last check failed, with the value seen: x == "UP" (was "DOWN").'
+    )
     alerts_sent: int = Field(0, ge=0, description="Alerts sent since creation.")
     continued_as_new: int = Field(
         0, ge=0, description="Times the workflow continued as new (the generation of the run)."

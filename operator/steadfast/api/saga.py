@@ -6,20 +6,27 @@ plan change under it.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from steadfast.api.action import Action
+from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck, parse_duration
-from steadfast.api.schema import LIST_SET, Cel, list_map, rules
+from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
+from steadfast.expressions.language import MAX_LENGTH, TASK, ExpressionError, compile_expression, responding
 
 MAX_STEPS = 50
+MAX_OUTPUTS = 16
+MAX_OUTPUT_BYTES = 8192  # JSON of one step's outputs in status
+OUTPUT_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+# `outputs.name` or `outputs["name"]` in an expression: which outputs it reads, to check they exist by then.
+_OUTPUT_USE = re.compile(r"""\boutputs\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:"([^"]*)"|'([^']*)')\s*\])""")
 
 
 class Task(ApiModel):
@@ -74,6 +81,43 @@ class Step(ApiModel):
     timeout: Annotated[str, DurationCheck("step timeout")] | None = Field(
         None, description="Time limit for the step across all its attempts."
     )
+    outputs: Annotated[
+        dict[Annotated[str, Field(pattern=OUTPUT_NAME)], Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": MAX_OUTPUTS,
+                "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH},
+                VALIDATIONS: [
+                    {
+                        "rule": f"self.all(k, k.matches('{OUTPUT_NAME}'))",
+                        "message": "output names are CEL identifiers: a letter or _, then letters, digits or _",
+                    }
+                ],
+            }
+        ),
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_OUTPUTS,
+        description=(
+            "Named values taken from the step's response, each a CEL expression over response (e.g. "
+            "paymentId: response.body.id); later steps and compensations use them as outputs.paymentId. "
+            f"Names are unique across the saga; a step's outputs take at most {MAX_OUTPUT_BYTES} bytes of JSON."
+        ),
+    )
+
+
+def _uses(action: Action, known: set[str], where: str, whose: str) -> list[str]:
+    """Compile errors of `action`'s expressions, and outputs they read that no step has produced by then."""
+    problems = action.expression_problems(TASK, where)
+    used = [m for source in action.expression_sources() for m in _OUTPUT_USE.finditer(source)]
+    for match in used:
+        name = next(g for g in match.groups() if g is not None)
+        if name not in known:
+            problems.append(
+                f"{where}: outputs.{name} is not {whose} output (known here: {', '.join(sorted(known)) or 'none'})"
+            )
+    return list(dict.fromkeys(problems))
 
 
 class OnDelete(StrEnum):
@@ -144,6 +188,28 @@ class TaskSagaSpec(ApiModel):
             )
         return steps
 
+    @model_validator(mode="after")
+    def _expressions(self) -> TaskSagaSpec:
+        problems: list[str] = []
+        owners: dict[str, str] = {}
+        for n, step in enumerate(self.steps):
+            where = f"spec.steps[{n}]"
+            for name in step.outputs:
+                if name in owners:
+                    problems.append(f"{where}.outputs.{name}: step {owners[name]} already declares output {name}")
+            earlier = set(owners)
+            for name, source in step.outputs.items():
+                try:
+                    compile_expression(source, responding(TASK))
+                except ExpressionError as exc:
+                    problems.append(f"{where}.outputs.{name}: {exc}")
+            problems += _uses(step.action, earlier, f"{where}.action", "an earlier step's")
+            owners.update(dict.fromkeys(step.outputs, step.name))
+            if step.compensation is not None:
+                problems += _uses(step.compensation, set(owners), f"{where}.compensation", "this or an earlier step's")
+        refuse_expressions(problems)
+        return self
+
     def needs_approval(self) -> bool:
         """Whether the approval gate holds this saga."""
         return self.approval is not None and self.approval.applies_to(self.task)
@@ -187,6 +253,12 @@ class StepStatus(ApiModel):
     started_at: Timestamp | None = Field(None, description="When the first attempt started.")
     finished_at: Timestamp | None = Field(None, description="When the step succeeded or finally failed.")
     message: str | None = Field(None, description="The last error, or other detail.")
+    outputs: (
+        Annotated[
+            dict[str, JsonValue], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+        ]
+        | None
+    ) = Field(None, description="The step's declared outputs, as its response gave them (never Secret values).")
 
 
 class CompensationPhase(StrEnum):

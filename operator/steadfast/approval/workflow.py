@@ -77,6 +77,18 @@ class _Request:
         )
         return self.state
 
+    def variables(self) -> dict[str, Any]:
+        """What notify's and action's placeholders see; `approvedBy` once approvals are in."""
+        ref = self.reporter.ref
+        request: dict[str, Any] = {
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "subject": self.spec.subject.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "requestedBy": self.requester,
+            "approvedBy": [a.user for a in self.approvals if a.approved],
+        }
+        return {"request": request}
+
     def _waiting(self) -> str:
         approved = sum(1 for a in self.approvals if a.approved)
         return f"waiting for approval ({approved} of {self.spec.approvers.required}) until {stamp(self.expires)}"
@@ -111,6 +123,7 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
             retry=NOTIFY_RETRY,
             timeout="1m",
             snapshot=lambda _: None,
+            variables=req.variables(),
         )
         req.state.notify_result = req.act(outcome, attempts)
         if not outcome.ok:
@@ -164,7 +177,13 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
             return req.status()
 
         outcome, attempts = yield from run_action(
-            req.reporter, req.spec.action, key_parts=("action",), retry=ACTION_RETRY, timeout=None, snapshot=snapshot
+            req.reporter,
+            req.spec.action,
+            key_parts=("action",),
+            retry=ACTION_RETRY,
+            timeout=None,
+            snapshot=snapshot,
+            variables=req.variables(),
         )
         req.state.action_result = req.act(outcome, attempts)
         req.phase = ApprovalPhase.COMPLETED if outcome.ok else ApprovalPhase.ACTION_FAILED

@@ -42,7 +42,15 @@ class Activities:
         except ValueError as exc:
             return Outcome(False, message=f"invalid action: {exc}").to_dict()
         started = time.perf_counter()
-        outcome = self.runner.run(action, namespace=ref.namespace, key=request.key, timeout=request.timeout)
+        outcome = self.runner.run(
+            action,
+            namespace=ref.namespace,
+            key=request.key,
+            timeout=request.timeout,
+            variables=request.variables,
+            outputs=request.outputs,
+            conditions=request.conditions,
+        )
         metrics.ACTION_SECONDS.labels(ref.kind, request.category, "ok" if outcome.ok else "failed").observe(
             time.perf_counter() - started
         )

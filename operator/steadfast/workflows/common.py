@@ -90,12 +90,16 @@ def run_action(
     retry: RetryPolicy | None,
     timeout: str | None,
     snapshot: Callable[[int], StatusBase | None],
+    variables: dict[str, Any] | None = None,
+    outputs: dict[str, str] | None = None,
+    conditions: list[str] | None = None,
 ) -> Generator[Any, Any, tuple[Outcome, int]]:
     """Run `action` with retries and an overall time limit; returns the last outcome and attempts made.
 
     Retries live here rather than in the SDK's RetryPolicy so the workflow knows each attempt's number and
     can show it in status; the backoff is the same formula. `snapshot(attempt)` is the status to write
-    as the attempt starts.
+    as the attempt starts. `variables` (from the input and recorded results, so a replay renders the same
+    request) feed its placeholders; `outputs` and `conditions` are evaluated over the response.
     """
     ctx = reporter.ctx
     policy = retry or RetryPolicy(max_attempts=1)
@@ -115,6 +119,9 @@ def run_action(
             what="/".join(key_parts),
             category=key_parts[-1] if key_parts[-1] in ("action", "compensation") else key_parts[0],
             report=reporter.envelope(status) if status is not None else None,
+            variables=variables or {},
+            outputs=outputs or {},
+            conditions=conditions or [],
         )
         try:
             outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=request.wire())) or {})

@@ -1,10 +1,13 @@
-"""The HealthMonitor workflow: one check per run, then `continue_as_new` with the carried state.
+"""The HealthMonitor workflow: one sleep and one check per run, then `continue_as_new` with the carried state.
 
 A `while True` loop would grow the instance's history for as long as the monitor lives (months); each
-run here holds one check, one report and one sleep, and hands the counters to the next run. The sleep
+run here holds a sleep, one check and one report, and hands the counters to the next run. The sleep
 races a `spec_changed` event, so an edited spec (a shorter interval, a new target, suspend) applies at
 once instead of after the old interval.
-"""
+
+A run ends after an activity's result, not straight after its timer fired: daprd 1.18 keeps a fired
+timer in memory only, and when its worker vanishes while the next run starts (an operator restart) it
+saves that run with an inbox entry it never wrote; the instance then cannot load again."""
 
 from __future__ import annotations
 
@@ -40,10 +43,12 @@ class MonitorState(Record):
     alerts_sent: int = 0
     continued_as_new: int = 0
     last_error: str | None = None
+    failed_condition: str | None = None
     last_check_time: datetime | None = None  # whole seconds, as status shows it
     last_check_at: datetime | None = None  # exact, for the next due time
     last_transition_time: datetime | None = None
     seq: int = 0  # the last status snapshot's number, so a new run's snapshots are newer
+    shown_next: datetime | None = None  # the nextCheckTime status shows, so a run does not report it twice
     conditions: list[Condition] = []
 
 
@@ -106,6 +111,7 @@ def _status(
         next_check_time=second(next_check) if next_check else None,
         last_transition_time=state.last_transition_time,
         last_error=state.last_error,
+        failed_condition=state.failed_condition,
         alerts_sent=state.alerts_sent,
         continued_as_new=state.continued_as_new,
         observed_generation=reporter.generation,
@@ -118,8 +124,16 @@ def _check(reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState) -> 
     """One check, its counters and, on a transition, the alert."""
     number = state.check_count + 1
     outcome, _ = yield from run_action(
-        reporter, spec.target, key_parts=("check", str(number)), retry=None, timeout=None, snapshot=lambda attempt: None
+        reporter,
+        spec.target,
+        key_parts=("check", str(number)),
+        retry=None,
+        timeout=None,
+        snapshot=lambda attempt: None,
+        variables={"monitor": _variables(reporter, state, number)},
+        conditions=spec.conditions,
     )
+    state.failed_condition = outcome.failed_condition
     state.check_count = number
     state.last_check_time = second(reporter.now)
     state.last_check_at = utc(reporter.now)
@@ -148,6 +162,17 @@ def _check(reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState) -> 
         reporter.event("Healthy", "first check: target is healthy")
 
 
+def _variables(reporter: Reporter, state: MonitorState, number: int) -> dict[str, Any]:
+    """What the monitor's placeholders see as `monitor`."""
+    return {
+        "name": reporter.ref.name,
+        "namespace": reporter.ref.namespace,
+        "checkCount": number,
+        "healthy": state.is_healthy,
+        "consecutiveFailures": state.consecutive_failures,
+    }
+
+
 def _alert(
     reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState, new: str, *, warning: bool
 ) -> Generator[Any, Any, None]:
@@ -172,7 +197,7 @@ def _alert(
         "checkCount": state.check_count,
     }
     webhook = alert.webhook.model_copy(deep=True)
-    if webhook.http is not None:
+    if webhook.http is not None and webhook.http.body is None:
         webhook.http = webhook.http.model_copy(update={"body": body})
     outcome, _ = yield from run_action(
         reporter,
@@ -181,6 +206,10 @@ def _alert(
         retry=None,
         timeout=None,
         snapshot=lambda attempt: None,
+        variables={
+            "monitor": _variables(reporter, state, state.check_count),
+            "alert": {"state": new, "severity": severity, "lastError": state.last_error},
+        },
     )
     if outcome.ok:
         state.alerts_sent += 1
@@ -195,41 +224,43 @@ def monitor_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator
     reporter = Reporter(ctx, given, seq=state.seq)
     changed = ctx.wait_for_external_event(SPEC_CHANGED)
 
-    if not spec.suspend:
-        last = utc(state.last_check_at) if state.last_check_at else None
-        interval = parse_duration(spec.healthy_interval if state.is_healthy is not False else spec.unhealthy_interval)
-        now = utc(ctx.current_utc_datetime)
-        due = last + interval if last else now
-        if due > now:
-            # A run that starts early (a spec change cut the sleep short) waits out what is left first.
-            yield from _sleep(ctx, reporter, given, state, due, changed)
-            return
-        yield from _check(reporter, spec, state)
-        interval = parse_duration(spec.healthy_interval if state.is_healthy is not False else spec.unhealthy_interval)
-        due = utc(ctx.current_utc_datetime) + interval
-        yield from _sleep(ctx, reporter, given, state, due, changed)
+    if spec.suspend:
+        yield from _report(reporter, spec, state, None)
+        data = yield changed
+        _continue(ctx, given, state, data)
         return
 
-    state.seq = reporter.seq
-    yield reporter.report(_status(reporter, spec, state, None))
-    state.seq = reporter.seq
-    data = yield changed
-    _continue(ctx, given, state, data)
+    now = utc(ctx.current_utc_datetime)
+    due = _due(spec, state, now)
+    if due > now:
+        # Waits out the interval (or what a spec change left of it), then checks in the same run: a run
+        # ends right after an activity's result, never right after its timer fired (see the module note).
+        if state.shown_next != second(due):
+            yield from _report(reporter, spec, state, due)
+        timer = ctx.create_timer(due.replace(tzinfo=None))  # the SDK works in naive UTC
+        winner = yield when_any([timer, changed])
+        if winner is changed:
+            _continue(ctx, given, state, changed.get_result())
+            return
+    yield from _check(reporter, spec, state)
+    yield from _report(reporter, spec, state, _due(spec, state, utc(ctx.current_utc_datetime)))
+    _continue(ctx, given, state, None)
 
 
-def _sleep(
-    ctx: DaprWorkflowContext,
-    reporter: Reporter,
-    given: MonitorInput,
-    state: MonitorState,
-    due: datetime,
-    changed: Any,
+def _due(spec: HealthMonitorSpec, state: MonitorState, now: datetime) -> datetime:
+    """The next check: one interval (healthy or unhealthy, as the last verdict says) after the last."""
+    if state.last_check_at is None:
+        return now
+    interval = spec.healthy_interval if state.is_healthy is not False else spec.unhealthy_interval
+    return utc(state.last_check_at) + parse_duration(interval)
+
+
+def _report(
+    reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState, due: datetime | None
 ) -> Generator[Any, Any, None]:
-    yield reporter.report(_status(reporter, given.spec, state, due))
+    yield reporter.report(_status(reporter, spec, state, due))
     state.seq = reporter.seq
-    timer = ctx.create_timer(due.replace(tzinfo=None))  # the SDK works in naive UTC
-    winner = yield when_any([timer, changed])
-    _continue(ctx, given, state, changed.get_result() if winner is changed else None)
+    state.shown_next = second(due) if due else None
 
 
 def _continue(ctx: DaprWorkflowContext, given: MonitorInput, state: MonitorState, change: Any) -> None:

@@ -77,6 +77,22 @@ class _Saga:
         )
         return self.state
 
+    def variables(self) -> dict[str, Any]:
+        """What placeholders see: the task, the saga, and the outputs the steps so far recorded.
+
+        Outputs come from recorded activity results (kept in status), so a retry, a compensation after a
+        restart and a replay all render the same request.
+        """
+        ref = self.reporter.ref
+        outputs: dict[str, Any] = {}
+        for record in self.state.steps:
+            outputs.update(record.outputs or {})
+        return {
+            "task": self.spec.task.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "saga": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid},
+            "outputs": outputs,
+        }
+
     def _message(self) -> str:
         if self.state.result and self.state.result.error:
             return self.state.result.error
@@ -104,10 +120,14 @@ class _Saga:
             retry=retry,
             timeout=step.timeout,
             snapshot=snapshot,
+            variables=self.variables(),
+            outputs=None if compensation else step.outputs,
         )
         record.attempts = attempts
         record.finished_at = second(self.reporter.now)
         record.message = outcome.message
+        if not compensation and outcome.ok and isinstance(record, StepStatus):
+            record.outputs = outcome.outputs
         if compensation:
             record.phase = CompensationPhase.SUCCEEDED if outcome.ok else CompensationPhase.FAILED
         else:
