@@ -4,11 +4,18 @@ Routes: POST /records, DELETE /records/{id}; POST /capacity/reserve, POST /capac
 POST /notices, DELETE /notices/{id}; POST /dashboard; GET /healthz and /healthz/{name};
 POST /alerts, /approvals, /deploy.
 
+Effects answer with the IDs they created, as real services do: `POST /records` -> {"id"} (the body's `id`
+if given, else `rec-N`), `POST /capacity/reserve` -> {"reservationId": "res-N"} (released by
+`POST /capacity/release` with that `reservationId`), `POST /notices` -> {"noticeId": "ntc-N"}. `GET /_stats`
+lists what is live (records, reservations, notices), so a test sees that compensations undid exactly what
+the steps made. Health checks answer {"status": "UP"}.
+
 It deduplicates by `Idempotency-Key` (a repeated key gets the first answer and changes nothing), counts
 raw deliveries and applied effects, and injects faults:
 - a request with the header `X-Fail: always` fails with 500;
-- `POST /_faults` {"route": "POST /notices", "fail": N | -1 (always), "status": 500, "delay": 0.5} arms a
-  fault for a route (`GET /healthz` included); `DELETE /_faults` clears them;
+- `POST /_faults` {"route": "POST /notices", "fail": N | -1 (always), "status": 500, "delay": 0.5,
+  "body": {...}} arms a fault for a route (`GET /healthz` included; `body` replaces the answer, so
+  `{"status": 200, "body": {"status": "DEGRADED"}}` is a degraded 200); `DELETE /_faults` clears them;
 - `GET /_stats` returns deliveries and applied effects; `POST /_reset` forgets everything.
 
 Run: python examples/task_service.py --port 8089
@@ -44,6 +51,7 @@ class Fault:
     remaining: int  # -1 = always
     status: int = 500
     delay: float = 0.0
+    body: Any = None
 
 
 @dataclass
@@ -53,7 +61,14 @@ class State:
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)
+    reservations: dict[str, Any] = field(default_factory=dict)
+    notices: dict[str, Any] = field(default_factory=dict)
+    created: int = 0
     healthy: bool = True
+
+    def new_id(self, prefix: str) -> str:
+        self.created += 1
+        return f"{prefix}-{self.created}"
 
 
 def _route_key(request: web.Request) -> str:
@@ -69,6 +84,30 @@ async def _body(request: web.Request) -> Any:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return await request.text()
+
+
+def _apply(state: State, route: str, request: web.Request, body: Any) -> dict[str, Any]:
+    """The effect of a first delivery, and the IDs it answers with."""
+    given = body if isinstance(body, dict) else {}
+    if route == "POST /records":
+        record_id = str(given["id"]) if given.get("id") is not None else state.new_id("rec")
+        state.records[record_id] = body
+        return {"id": record_id}
+    if route == "DELETE /records/{id}":
+        state.records.pop(request.match_info["id"], None)
+    elif route == "POST /capacity/reserve":
+        reservation = state.new_id("res")
+        state.reservations[reservation] = body
+        return {"reservationId": reservation}
+    elif route == "POST /capacity/release" and given.get("reservationId") is not None:
+        state.reservations.pop(str(given["reservationId"]), None)
+    elif route == "POST /notices":
+        notice = state.new_id("ntc")
+        state.notices[notice] = body
+        return {"noticeId": notice}
+    elif route == "DELETE /notices/{id}":
+        state.notices.pop(request.match_info["id"], None)
+    return {}
 
 
 def make_app() -> web.Application:
@@ -88,16 +127,13 @@ def make_app() -> web.Application:
         if fault is not None and fault.remaining != 0:
             if fault.remaining > 0:
                 fault.remaining -= 1
-            return web.json_response({"error": f"fault injected for {route}"}, status=fault.status)
+            answer = fault.body if fault.body is not None else {"error": f"fault injected for {route}"}
+            return web.json_response(answer, status=fault.status)
         if key and key in state.answers:
             status, answer = state.answers[key]
             return web.json_response({**answer, "duplicate": True}, status=status)
         state.applied.append({"route": route, "path": request.path, "key": key, "body": body, "at": time.time()})
-        if route == "POST /records" and isinstance(body, dict):
-            state.records[str(body.get("id"))] = body
-        elif route == "DELETE /records/{id}":
-            state.records.pop(request.match_info["id"], None)
-        answer = {"ok": True, "route": route}
+        answer: dict[str, Any] = {"ok": True, "route": route, **_apply(state, route, request, body)}
         if key:
             state.answers[key] = (200, answer)
         return web.json_response(answer)
@@ -111,13 +147,14 @@ def make_app() -> web.Application:
         if fault is not None and fault.remaining != 0:
             if fault.remaining > 0:
                 fault.remaining -= 1
-            return web.json_response({"healthy": False}, status=fault.status)
-        return web.json_response({"healthy": True})
+            answer = fault.body if fault.body is not None else {"healthy": False, "status": "DOWN"}
+            return web.json_response(answer, status=fault.status)
+        return web.json_response({"healthy": True, "status": "UP"})
 
     async def set_fault(request: web.Request) -> web.Response:
         spec = await request.json()
         state.faults[spec["route"]] = Fault(
-            int(spec.get("fail", -1)), int(spec.get("status", 500)), float(spec.get("delay", 0))
+            int(spec.get("fail", -1)), int(spec.get("status", 500)), float(spec.get("delay", 0)), spec.get("body")
         )
         return web.json_response({"ok": True})
 
@@ -126,7 +163,8 @@ def make_app() -> web.Application:
         return web.json_response({"ok": True})
 
     async def stats(_: web.Request) -> web.Response:
-        return web.json_response({"deliveries": state.deliveries, "applied": state.applied, "records": state.records})
+        live = {"records": state.records, "reservations": state.reservations, "notices": state.notices}
+        return web.json_response({"deliveries": state.deliveries, "applied": state.applied, **live})
 
     async def reset(_: web.Request) -> web.Response:
         state.deliveries.clear()
@@ -134,6 +172,8 @@ def make_app() -> web.Application:
         state.answers.clear()
         state.faults.clear()
         state.records.clear()
+        state.reservations.clear()
+        state.notices.clear()
         return web.json_response({"ok": True})
 
     for method, path in sorted(EFFECT_ROUTES):

@@ -47,8 +47,9 @@ class TaskService:
         result: dict[str, Any] = self._call("GET", "/_stats")
         return result
 
-    def fault(self, route: str, fail: int = -1, status: int = 500, delay: float = 0.0) -> None:
-        self._call("POST", "/_faults", {"route": route, "fail": fail, "status": status, "delay": delay})
+    def fault(self, route: str, fail: int = -1, status: int = 500, delay: float = 0.0, body: Any = None) -> None:
+        """Arm a fault for `route`; `body` replaces the answer (a 200 with a bad body is a fault too)."""
+        self._call("POST", "/_faults", {"route": route, "fail": fail, "status": status, "delay": delay, "body": body})
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/_faults")

@@ -377,3 +377,23 @@ def test_gitops_reapply_does_not_undo_a_decision(
     # A sync that replaces the whole object (Argo CD's Replace=true) is refused instead of undoing it.
     replaced = kubectl("replace", "-f", "-")
     assert replaced.returncode != 0 and "cannot be removed" in replaced.stderr
+
+
+def test_notify_and_action_see_the_request_and_its_approvers(
+    aprs: Resources, as_user: Any, task_service: TaskService
+) -> None:
+    ns = aprs.namespace
+    spec = request(task_service, requester="bob")
+    spec["notify"]["http"]["body"] = {
+        "text": "$(request.requestedBy) asks: $(request.subject.title)",
+        "ns": "$(request.namespace)",
+    }
+    spec["action"]["http"]["body"] = {"approvedBy": "$(request.approvedBy)"}
+    create(as_user("bob"), ns, "templated", spec)
+    wait_open(aprs, "templated")
+    decide(as_user("alice"), ns, "templated", True, "ok")
+    assert aprs.wait_phase("templated", *DONE)["status"]["phase"] == "Completed"
+    notices = [a["body"] for a in task_service.stats()["applied"] if a["route"] == "POST /approvals"]
+    assert {"text": "bob asks: Deploy 1.2.3 to prod", "ns": ns} in notices
+    deploys = [a["body"] for a in task_service.stats()["applied"] if a["route"] == "POST /deploy"]
+    assert {"approvedBy": ["alice"]} in deploys

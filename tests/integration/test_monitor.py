@@ -77,7 +77,8 @@ def alerts_for(svc: TaskService, monitors: Resources, monitor: str) -> list[dict
     return [
         a["body"]
         for a in svc.stats()["applied"]
-        if a["path"] == "/alerts" and (a["body"]["monitor"], a["body"]["namespace"]) == (monitor, monitors.namespace)
+        if a["path"] == "/alerts"
+        and (a["body"].get("monitor"), a["body"].get("namespace")) == (monitor, monitors.namespace)
     ]
 
 

@@ -133,9 +133,11 @@ def placeholders(text: str) -> Iterator[Placeholder]:
         i = end + 1
 
 
-def _closing(text: str, i: int) -> int:
+def _code(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(position, character, bracket depth) of every character of `text` outside CEL string literals."""
     depth = 0
     quote = ""
+    i = start
     while i < len(text):
         char = text[i]
         if quote:
@@ -147,13 +149,18 @@ def _closing(text: str, i: int) -> int:
         elif char in "\"'":
             quote = char * 3 if text.startswith(char * 3, i) else char
             i += len(quote) - 1
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            if depth == 0:
-                return i if char == ")" else -1
-            depth -= 1
+        else:
+            depth -= char in ")]}"
+            yield i, char, depth
+            depth += char in "([{"
         i += 1
+
+
+def _closing(text: str, start: int) -> int:
+    """Where the `)` that closes a placeholder opened just before `start` is, or -1."""
+    for i, char, depth in _code(text, start):
+        if depth < 0:
+            return i if char == ")" else -1
     return -1
 
 
@@ -189,35 +196,17 @@ def left_operand(source: str) -> str | None:
 
     A failed condition is shown with the value its left side had, which is what the user wants to see.
     """
-    depth = 0
-    quote = ""
-    i = 0
-    while i < len(source):
-        char = source[i]
-        if quote:
-            if char == "\\":
-                i += 1
-            elif source.startswith(quote, i):
-                i += len(quote) - 1
-                quote = ""
-        elif char in "\"'":
-            quote = char * 3 if source.startswith(char * 3, i) else char
-            i += len(quote) - 1
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif depth == 0:
-            if source.startswith(("&&", "||"), i) or char == "?":
+    for i, char, depth in _code(source):
+        if depth != 0:
+            continue
+        if source.startswith(("&&", "||"), i) or char == "?":
+            return None
+        match = _COMPARISON.match(source, i)
+        if match:
+            rest = source[match.end() :]
+            if _COMPARISON.search(_unquoted(rest)) or "&&" in rest or "||" in rest:
                 return None
-            match = _COMPARISON.match(source, i)
-            if match:
-                rest = source[match.end() :]
-                if _COMPARISON.search(_unquoted(rest)) or "&&" in rest or "||" in rest:
-                    return None
-                left = source[:i].strip()
-                return left or None
-        i += 1
+            return source[:i].strip() or None
     return None
 
 

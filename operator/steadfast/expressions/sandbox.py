@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MEMORY = 512 * 1024 * 1024  # address space of one child (the Python runtime and CEL take ~150 MiB of it)
+MEMORY = 256 * 1024 * 1024  # address space of one child (the Python runtime and CEL take ~40 MiB of it)
 CPU_SECONDS = 1.0  # per batch
 DEADLINE = 5.0  # wall clock per batch, start-up of a fresh child included
 CHILDREN = 2
