@@ -16,7 +16,9 @@ from typing import Any
 
 import grpc
 import kopf
+import urllib3
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowStatus
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from steadfast import persistence
@@ -182,7 +184,27 @@ class Bindings:
                     if data is not None:
                         await self.signal(binding, body, sig.event, data)
             return
-        payload = binding.workflow_input(ref, generation, spec, body).wire()
+        try:  # in a thread: a kind's input may read the API server (a saga's policies)
+            given = await asyncio.to_thread(binding.workflow_input, ref, generation, spec, body)
+        except (ApiException, ValueError, urllib3.exceptions.HTTPError) as exc:
+            reason = f"HTTP {exc.status}" if isinstance(exc, ApiException) else str(exc)
+            message = f"cannot prepare the workflow's input: {reason}"
+            await self._write(
+                ref,
+                kind.status_model(
+                    observed_generation=generation,
+                    conditions=conditions(
+                        "progressing",
+                        reason="PolicyUnreadable",
+                        message=message,
+                        generation=generation,
+                        now=_now(),
+                        previous=status.get("conditions"),
+                    ),
+                ),
+            )
+            raise kopf.TemporaryError(message, delay=5) from exc
+        payload = given.wire()
         try:
             await asyncio.to_thread(self.client.schedule_new_workflow, binding.workflow, input=payload, instance_id=iid)
         except grpc.RpcError as exc:

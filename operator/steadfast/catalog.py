@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from steadfast.api.approval import ApprovalPhase
@@ -12,6 +13,9 @@ from steadfast.approval import handlers as approval_handlers
 from steadfast.approval import rules as approval_rules
 from steadfast.approval import workflow as approval
 from steadfast.binding import Binding, Signal
+from steadfast.kube import api_client
+from steadfast.policies import PolicyReader
+from steadfast.records import ObjectRef
 from steadfast.workflows import monitor, saga
 
 
@@ -19,10 +23,20 @@ def _saga_stop_event(spec: Any) -> str | None:
     return None if (spec or {}).get("onDelete") == OnDelete.ABANDON.value else saga.CANCEL_EVENT
 
 
+POLICIES = PolicyReader(api_client)
+
+
+def _saga_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]) -> saga.SagaInput:
+    """The saga's input with its gate resolved now, from its spec and the policies (see approval.policy)."""
+    gate = POLICIES.gate_for(spec, body)
+    return saga.SagaInput(ref=ref, generation=generation, spec=spec, gate=gate, gate_resolved=True)
+
+
 SAGA = Binding(
     kind=TASK_SAGA,
     workflow=saga.NAME,
     workflow_fn=saga.saga_workflow,
+    workflow_input=_saga_input,
     stop_event=_saga_stop_event,
     terminal_phases=frozenset(p.value for p in SagaPhase if p.terminal),
 )

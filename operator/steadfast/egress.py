@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -31,6 +31,18 @@ ALWAYS_DENIED: tuple[IPNetwork, ...] = tuple(
 )
 LOOPBACK: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 DENIED_HOSTS = frozenset({"metadata.google.internal", "metadata", "metadata.azure.internal"})
+# The Dapr sidecar's ports on loopback (HTTP and gRPC API, internal gRPC, health, metrics): the operator's own
+# daprd would run any workflow, read any state the operator can, with the operator's identity.
+SIDECAR_PORTS = frozenset({3500, 3501, 50001, 50002, 9090})
+
+
+def endpoints_of(host: str, port: int, what: str) -> dict[tuple[IPAddress, int], str]:
+    """Every address `host` resolves to, with `port`, labelled `what` (nothing if it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return {}
+    return {(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]), port): what for info in infos}
 
 
 class EgressDenied(Exception):
@@ -47,6 +59,12 @@ class EgressPolicy:
     allow_networks: tuple[IPNetwork, ...] = ()
     allow_hosts: frozenset[str] = field(default_factory=frozenset)
     deny_networks: tuple[IPNetwork, ...] = ()
+    # Endpoints no allow-list can open: the API server's addresses and the workflow engine (ip, port) -> what.
+    protected: Mapping[tuple[IPAddress, int], str] = field(default_factory=dict)
+
+    def protecting(self, endpoints: Mapping[tuple[IPAddress, int], str]) -> EgressPolicy:
+        """This policy, also refusing `endpoints` whatever it allows."""
+        return replace(self, protected={**self.protected, **endpoints})
 
     @classmethod
     def parse(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> EgressPolicy:
@@ -81,6 +99,14 @@ class EgressPolicy:
                 raise EgressDenied(
                     f"destination {host} ({ip}) is link-local or a metadata address, which Steadfast never calls"
                 )
+            what = self.protected.get((ip, port))
+            if what is None and any(ip in n for n in LOOPBACK):
+                # Any loopback address reaches a server bound to 0.0.0.0: one protected is all protected.
+                what = next((w for (p, q), w in self.protected.items() if q == port and p.is_loopback), None)
+                if what is None and port in SIDECAR_PORTS:
+                    what = "the Dapr sidecar's port on loopback"
+            if what is not None:
+                raise EgressDenied(f"destination {host}:{port} ({ip}) is {what}, which Steadfast never calls")
             if any(ip in n for n in self.deny_networks):
                 raise EgressDenied(f"destination {host} ({ip}) is denied by the operator's egress policy")
             if any(ip in n for n in LOOPBACK) and not self._explicitly_allowed(ip):

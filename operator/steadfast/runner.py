@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
+from kubernetes import client
 
 from steadfast import catalog, metrics, persistence, webhooks
 from steadfast.actions import ActionRunner
 from steadfast.api.kinds import FINALIZER, KINDS
+from steadfast.api.saga import TaskSagaSpec
 from steadfast.binding import Bindings
-from steadfast.egress import EgressPolicy
+from steadfast.egress import EgressPolicy, IPAddress, endpoints_of
 from steadfast.kube import api_client
 from steadfast.status import StatusWriter
 from steadfast.worker import Worker, registrable
@@ -112,10 +116,33 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     run.set_defaults(func=main)
 
 
-def _egress(args: argparse.Namespace) -> EgressPolicy:
+def _egress(args: argparse.Namespace, api: client.ApiClient) -> EgressPolicy:
     allow = list(args.egress_allow)
     allow += [a.strip() for a in os.environ.get("STEADFAST_EGRESS_ALLOW", "").split(",") if a.strip()]
-    return EgressPolicy.parse(allow=allow, deny=args.egress_deny)
+    return EgressPolicy.parse(allow=allow, deny=args.egress_deny).protecting(_protected(api))
+
+
+def _protected(api: client.ApiClient) -> dict[tuple[IPAddress, int], str]:
+    """The Kubernetes API server's and the workflow engine's addresses: no action may reach them.
+
+    The API server as the operator reaches it (its kubeconfig or in-cluster host) and as pods name it (the
+    kubernetes Service); the engine at DAPR_GRPC_ENDPOINT and the sidecar's HTTP endpoint.
+    """
+    out: dict[tuple[IPAddress, int], str] = {}
+    server = urlsplit(api.configuration.host)
+    if server.hostname:
+        default = 443 if server.scheme == "https" else 80
+        out |= endpoints_of(server.hostname, server.port or default, "the Kubernetes API server")
+    service_host, service_port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if service_host and (service_port or "").isdigit():
+        out |= endpoints_of(service_host, int(service_port or 443), "the Kubernetes API server")
+    for variable in ("DAPR_GRPC_ENDPOINT", "DAPR_HTTP_ENDPOINT"):
+        endpoint = os.environ.get(variable, "")
+        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        with contextlib.suppress(ValueError):
+            if parts.hostname and parts.port:
+                out |= endpoints_of(parts.hostname, parts.port, "the workflow engine (Dapr)")
+    return out
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -149,6 +176,13 @@ async def _operate(**kwargs: Any) -> None:
     # cores + 4 threads would cap how many resources start at once.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(THREADS, thread_name_prefix="handler"))
     await kopf.operator(**kwargs)
+
+
+def _gate_warning(saga: Mapping[str, Any]) -> str | None:
+    """The admission warning of a TaskSaga a SteadfastPolicy will gate."""
+    spec = TaskSagaSpec.model_validate(saga.get("spec") or {})
+    gate = catalog.POLICIES.gate_for(spec, saga)
+    return f"this TaskSaga will wait for approval: {gate.describe()}" if gate is not None and gate.rules else None
 
 
 def runtime_factory(
@@ -191,7 +225,7 @@ def main(args: argparse.Namespace) -> int:
     api = api_client()
     # Progress within a phase may show up --status-linger late (later under load): fewer writes per step.
     writer = StatusWriter(api, workers=8, linger=args.status_linger, progress_rate=args.status_progress_rate)
-    activities = Activities(ActionRunner(api, _egress(args)), writer)
+    activities = Activities(ActionRunner(api, _egress(args, api)), writer)
     client = DaprWorkflowClient()
     worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
     worker.start()
@@ -206,7 +240,7 @@ def main(args: argparse.Namespace) -> int:
     configure_settings(settings)
     settings.peering.lifetime = args.peering_lifetime
     priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1
-    webhooks.configure(args, settings, registry, api)
+    webhooks.configure(args, settings, registry, api, saga_gate=_gate_warning)
     try:
         asyncio.run(
             _operate(

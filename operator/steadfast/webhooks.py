@@ -25,7 +25,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +106,15 @@ def check_saga(
 # ---- kopf glue -----------------------------------------------------------------------------------
 
 
-def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
-    """Register the admission handlers; `operator` is the operator's own user name (from the API server)."""
+GateWarning = Callable[[Mapping[str, Any]], "str | None"]
+
+
+def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateWarning | None = None) -> None:
+    """Register the admission handlers; `operator` is the operator's own user name (from the API server).
+
+    `saga_gate` says, for a TaskSaga being created, which approval it will wait for under the admins'
+    policies; it becomes an admission warning, which kubectl prints at `kubectl apply`.
+    """
     common: dict[str, Any] = {"operations": OPERATIONS, "persistent": True, "registry": registry}
     apr = (APPROVAL_REQUEST.group, APPROVAL_REQUEST.version, APPROVAL_REQUEST.plural)
     sagas = (TASK_SAGA.group, TASK_SAGA.version, TASK_SAGA.plural)
@@ -161,6 +168,16 @@ def register(registry: kopf.OperatorRegistry, *, operator: str) -> None:
     def _saga_identity(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)  # a saga's spec never changes, so CREATE is the one place to look
         refuse(check_expressions(TaskSagaSpec, kw["new"]), 422)
+        if saga_gate is not None:
+            new = dict(kw["new"] or {})
+            new["metadata"] = {**(new.get("metadata") or {}), "namespace": kw.get("namespace")}
+            try:
+                warning = saga_gate(new)
+            except Exception as exc:  # a warning is a courtesy; the gate itself is resolved when the saga starts
+                log.warning("cannot tell the creator which approval the saga needs: %s", exc)
+            else:
+                if warning:
+                    kw["warnings"].append(warning)
         stamp(kw["patch"], saga_stamps(kw["operation"], user(kw)))
         finalize(kw["patch"], kw["operation"])
 
@@ -226,14 +243,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(
-    args: argparse.Namespace, settings: kopf.OperatorSettings, registry: kopf.OperatorRegistry, api: client.ApiClient
+    args: argparse.Namespace,
+    settings: kopf.OperatorSettings,
+    registry: kopf.OperatorRegistry,
+    api: client.ApiClient,
+    saga_gate: GateWarning | None = None,
 ) -> None:
     """Register the admission handlers and a kopf webhook server that keeps its configurations up to date."""
     if args.no_webhooks:
         log.warning("admission webhooks disabled: ApprovalRequest decisions will be ignored")
         return
     operator = whoami(api)
-    register(registry, operator=operator)
+    register(registry, operator=operator, saga_gate=saga_gate)
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")
     addr = args.webhook_addr or ("0.0.0.0" if in_cluster else "127.0.0.1")
     host = args.webhook_host or addr

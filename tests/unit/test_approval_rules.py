@@ -7,6 +7,8 @@ from typing import Any
 
 from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
 from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY
+from steadfast.api.saga import TaskSagaSpec
+from steadfast.approval.policy import effective_gate
 from steadfast.approval.rules import (
     DecisionEvent,
     GateOutcome,
@@ -81,15 +83,17 @@ def saga(priority: str, requester: str | None = "dave") -> dict[str, Any]:
 
 
 def test_gate_request_is_owned_and_carries_the_saga_creator() -> None:
-    manifest = gate_request(saga("high"))
-    assert manifest is not None
+    body = saga("high")
+    gate = effective_gate(TaskSagaSpec.model_validate(body["spec"]), {}, {}, [])
+    assert gate is not None
+    manifest = gate_request(body, gate)
     meta = manifest["metadata"]
     assert meta["name"] == "s1-approval" == gate_request_name("s1")
     assert meta["annotations"] == {REQUESTED_BY: "dave"}
     assert meta["ownerReferences"][0]["uid"] == "u-1" and meta["ownerReferences"][0]["controller"] is True
     spec = ApprovalRequestSpec.model_validate(manifest["spec"])
     assert spec.subject.requester == "dave" and spec.timeout == "1h" and spec.approvers.users == ["alice"]
-    assert gate_request(saga("low")) is None
+    assert effective_gate(TaskSagaSpec.model_validate(saga("low")["spec"]), {}, {}, []) is None
 
 
 def test_gate_request_name_fits_the_limit() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from steadfast.api.approval import DECISION_FINAL, ApprovalRequestSpec, ApprovalRequestStatus
 from steadfast.api.common import ApiModel, StatusBase
 from steadfast.api.monitor import HealthMonitorSpec, HealthMonitorStatus
+from steadfast.api.policy import SteadfastPolicySpec, SteadfastPolicyStatus
 from steadfast.api.saga import TaskSagaSpec, TaskSagaStatus
 from steadfast.api.schema import Cel
 
@@ -142,6 +143,20 @@ APPROVAL_REQUEST = Kind(
 )
 
 KINDS: tuple[Kind, ...] = (TASK_SAGA, HEALTH_MONITOR, APPROVAL_REQUEST)
+
+# Admin-owned and cluster-scoped; no workflow runs it, so it is not one of the KINDS the operator binds.
+POLICY = Kind(
+    kind="SteadfastPolicy",
+    plural="steadfastpolicies",
+    singular="steadfastpolicy",
+    short_names=("sfpolicy",),
+    spec_model=SteadfastPolicySpec,
+    status_model=SteadfastPolicyStatus,
+    description="Rules platform admins set for every namespace: which TaskSagas need approval and by whom.",
+    printer_columns=(AGE,),
+    categories=(),
+    namespaced=False,
+)
 
 
 def kind_named(name: str) -> Kind:

@@ -299,5 +299,8 @@ class TaskSagaStatus(StatusBase):
     )
     result: SagaResult | None = Field(None, description="The outcome, once the saga ends.")
     approval_request: str | None = Field(None, description="Name of the ApprovalRequest the gate created.")
+    approval_policy: str | None = Field(
+        None, description="The SteadfastPolicy rules (policy/rule) that gated the saga, if any."
+    )
     started_at: Timestamp | None = Field(None, description="When the first step started.")
     finished_at: Timestamp | None = Field(None, description="When the saga ended.")

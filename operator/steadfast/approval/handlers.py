@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from steadfast.api.approval import ApprovalPhase
 from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA
 from steadfast.api.saga import SagaPhase
+from steadfast.approval.policy import EffectiveGate
 from steadfast.approval.rules import (
     DECISION_EVENT,
     GATE_EVENT,
@@ -28,6 +29,7 @@ from steadfast.approval.rules import (
 )
 from steadfast.binding import Binding, Bindings, instance_id
 from steadfast.kube import api_client
+from steadfast.workflows.saga import SagaInput
 
 
 def register_handlers(
@@ -69,15 +71,25 @@ def register_handlers(
         await bindings.signal(saga_binding, kopf.Body(raw), GATE_EVENT, data.wire())
         logger.info("approval outcome %s sent to TaskSaga %s", data.phase.value, owner["name"])
 
+    async def recorded_gate(body: kopf.Body) -> EffectiveGate | None:
+        """The gate the saga started with, from its instance's input: what admins and the spec said then."""
+        meta = body["metadata"]
+        iid = instance_id(TASK_SAGA, meta["namespace"], meta["name"], meta["uid"])
+        state = await asyncio.to_thread(bindings.client.get_workflow_state, iid, fetch_payloads=True)
+        if state is None or not state.serialized_input:
+            raise kopf.TemporaryError(f"workflow instance {iid} is not readable yet", delay=1)
+        return SagaInput.model_validate_json(state.serialized_input).effective_gate()
+
     async def ensure(body: kopf.Body, logger: kopf.Logger) -> None:
         if (body.get("status") or {}).get("phase") in {p.value for p in SagaPhase if p.terminal}:
             return
         try:
-            manifest = gate_request(dict(body))
+            gate = await recorded_gate(body)
         except ValueError:
             return  # an invalid spec is the binding's to report
-        if manifest is None:
+        if gate is None:
             return
+        manifest = gate_request(dict(body), gate)
         meta = body["metadata"]
         name = manifest["metadata"]["name"]
         try:
@@ -105,17 +117,18 @@ def register_handlers(
             name,
         )
         owner = saga_owner(existing)
+        spec = existing.get("spec") or {}
+        wanted = manifest["spec"]
         if owner is None or owner["uid"] != meta["uid"]:
-            owner = {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}
-            await tell_saga(
-                owner,
-                GateOutcome(
-                    approved=False,
-                    phase=ApprovalPhase.REJECTED,
-                    reason=f"an ApprovalRequest named {name} exists and is not this saga's",
-                ),
-                logger,
-            )
+            reason = f"an ApprovalRequest named {name} exists and is not this saga's"
+        elif (spec.get("approvers"), spec.get("timeout")) != (wanted["approvers"], wanted["timeout"]):
+            # Someone who may create ApprovalRequests in the namespace made one first, owned by the saga but
+            # with approvers of their choosing: never let it stand in for the gate.
+            reason = f"ApprovalRequest {name} does not ask the gate's approvers ({gate.describe()})"
+        else:
+            return
+        owner = {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}
+        await tell_saga(owner, GateOutcome(approved=False, phase=ApprovalPhase.REJECTED, reason=reason), logger)
 
     async def outcome(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         owner = saga_owner(body)

@@ -17,6 +17,7 @@ from typing import Any
 from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
 from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, REQUESTED_BY, TASK_SAGA
 from steadfast.api.saga import TaskSagaSpec
+from steadfast.approval.policy import EffectiveGate
 from steadfast.records import ObjectRef, Record, WorkflowInput
 
 log = logging.getLogger(__name__)
@@ -124,18 +125,17 @@ def gate_request_name(saga_name: str) -> str:
     return f"{saga_name[:230]}-{hashlib.sha256(saga_name.encode()).hexdigest()[:8]}-approval"
 
 
-def gate_request(saga: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ApprovalRequest a saga's gate needs, or None when its spec.approval does not apply."""
+def gate_request(saga: Mapping[str, Any], gate: EffectiveGate) -> dict[str, Any]:
+    """The ApprovalRequest of a saga's gate (resolved when the saga started: its spec's and the policies')."""
     spec = TaskSagaSpec.model_validate(saga.get("spec") or {})
-    if spec.approval is None or not spec.needs_approval():
-        return None
     meta = saga["metadata"]
     requester = (meta.get("annotations") or {}).get(REQUESTED_BY)
     task = spec.task
     subject: dict[str, Any] = {
         "title": f"Run TaskSaga {meta['name']}: {task.title or task.id}"[:256],
         "description": f"Approve to run the {len(spec.steps)} step(s) of TaskSaga {meta['namespace']}/"
-        f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'}).",
+        f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'})"
+        + (f"; required by SteadfastPolicy {', '.join(gate.rules)}." if gate.rules else "."),
     }
     if requester:
         subject["requester"] = requester
@@ -157,7 +157,7 @@ def gate_request(saga: Mapping[str, Any]) -> dict[str, Any] | None:
                 }
             ],
         },
-        "spec": {"subject": subject, "approvers": spec.approval.approvers.to_wire(), "timeout": spec.approval.timeout},
+        "spec": {"subject": subject, "approvers": gate.approvers.to_wire(), "timeout": gate.timeout},
     }
 
 

@@ -25,6 +25,7 @@ from steadfast.api.saga import (
     TaskSagaStatus,
 )
 from steadfast.approval import rules as approval
+from steadfast.approval.policy import EffectiveGate
 from steadfast.conditions import State, conditions
 from steadfast.records import WorkflowInput
 from steadfast.workflows.common import Reporter, run_action, second
@@ -43,13 +44,30 @@ _CONDITION_STATE: dict[SagaPhase, State] = {
 }
 
 
+class SagaInput(WorkflowInput[TaskSagaSpec]):
+    """A saga's input: the spec and the gate resolved when it started (its spec's and the policies')."""
+
+    gate: EffectiveGate | None = None
+    # False: started by an operator that did not read policies; the spec's own gate applies.
+    gate_resolved: bool = False
+
+    def effective_gate(self) -> EffectiveGate | None:
+        if self.gate_resolved:
+            return self.gate
+        own = self.spec.approval
+        return (
+            EffectiveGate(approvers=own.approvers, timeout=own.timeout) if own and self.spec.needs_approval() else None
+        )
+
+
 class _Saga:
     """The saga's status as the workflow sees it; every method is deterministic."""
 
     def __init__(self, ctx: DaprWorkflowContext, inp: dict[str, Any]) -> None:
-        given = WorkflowInput[TaskSagaSpec].model_validate(inp)
+        given = SagaInput.model_validate(inp)
         self.reporter = Reporter(ctx, given)
         self.spec = given.spec
+        self.gate = given.effective_gate()
         self.state = TaskSagaStatus(
             phase=SagaPhase.RUNNING,
             steps=[StepStatus(name=s.name, phase=StepPhase.PENDING) for s in self.spec.steps],
@@ -167,11 +185,14 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
     cancel = ctx.wait_for_external_event(CANCEL_EVENT)
     steps = saga.state.steps
     saga.reporter.event("Started", f"saga started with {len(steps)} step(s)")
-    gated = saga.spec.needs_approval()
-    if gated:
+    gated = saga.gate is not None
+    if saga.gate is not None:
         saga.phase = SagaPhase.AWAITING_APPROVAL
         saga.state.approval_request = approval.gate_request_name(saga.reporter.ref.name)
-        saga.reporter.event("AwaitingApproval", f"waiting for ApprovalRequest {saga.state.approval_request}")
+        saga.state.approval_policy = ", ".join(saga.gate.rules) or None
+        saga.reporter.event(
+            "AwaitingApproval", f"waiting for ApprovalRequest {saga.state.approval_request}: {saga.gate.describe()}"
+        )
     yield saga.reporter.report(saga.status())
 
     done: list[Step] = []

@@ -1,0 +1,104 @@
+"""SteadfastPolicy: what platform admins decide for every namespace, whatever a resource's author wrote.
+
+Cluster-scoped, so only those with cluster-wide write rights (cluster admins; the chart grants nobody else)
+can create or change one. An approval rule gates every TaskSaga it matches: a saga without `spec.approval`
+is gated anyway, and the approvers are the policy's; the saga's own gate may only be stricter (a higher
+quorum, a shorter timeout), never name other approvers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from steadfast.api.approval import Approvers
+from steadfast.api.common import DNS_LABEL, ApiModel, StatusBase
+from steadfast.api.duration import DurationCheck
+from steadfast.api.schema import LIST_SET, list_map
+
+LabelValue = Annotated[str, Field(max_length=63)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=317)]
+
+
+class SelectorRequirement(ApiModel):
+    """One `matchExpressions` entry of a Kubernetes label selector."""
+
+    key: LabelKey = Field(description="Label key.")
+    operator: str = Field(pattern=r"^(In|NotIn|Exists|DoesNotExist)$", description="In, NotIn, Exists, DoesNotExist.")
+    values: Annotated[list[LabelValue], LIST_SET] = Field(
+        default_factory=list, max_length=64, description="Values for In and NotIn."
+    )
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector; empty matches everything."""
+
+    match_labels: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[SelectorRequirement] = Field(
+        default_factory=list, max_length=16, description="Requirements that must all hold."
+    )
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator == "In" and (not present or labels[req.key] not in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+class ApprovalMatch(ApiModel):
+    """Which TaskSagas a rule gates: all conditions must hold; an empty match gates every saga."""
+
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Labels of the saga's namespace."
+    )
+    label_selector: LabelSelector = Field(default_factory=LabelSelector, description="Labels of the saga.")
+    priorities: Annotated[list[Annotated[str, Field(min_length=1, max_length=63)]], LIST_SET] = Field(
+        default_factory=list, max_length=16, description="spec.task.priority is one of these (empty: any)."
+    )
+
+
+class ApprovalRule(ApiModel):
+    """Gate the TaskSagas that match with an approval by these approvers."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Rule name, shown in the saga's status.")
+    match: ApprovalMatch = Field(default_factory=ApprovalMatch, description="Which sagas the rule gates.")
+    approvers: Approvers = Field(description="Who may approve; the saga's spec cannot change them.")
+    timeout: Annotated[str, DurationCheck("timeout", minimum="1s", exclusive=False)] = Field(
+        "72h", description="Undecided this long, the saga ends Rejected (a saga may ask for less)."
+    )
+
+
+class SteadfastPolicySpec(ApiModel):
+    """Rules platform admins set for every namespace."""
+
+    approvals: Annotated[list[ApprovalRule], list_map("name")] = Field(
+        default_factory=list, max_length=32, description="Approval gates; every matching rule applies."
+    )
+
+    @field_validator("approvals")
+    @classmethod
+    def _unique(cls, rules: list[ApprovalRule]) -> list[ApprovalRule]:
+        dupes = sorted(n for n, c in Counter(r.name for r in rules).items() if c > 1)
+        if dupes:
+            raise PydanticCustomError(
+                "unique", "rule names must be unique; repeated: {names}", {"names": ", ".join(dupes)}
+            )
+        return rules
+
+
+class SteadfastPolicyStatus(StatusBase):
+    """The policy as the operator last read it."""

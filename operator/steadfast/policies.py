@@ -1,0 +1,64 @@
+"""Reading SteadfastPolicies and a namespace's labels, to resolve a TaskSaga's gate when it starts.
+
+Read from the API server at each start rather than from a watch cache: a cache that is still filling when
+the operator starts would let a saga through ungated. Two reads per saga start (not per step).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from steadfast.api.kinds import POLICY
+from steadfast.api.policy import SteadfastPolicySpec
+from steadfast.api.saga import TaskSagaSpec
+from steadfast.approval.policy import EffectiveGate, effective_gate
+
+log = logging.getLogger(__name__)
+
+
+class PolicyReader:
+    def __init__(self, api: Callable[[], client.ApiClient]) -> None:
+        self._factory = api
+        self._api: client.ApiClient | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> client.ApiClient:
+        with self._lock:
+            if self._api is None:
+                self._api = self._factory()
+            return self._api
+
+    def policies(self) -> list[tuple[str, SteadfastPolicySpec]]:
+        """Every policy; one the operator cannot read fails the start (fail closed), a missing CRD means none."""
+        try:
+            listed = client.CustomObjectsApi(self._client()).list_cluster_custom_object(
+                POLICY.group, POLICY.version, POLICY.plural
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return []  # the CRD is not installed (an upgrade in progress): no policies exist
+            raise
+        out: list[tuple[str, SteadfastPolicySpec]] = []
+        for item in listed.get("items", []):
+            name = item["metadata"]["name"]
+            try:
+                out.append((name, SteadfastPolicySpec.model_validate(item.get("spec") or {})))
+            except ValidationError as exc:
+                raise ValueError(f"SteadfastPolicy {name} is not valid: {exc.errors()[0]['msg']}") from None
+        return out
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        obj = client.CoreV1Api(self._client()).read_namespace(namespace)
+        return dict(obj.metadata.labels or {})
+
+    def gate_for(self, spec: TaskSagaSpec, body: Mapping[str, Any]) -> EffectiveGate | None:
+        meta = body["metadata"]
+        labels = dict(meta.get("labels") or {})
+        return effective_gate(spec, labels, self.namespace_labels(meta["namespace"]), self.policies())
