@@ -11,7 +11,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,7 +24,9 @@ from kubernetes.client.exceptions import ApiException
 from steadfast.api.action import Action, HttpAction
 from steadfast.api.duration import parse_duration
 from steadfast.api.saga import MAX_OUTPUT_BYTES
-from steadfast.egress import EgressDenied, EgressPolicy
+from steadfast.cluster_view import ClusterWatch
+from steadfast.egress import EgressDenied, EgressPolicy, IPAddress
+from steadfast.egress_rules import refusal
 from steadfast.expressions.language import ExpressionError, left_operand, responding
 from steadfast.expressions.sandbox import Sandbox
 from steadfast.expressions.sandbox import shared as shared_sandbox
@@ -43,10 +45,27 @@ class ActionError(Exception):
 
 
 class ActionRunner:
-    def __init__(self, api: client.ApiClient | None, egress: EgressPolicy, sandbox: Sandbox | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient | None,
+        egress: EgressPolicy,
+        sandbox: Sandbox | None = None,
+        cluster: ClusterWatch | None = None,
+    ) -> None:
         self._core = client.CoreV1Api(api) if api is not None else None
         self._egress = egress
         self._sandbox = sandbox
+        self._cluster = cluster
+
+    def _inside(self, namespace: str) -> Callable[[str, IPAddress], str | None] | None:
+        """The namespace layer of the egress check (own Services, admins' rules); None without a cluster."""
+        if self._cluster is None:
+            return None
+        view = self._cluster.view()
+        if view is None:
+            unknown = "the operator has not read the cluster's Services, namespaces and policies yet; try again"
+            return lambda host, ip: unknown
+        return lambda host, ip: refusal(view, namespace, host, ip)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -127,7 +146,7 @@ class ActionRunner:
         if parts.scheme not in ("http", "https") or not host:
             raise ActionError(f"the rendered url {url!r} is not an absolute http(s) URL")
         https = parts.scheme == "https"
-        addresses = self._egress.check(host, port)
+        addresses = self._egress.check(host, port, refuse=self._inside(namespace))
         headers = {"User-Agent": USER_AGENT, "Idempotency-Key": key, "Accept": "application/json, */*"}
         secrets: list[str] = []
         for header in http.headers:

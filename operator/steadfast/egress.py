@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,8 +80,11 @@ class EgressPolicy:
     def _explicitly_allowed(self, ip: IPAddress) -> bool:
         return any(ip in n for n in self.allow_networks)
 
-    def check(self, host: str, port: int) -> list[str]:
-        """Resolve `host` and return the addresses that may be used; raise EgressDenied otherwise."""
+    def check(self, host: str, port: int, refuse: Callable[[str, IPAddress], str | None] | None = None) -> list[str]:
+        """Resolve `host` and return the addresses that may be used; raise EgressDenied otherwise.
+
+        `refuse` is the next layer (the namespace's rules, see egress_rules): a reason refuses the address.
+        """
         name = host.lower().rstrip(".")
         if name in DENIED_HOSTS:
             raise EgressDenied(f"destination {host} is a cloud metadata service, which Steadfast never calls")
@@ -117,6 +120,9 @@ class EgressPolicy:
                 self._explicitly_allowed(ip) or name in self.allow_hosts
             ):
                 raise EgressDenied(f"destination {host} ({ip}) is not in the operator's egress allow-list")
+            reason = refuse(name, ip) if refuse is not None else None
+            if reason is not None:
+                raise EgressDenied(reason)
             allowed.append(str(ip))
         if not allowed:
             raise EgressDenied(f"cannot resolve {host}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -23,7 +24,9 @@ from steadfast.actions import ActionRunner
 from steadfast.api.kinds import FINALIZER, KINDS
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.binding import Bindings
+from steadfast.cluster_view import ClusterWatch
 from steadfast.egress import EgressPolicy, IPAddress, endpoints_of
+from steadfast.egress_rules import DEFAULT_CLUSTER_NETWORKS
 from steadfast.kube import api_client
 from steadfast.status import StatusWriter
 from steadfast.worker import Worker, registrable
@@ -51,6 +54,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="CIDR|HOST",
         help="allow HTTP actions only to these networks or hosts (repeatable); loopback is "
         "refused unless listed. Also $STEADFAST_EGRESS_ALLOW, comma-separated",
+    )
+    run.add_argument(
+        "--cluster-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="the cluster's Pod and Service networks (repeatable): actions reach addresses there only in their own "
+        "namespace's Services or where a SteadfastPolicy egress rule allows; default: the private ranges "
+        "(10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)",
     )
     run.add_argument(
         "--egress-deny",
@@ -225,7 +237,10 @@ def main(args: argparse.Namespace) -> int:
     api = api_client()
     # Progress within a phase may show up --status-linger late (later under load): fewer writes per step.
     writer = StatusWriter(api, workers=8, linger=args.status_linger, progress_rate=args.status_progress_rate)
-    activities = Activities(ActionRunner(api, _egress(args, api)), writer)
+    networks = tuple(ipaddress.ip_network(n, strict=False) for n in args.cluster_network) or DEFAULT_CLUSTER_NETWORKS
+    cluster = ClusterWatch(api_client, networks)
+    cluster.start()
+    activities = Activities(ActionRunner(api, _egress(args, api), cluster=cluster), writer)
     client = DaprWorkflowClient()
     worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
     worker.start()

@@ -103,6 +103,9 @@ class Operator:
                 "-A",
                 "--egress-allow",
                 "127.0.0.0/8",
+                # The control plane's Service network (cluster.py): the namespace layer of egress decides there.
+                "--egress-allow",
+                "10.96.0.0/16",
                 "--metrics",
                 metrics_address,
                 *self.extra_args,
@@ -222,3 +225,29 @@ class Resources:
             .items
         )
         return [{"reason": e.reason, "type": e.type, "message": e.message} for e in items]
+
+
+def allow_users(kube: client.ApiClient, namespace: str, users: tuple[str, ...]) -> None:
+    """Let `users` create and patch approval requests and sagas in `namespace`: only the webhooks decide."""
+    rbac = client.RbacAuthorizationV1Api(kube)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "steadfast-user"},
+            "rules": [
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["approvalrequests", "tasksagas"],
+                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "steadfast-users"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "steadfast-user"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in users],
+        },
+    )

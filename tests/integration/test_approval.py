@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, eventually
+from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, allow_users, eventually
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -30,28 +30,7 @@ def clean_service(task_service: TaskService) -> None:
 @pytest.fixture
 def rbac(kube: client.ApiClient, namespace: str) -> None:
     """Every test user may create and patch approval requests and sagas here: only the webhooks decide."""
-    rbac_api = client.RbacAuthorizationV1Api(kube)
-    rbac_api.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": "steadfast-user"},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": ["approvalrequests", "tasksagas"],
-                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
-                }
-            ],
-        },
-    )
-    rbac_api.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "steadfast-users"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "steadfast-user"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS],
-        },
-    )
+    allow_users(kube, namespace, USERS)
 
 
 @pytest.fixture

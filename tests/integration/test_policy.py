@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, eventually
+from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, allow_users, eventually
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from test_approval import decide, refused
@@ -39,28 +40,7 @@ def as_user(control_plane: cluster.State) -> Callable[[str], client.CustomObject
 def team(kube: client.ApiClient, namespace: str) -> str:
     """The namespace, labelled as the policy selects it, where every test user may create sagas and requests."""
     client.CoreV1Api(kube).patch_namespace(namespace, {"metadata": {"labels": {"steadfast-test-tier": namespace}}})
-    rbac = client.RbacAuthorizationV1Api(kube)
-    rbac.create_namespaced_role(
-        namespace,
-        {
-            "metadata": {"name": "steadfast-user"},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": ["approvalrequests", "tasksagas"],
-                    "verbs": ["get", "list", "watch", "create", "patch", "update"],
-                }
-            ],
-        },
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "steadfast-users"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "steadfast-user"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS],
-        },
-    )
+    allow_users(kube, namespace, USERS)
     return namespace
 
 
@@ -209,3 +189,56 @@ def test_actions_never_reach_the_api_server_or_the_engine(
         status = sagas.wait_phase(name, "Failed", "Succeeded")["status"]
         assert status["phase"] == "Failed"
         assert what in status["steps"][0]["message"], status["steps"][0]["message"]
+
+
+def _service(core: client.CoreV1Api, namespace: str, name: str) -> str:
+    body = {"metadata": {"name": name}, "spec": {"ports": [{"port": 80}], "selector": {"app": name}}}
+    created = core.create_namespaced_service(namespace, body)
+    return str(created.spec.cluster_ip)
+
+
+def test_other_namespaces_services_are_refused_unless_a_rule_allows(
+    operator: Operator, kube: client.ApiClient, team: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    other = f"{team}-other"
+    core.create_namespace({"metadata": {"name": other, "labels": {"steadfast-test-shares": team}}})
+    try:
+        own_ip, other_ip = _service(core, team, "own"), _service(core, other, "api")
+        time.sleep(2)  # the operator learns Services from its watch; give the events a moment
+        sagas = Resources(kube, team, "tasksagas", "TaskSaga")
+
+        def attempt(name: str, ip: str) -> str:
+            step = {"name": "call", "action": {"http": {"url": f"http://{ip}/", "timeout": "1s"}}}
+            sagas.create(name, {"task": {"id": name}, "steps": [step]})
+            status = sagas.wait_phase(name, "Failed", "Succeeded", timeout=60)["status"]
+            return str(status["steps"][0]["message"])
+
+        # Its own Service passes the check: the request is made (whatever answers, if anything, in this sandbox).
+        own = attempt("own", own_ip)
+        assert own.startswith(f"GET http://{own_ip}/: "), own
+        refused_message = attempt("other", other_ip)
+        assert f"Service {other}/api, in another namespace than {team}" in refused_message
+        assert "unless an egress rule of a SteadfastPolicy allows more" in refused_message
+
+        api = client.CustomObjectsApi(kube)
+        rule = {
+            "name": "shared-api",
+            "namespaceSelector": {"matchLabels": {"steadfast-test-tier": team}},
+            "allow": [{"namespaces": {"matchLabels": {"steadfast-test-shares": team}}}],
+        }
+        policy = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SteadfastPolicy",
+            "metadata": {"name": f"egress-{team}"},
+            "spec": {"egress": [rule]},
+        }
+        api.create_cluster_custom_object(GROUP, VERSION, "steadfastpolicies", policy)
+        try:
+            time.sleep(2)  # the policy reaches the operator through its watch
+            opened = attempt("other-allowed", other_ip)
+            assert opened.startswith(f"GET http://{other_ip}/: "), opened
+        finally:
+            api.delete_cluster_custom_object(GROUP, VERSION, "steadfastpolicies", f"egress-{team}")
+    finally:
+        core.delete_namespace(other)

@@ -4,20 +4,27 @@ Cluster-scoped, so only those with cluster-wide write rights (cluster admins; th
 can create or change one. An approval rule gates every TaskSaga it matches: a saga without `spec.approval`
 is gated anyway, and the approvers are the policy's; the saga's own gate may only be stricter (a higher
 quorum, a shorter timeout), never name other approvers.
+
+An egress rule opens destinations to the actions of the namespaces it selects. Without one, an action may
+reach Services of its own namespace and addresses outside the cluster's networks, nothing else in the
+cluster: another namespace's Services and Pods are refused, so a user cannot make the operator call what
+their own pods could not.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections import Counter
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, ApiModel, StatusBase
 from steadfast.api.duration import DurationCheck
-from steadfast.api.schema import LIST_SET, list_map
+from steadfast.api.schema import LIST_SET, Cel, list_map, rules
 
 LabelValue = Annotated[str, Field(max_length=63)]
 LabelKey = Annotated[str, Field(min_length=1, max_length=317)]
@@ -82,16 +89,66 @@ class ApprovalRule(ApiModel):
     )
 
 
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class EgressDestination(ApiModel):
+    """One destination an egress rule opens: a network, a host name, or the Services of some namespaces."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            Cel(
+                "(has(self.cidr) ? 1 : 0) + (has(self.host) ? 1 : 0) + (has(self.namespaces) ? 1 : 0) == 1",
+                "a destination sets exactly one of cidr, host, namespaces",
+            )
+        )
+    )
+
+    cidr: str | None = Field(None, max_length=64, description="A network, e.g. 10.20.0.0/16 or 2001:db8::/32.")
+    host: str | None = Field(
+        None, max_length=253, description="A host name as written in the URL, or *.example.com for its subdomains."
+    )
+    namespaces: LabelSelector | None = Field(
+        None, description="The Services of namespaces with these labels ({} selects every namespace)."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> EgressDestination:
+        if sum(x is not None for x in (self.cidr, self.host, self.namespaces)) != 1:
+            raise PydanticCustomError("destination", "a destination sets exactly one of cidr, host, namespaces")
+        if self.cidr is not None:
+            try:
+                ipaddress.ip_network(self.cidr, strict=False)
+            except ValueError:
+                raise PydanticCustomError("cidr", "cidr {cidr} is not a network", {"cidr": repr(self.cidr)}) from None
+        if self.host is not None and not _HOST.match(self.host.lower()):
+            raise PydanticCustomError("host", "host {host} is not a host name", {"host": repr(self.host)})
+        return self
+
+
+class EgressRule(ApiModel):
+    """Destinations the actions of the selected namespaces may reach, beyond their own Services."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Rule name, shown when it decides.")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Namespaces whose resources the rule applies to ({}: all)."
+    )
+    allow: list[EgressDestination] = Field(min_length=1, max_length=64, description="What they may reach.")
+
+
 class SteadfastPolicySpec(ApiModel):
     """Rules platform admins set for every namespace."""
 
     approvals: Annotated[list[ApprovalRule], list_map("name")] = Field(
         default_factory=list, max_length=32, description="Approval gates; every matching rule applies."
     )
+    egress: Annotated[list[EgressRule], list_map("name")] = Field(
+        default_factory=list, max_length=64, description="Destinations opened to actions; every matching rule adds."
+    )
 
-    @field_validator("approvals")
+    @field_validator("approvals", "egress")
     @classmethod
-    def _unique(cls, rules: list[ApprovalRule]) -> list[ApprovalRule]:
+    def _unique(cls, rules: list[ApprovalRule] | list[EgressRule]) -> list[ApprovalRule] | list[EgressRule]:
         dupes = sorted(n for n, c in Counter(r.name for r in rules).items() if c > 1)
         if dupes:
             raise PydanticCustomError(
