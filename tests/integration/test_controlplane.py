@@ -141,10 +141,16 @@ def test_identities_and_rbac_are_enforced(control_plane: cluster.State, widget_c
             "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}],
         },
     )
-    eventually(
-        lambda: objects.list_namespaced_custom_object(GROUP, "v1", "default", PLURAL) is not None,
-        what="RBAC grant visible",
-    )
+
+    def granted() -> bool:
+        try:  # the authorizer sees a new binding after its informer does: a 403 until then
+            return objects.list_namespaced_custom_object(GROUP, "v1", "default", PLURAL) is not None
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            return False
+
+    eventually(granted, what="RBAC grant visible")
 
 
 def test_owner_references_are_garbage_collected(control_plane: cluster.State) -> None:
