@@ -24,6 +24,11 @@ class User:
         return cls(str(info.get("username") or ""), frozenset(info.get("groups") or ()))
 
 
+def groups_stamp(user: User) -> str:
+    """The groups annotation's value: sorted, comma-separated (group names cannot hold commas in practice)."""
+    return ",".join(sorted(user.groups))
+
+
 def meta_of(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return (obj or {}).get("metadata") or {}
 

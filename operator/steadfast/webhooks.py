@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from steadfast import certs, identity
 from steadfast.api.action import BODY_DEPTH_MESSAGE, MAX_BODY_DEPTH, json_depth
 from steadfast.api.approval import ApprovalRequestSpec
-from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, REQUESTED_GROUPS, TASK_SAGA
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.admission import approval_stamps, check_approval
@@ -88,8 +88,11 @@ def check_expressions(model: type[BaseModel], new: Mapping[str, Any] | None) -> 
 
 
 def saga_stamps(operation: str, user: identity.User) -> dict[str, str]:
-    """The saga's creator is recorded at CREATE: its approval gate's requester, who may not approve it."""
-    return {REQUESTED_BY: user.name} if operation == "CREATE" else {}
+    """The saga's creator and their groups are recorded at CREATE: its approval gate's requester, who may not
+    approve it, and the identity its steps may one day act as."""
+    if operation != "CREATE":
+        return {}
+    return {REQUESTED_BY: user.name, REQUESTED_GROUPS: identity.groups_stamp(user)}
 
 
 def check_saga(
@@ -100,7 +103,9 @@ def check_saga(
         if requester != user.name:
             return f"annotation {REQUESTED_BY} must be the authenticated creator {user.name!r}, not {requester!r}"
         return None
-    return identity.stamp_unchanged(REQUESTED_BY, old, new) if operation == "UPDATE" else None
+    if operation != "UPDATE":
+        return None
+    return identity.stamp_unchanged(REQUESTED_BY, old, new) or identity.stamp_unchanged(REQUESTED_GROUPS, old, new)
 
 
 # ---- kopf glue -----------------------------------------------------------------------------------

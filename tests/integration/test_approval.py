@@ -130,6 +130,8 @@ def test_approve_runs_the_action_once(aprs: Resources, as_user: Any, task_servic
     ns = aprs.namespace
     created = create(as_user("bob"), ns, "deploy", request(task_service, requester="bob"))
     assert created["metadata"]["annotations"]["steadfast.dev/requested-by"] == "bob"
+    groups = created["metadata"]["annotations"]["steadfast.dev/requested-by-groups"].split(",")
+    assert "approvers" in groups and "system:authenticated" in groups
     pending = wait_open(aprs, "deploy")
     assert pending["expiresAt"] and pending["workflowInstanceId"].startswith("approvalrequest-")
     eventually(lambda: task_service.applied("/approvals"), what="notify sent")

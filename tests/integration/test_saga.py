@@ -61,7 +61,9 @@ def test_happy_path(operator: Operator, task_service: TaskService, sagas: Resour
     # The operator wrote only status: the finalizer came with admission, and no kopf bookkeeping is left behind.
     meta = obj["metadata"]
     assert meta["finalizers"] == ["steadfast.dev/finalizer"]
-    assert [a for a in meta.get("annotations", {}) if a.startswith("steadfast.dev/")] == ["steadfast.dev/requested-by"]
+    stamps = {k: v for k, v in meta.get("annotations", {}).items() if k.startswith("steadfast.dev/")}
+    assert set(stamps) == {"steadfast.dev/requested-by", "steadfast.dev/requested-by-groups"}
+    assert "system:authenticated" in stamps["steadfast.dev/requested-by-groups"].split(",")
     assert [m["operation"] for m in meta["managedFields"] if not m.get("subresource")] == ["Update"]  # the create
 
 

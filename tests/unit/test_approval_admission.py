@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY
+from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY, REQUESTED_GROUPS
 from steadfast.approval.admission import approval_stamps, check_approval
 from steadfast.identity import User
 
@@ -58,7 +58,10 @@ def decide(user: User, old: dict[str, Any], approved: bool = True, reason: str |
 
 def test_create_stamps_the_authenticated_requester() -> None:
     new = apr(requester="alice", phase=None)
-    assert approval_stamps("CREATE", MALLORY, None, new, operator=OPERATOR) == {REQUESTED_BY: "mallory"}
+    assert approval_stamps("CREATE", MALLORY, None, new, operator=OPERATOR) == {
+        REQUESTED_BY: "mallory",
+        REQUESTED_GROUPS: "",
+    }
     # Only the operator may name someone else (a saga gate's request is on the saga creator's behalf).
     assert approval_stamps("CREATE", User(OPERATOR), None, new, operator=OPERATOR) == {}
     assert check_approval("CREATE", User(OPERATOR), None, new, operator=OPERATOR, now=NOW) is None

@@ -7,7 +7,7 @@ from typing import Any
 
 from cryptography import x509
 
-from steadfast.api.kinds import REQUESTED_BY
+from steadfast.api.kinds import REQUESTED_BY, REQUESTED_GROUPS
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.identity import User
@@ -19,13 +19,16 @@ MALLORY = User("mallory")
 
 
 def test_saga_creator_is_stamped_and_kept() -> None:
-    assert saga_stamps("CREATE", DAVE) == {REQUESTED_BY: "dave"}
+    assert saga_stamps("CREATE", DAVE) == {REQUESTED_BY: "dave", REQUESTED_GROUPS: "sre"}
+    assert saga_stamps("CREATE", User("erin", frozenset({"b", "a"})))[REQUESTED_GROUPS] == "a,b"
     assert saga_stamps("UPDATE", DAVE) == {}
-    created = {"metadata": {"annotations": {REQUESTED_BY: "dave"}}}
+    created = {"metadata": {"annotations": {REQUESTED_BY: "dave", REQUESTED_GROUPS: "sre"}}}
     assert check_saga("CREATE", DAVE, None, created) is None
     assert "authenticated creator 'mallory'" in (check_saga("CREATE", MALLORY, None, created) or "")
-    changed = {"metadata": {"annotations": {REQUESTED_BY: "mallory"}}}
+    changed = {"metadata": {"annotations": {REQUESTED_BY: "mallory", REQUESTED_GROUPS: "sre"}}}
     assert check_saga("UPDATE", MALLORY, created, changed) is not None
+    more_groups = {"metadata": {"annotations": {REQUESTED_BY: "dave", REQUESTED_GROUPS: "sre,system:masters"}}}
+    assert REQUESTED_GROUPS in (check_saga("UPDATE", DAVE, created, more_groups) or "")
     assert check_saga("UPDATE", User(OPERATOR), created, created) is None
 
 

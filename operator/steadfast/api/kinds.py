@@ -17,6 +17,8 @@ GROUP = "steadfast.dev"
 FINALIZER = f"{GROUP}/finalizer"
 # Identities stamped by the admission webhooks from the API server's authentication, never typed by users.
 REQUESTED_BY = f"{GROUP}/requested-by"
+# The creator's groups, comma-separated, as the API server authenticated them: what acting as the creator needs.
+REQUESTED_GROUPS = f"{GROUP}/requested-by-groups"
 DECIDED_BY = f"{GROUP}/decided-by"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from steadfast import identity
-from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY, TASK_SAGA
+from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY, REQUESTED_GROUPS, TASK_SAGA
 from steadfast.identity import User
 
 
@@ -25,7 +25,7 @@ def approval_stamps(
     if operation == "CREATE":
         if user.name == operator and identity.annotations_of(new).get(REQUESTED_BY):
             return {}
-        return {REQUESTED_BY: user.name}
+        return {REQUESTED_BY: user.name, REQUESTED_GROUPS: identity.groups_stamp(user)}
     if operation == "UPDATE" and identity.spec_of(new).get("decision") != identity.spec_of(old).get("decision"):
         return {DECIDED_BY: user.name}
     return {}
@@ -58,7 +58,7 @@ def check_approval(
         return _check_create(user, new, operator=operator, name=name)
     if operation != "UPDATE":
         return None
-    for key in (REQUESTED_BY,):
+    for key in (REQUESTED_BY, REQUESTED_GROUPS):
         if problem := identity.stamp_unchanged(key, old, new):
             return problem
     old_decision, new_decision = identity.spec_of(old).get("decision"), identity.spec_of(new).get("decision")

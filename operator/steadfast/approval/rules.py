@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
-from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, REQUESTED_BY, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, REQUESTED_BY, REQUESTED_GROUPS, TASK_SAGA
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate
 from steadfast.records import ObjectRef, Record, WorkflowInput
@@ -129,7 +129,8 @@ def gate_request(saga: Mapping[str, Any], gate: EffectiveGate) -> dict[str, Any]
     """The ApprovalRequest of a saga's gate (resolved when the saga started: its spec's and the policies')."""
     spec = TaskSagaSpec.model_validate(saga.get("spec") or {})
     meta = saga["metadata"]
-    requester = (meta.get("annotations") or {}).get(REQUESTED_BY)
+    annotations = meta.get("annotations") or {}
+    requester = annotations.get(REQUESTED_BY)
     task = spec.task
     subject: dict[str, Any] = {
         "title": f"Run TaskSaga {meta['name']}: {task.title or task.id}"[:256],
@@ -146,7 +147,11 @@ def gate_request(saga: Mapping[str, Any], gate: EffectiveGate) -> dict[str, Any]
             "name": gate_request_name(meta["name"]),
             "namespace": meta["namespace"],
             "labels": {SAGA_LABEL: meta["name"][:63].rstrip("-.")},
-            "annotations": {REQUESTED_BY: requester} if requester else {},
+            "annotations": {
+                key: value
+                for key, value in ((REQUESTED_BY, requester), (REQUESTED_GROUPS, annotations.get(REQUESTED_GROUPS)))
+                if value is not None
+            },
             "ownerReferences": [
                 {
                     "apiVersion": TASK_SAGA.api_version,
