@@ -427,7 +427,7 @@ def classify(method: str, path: str, query: dict[str, str]) -> tuple[str, str, s
     resource, name = rest[0], rest[1] if len(rest) > 1 else ""
     if len(rest) > 2:
         resource = f"{resource}/{rest[2]}"
-    watch = query.get("watch") in ("true", "1")
+    watch = query.get("watch", "").lower() in ("true", "1")  # the Python client sends watch=True
     verb = {
         "GET": "watch" if watch else ("get" if name else "list"),
         "POST": "create",
