@@ -13,6 +13,7 @@ from workflow_fakes import SERVICE, Harness, Subject
 
 from steadfast.api.kinds import HEALTH_MONITOR
 from steadfast.api.monitor import HealthMonitorSpec
+from steadfast.workflows.monitor import SPEC_CHANGED, SpecChange
 
 pytestmark = pytest.mark.engine
 
@@ -95,3 +96,16 @@ def test_recovery_alert_only_with_send_on_recovery(harness: Harness) -> None:
     assert after_check(loud, 3)["alertsSent"] == 2 and after_check(quiet, 3)["alertsSent"] == 1
     for subject in (loud, quiet):  # the Event is there either way
         assert subject.log.reasons().count("Recovered") == 1
+
+
+def test_a_spec_change_during_a_check_is_applied(harness: Harness) -> None:
+    """The change arrives while the check runs (no sleep left to interrupt): the next run must still use it."""
+    subject = harness.subject(HEALTH_MONITOR)
+    entered, release = subject.service.hold("/health")
+    iid = harness.start_monitor(subject, monitor_spec())
+    assert entered.wait(30), "the first check never started"
+    edited = monitor_spec().model_copy(update={"suspend": True})
+    harness.client.raise_workflow_event(iid, SPEC_CHANGED, data=SpecChange(spec=edited, generation=2).wire())
+    release.set()
+    suspended = subject.log.wait_for(lambda s: s.get("phase") == "Suspended", "the edited spec applied")
+    assert suspended["observedGeneration"] == 2 and suspended["checkCount"] == 1

@@ -244,7 +244,8 @@ def monitor_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator
             return
     yield from _check(reporter, spec, state)
     yield from _report(reporter, spec, state, _due(spec, state, utc(ctx.current_utc_datetime)))
-    _continue(ctx, given, state, None)
+    # A spec change that arrived during the check is in hand already; a new run would not hear it again.
+    _continue(ctx, given, state, changed.get_result() if changed.is_complete else None)
 
 
 def _due(spec: HealthMonitorSpec, state: MonitorState, now: datetime) -> datetime:
