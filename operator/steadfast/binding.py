@@ -25,7 +25,7 @@ from steadfast import persistence
 from steadfast.api.common import ApiModel, StatusBase
 from steadfast.api.errors import describe
 from steadfast.api.kinds import Kind
-from steadfast.conditions import conditions
+from steadfast.conditions import State, conditions
 from steadfast.records import ObjectRef, WorkflowInput
 from steadfast.status import StatusWriter
 
@@ -154,23 +154,25 @@ class Bindings:
         generation = int(body["metadata"].get("generation") or 1)
         if status.get("phase") in binding.terminal_phases:
             return
+
+        def reporting(state: State, reason: str, message: str, **fields: Any) -> StatusBase:
+            """The status that says why the start did not happen (yet): one condition, the rest as given."""
+            found = conditions(
+                state,
+                reason=reason,
+                message=message,
+                generation=generation,
+                now=_now(),
+                previous=status.get("conditions"),
+            )
+            return kind.status_model(**fields, observed_generation=generation, conditions=found)
+
         try:
             spec = kind.parse_spec(body.get("spec") or {})
         except ValidationError as exc:
             problems = "; ".join(describe(exc, prefix="spec"))
             # No phase: not every kind has a "Failed" one; the Stalled condition carries the reason.
-            stalled = kind.status_model(
-                observed_generation=generation,
-                conditions=conditions(
-                    "stalled",
-                    reason="InvalidSpec",
-                    message=problems,
-                    generation=generation,
-                    now=_now(),
-                    previous=status.get("conditions"),
-                ),
-            )
-            await self._write(ref, stalled)
+            await self._write(ref, reporting("stalled", "InvalidSpec", problems))
             raise kopf.PermanentError(f"invalid spec: {problems}") from None
         iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
         # Looked up on create too: daprd starts a *finished* instance's ID afresh, so a repeated create (every
@@ -189,20 +191,7 @@ class Bindings:
         except (ApiException, ValueError, urllib3.exceptions.HTTPError) as exc:
             reason = f"HTTP {exc.status}" if isinstance(exc, ApiException) else str(exc)
             message = f"cannot prepare the workflow's input: {reason}"
-            await self._write(
-                ref,
-                kind.status_model(
-                    observed_generation=generation,
-                    conditions=conditions(
-                        "progressing",
-                        reason="PolicyUnreadable",
-                        message=message,
-                        generation=generation,
-                        now=_now(),
-                        previous=status.get("conditions"),
-                    ),
-                ),
-            )
+            await self._write(ref, reporting("progressing", "PolicyUnreadable", message))
             raise kopf.TemporaryError(message, delay=5) from exc
         payload = given.wire()
         try:
@@ -212,18 +201,8 @@ class Bindings:
                 return  # started before (a redelivered create, or a resume after a crash)
             message = f"cannot start workflow {iid}: {_grpc_message(exc)}"
             if not status.get("phase"):
-                waiting = kind.status_model(
-                    **binding.initial_status,
-                    workflow_instance_id=iid,
-                    observed_generation=generation,
-                    conditions=conditions(
-                        "progressing",
-                        reason="EngineUnavailable",
-                        message=message,
-                        generation=generation,
-                        now=_now(),
-                        previous=status.get("conditions"),
-                    ),
+                waiting = reporting(
+                    "progressing", "EngineUnavailable", message, **binding.initial_status, workflow_instance_id=iid
                 )
                 await self._write(ref, waiting)
             raise kopf.TemporaryError(message, delay=2) from exc
