@@ -1,4 +1,5 @@
-"""Running the shared Action (HTTP) for a resource: idempotency keys, Secret headers, egress policy.
+"""Running the shared Action for a resource: HTTP (idempotency keys, Secret headers, egress policy) or a
+Kubernetes object (as the creator, see `objects`; waits handed to the shared watches of `waits`).
 
 Activities are delivered at least once, so every request carries an `Idempotency-Key` that is the same
 on every retry and after an operator restart; receivers deduplicate on it. Secret values go only into
@@ -12,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -23,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast.api.action import Action, HttpAction
 from steadfast.api.duration import parse_duration
+from steadfast.api.object_action import ObjectAction, ObjectOperation
 from steadfast.api.saga import MAX_OUTPUT_BYTES
 from steadfast.cluster_view import ClusterWatch
 from steadfast.egress import EgressDenied, EgressPolicy, IPAddress
@@ -31,8 +33,11 @@ from steadfast.expressions.language import ExpressionError, left_operand, respon
 from steadfast.expressions.sandbox import Sandbox
 from steadfast.expressions.sandbox import shared as shared_sandbox
 from steadfast.expressions.templates import map_strings, needs_rendering, render, strings_in, text_of
+from steadfast.objects import KubeRequests, ObjectError, Objects, Undo
+from steadfast.records import Actor
 from steadfast.records import Outcome as Outcome  # re-exported: the result type of ActionRunner.run
 from steadfast.records import idempotency_key as idempotency_key
+from steadfast.waits import RaiseEvent, Registration, WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,15 @@ class ActionError(Exception):
     """The action could not be attempted (refused reference or destination); not worth retrying."""
 
 
+@dataclass(frozen=True)
+class WaitTicket:
+    """Where a waiting Kubernetes action's decision goes: the workflow instance's event, and for how long."""
+
+    instance_id: str
+    event: str
+    seconds: float
+
+
 class ActionRunner:
     def __init__(
         self,
@@ -51,11 +65,28 @@ class ActionRunner:
         egress: EgressPolicy,
         sandbox: Sandbox | None = None,
         cluster: ClusterWatch | None = None,
+        raise_event: RaiseEvent | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api) if api is not None else None
         self._egress = egress
         self._sandbox = sandbox
         self._cluster = cluster
+        self.objects = Objects(KubeRequests(api), lambda: self.sandbox) if api is not None else None
+        self.hub = (
+            WatchHub(self.objects.requests, self._judge_waiting, raise_event)
+            if self.objects is not None and raise_event is not None
+            else None
+        )
+
+    def _judge_waiting(self, registration: Registration, obj: Any) -> Outcome | None:
+        assert self.objects is not None
+        return self.objects.judge(
+            registration.action,
+            obj,
+            said=registration.said,
+            variables=registration.variables,
+            outputs=registration.outputs,
+        )
 
     def _inside(self, namespace: str) -> Callable[[str, IPAddress], str | None] | None:
         """The namespace layer of the egress check (own Services, admins' rules); None without a cluster."""
@@ -81,12 +112,34 @@ class ActionRunner:
         variables: Mapping[str, Any] | None = None,
         outputs: Mapping[str, str] | None = None,
         conditions: Sequence[str] = (),
+        actor: Actor | None = None,
+        wait: WaitTicket | None = None,
+        undo: Mapping[str, Any] | None = None,
+        rearm: bool = False,
     ) -> Outcome:
         """Run `action` once. Failures come back as an Outcome with a message, never as an exception.
 
         `variables` feed the request's placeholders; `outputs` (name -> expression) and `conditions` read the
-        response as well. Outputs come back only from a successful attempt.
+        response as well. Outputs come back only from a successful attempt. A Kubernetes action acts as
+        `actor`; one that waits registers with the shared watches under `wait` (without: judged once), and
+        `rearm` registers again without repeating the operation. `undo` undoes a recorded apply or patch.
         """
+        if action.kubernetes is not None:
+            try:
+                return self._kubernetes(
+                    action.kubernetes,
+                    namespace=namespace,
+                    key=key,
+                    actor=actor,
+                    variables=dict(variables or {}),
+                    outputs=dict(outputs or {}),
+                    conditions=tuple(conditions),
+                    wait=wait,
+                    undo=undo,
+                    rearm=rearm,
+                )
+            except ObjectError as exc:
+                return Outcome(False, message=str(exc))
         if action.http is None:
             return Outcome(False, message="no supported action kind is set")
         plan = _Plan(dict(variables or {}), dict(outputs or {}), list(conditions))
@@ -94,6 +147,70 @@ class ActionRunner:
             return self._http(action.http, namespace=namespace, key=key, timeout=timeout, plan=plan)
         except (ActionError, EgressDenied) as exc:
             return Outcome(False, message=str(exc))
+
+    def _kubernetes(
+        self,
+        action: ObjectAction,
+        *,
+        namespace: str,
+        key: str,
+        actor: Actor | None,
+        variables: dict[str, Any],
+        outputs: dict[str, str],
+        conditions: tuple[str, ...],
+        wait: WaitTicket | None,
+        undo: Mapping[str, Any] | None,
+        rearm: bool,
+    ) -> Outcome:
+        if self.objects is None:
+            return Outcome(False, message="kubernetes actions need a Kubernetes client")
+        if actor is None or not actor.user:
+            return Outcome(
+                False,
+                message="no creator is recorded for this resource (annotation steadfast.dev/requested-by, written "
+                "by Steadfast's admission webhook): kubernetes actions act only as the user who asked",
+            )
+        if undo is not None:
+            return self.objects.undo(Undo.from_dict(undo), actor=actor)
+        obj, target = self.objects.locate(action, namespace=namespace, variables=variables)
+        what = target.describe(str(obj.get("kind")))
+        operation = ObjectOperation.WAIT if rearm else action.operation
+        if operation == ObjectOperation.WAIT:
+            answer, done = self.objects.requests.call("GET", target.path, actor=actor), None
+        else:
+            answer, done = self.objects.perform(action, obj, target, actor=actor, key=key)
+        undo_record = done.to_dict() if done is not None and answer.ok else None
+        if not answer.ok:
+            return Outcome(False, answer.status, f"{operation.value} {what}: {answer.reason()}")
+        said = f"{operation.value} {what}"
+        verdict = self.objects.judge(
+            action,
+            answer.body,
+            said=said,
+            variables=variables,
+            outputs=outputs,
+            conditions=conditions,
+            status=answer.status,
+        )
+        if verdict is not None:
+            return replace(verdict, undo=undo_record)
+        if wait is None or self.hub is None:
+            return replace(self.objects.not_yet(action, answer.body, variables, said, conditions), undo=undo_record)
+        self.hub.register(
+            Registration(
+                instance_id=wait.instance_id,
+                event=wait.event,
+                action=action,
+                target=target,
+                variables=variables,
+                outputs=outputs,
+                said=said,
+                expires=time.monotonic() + wait.seconds + 60,
+            )
+        )
+        return Outcome(
+            False, answer.status, f"{said}: waiting for {action.success_when}", pending=True, undo=undo_record
+        )
 
     def _header_value(self, namespace: str, secret: str, key: str) -> str:
         if self._core is None:

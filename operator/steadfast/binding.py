@@ -26,7 +26,7 @@ from steadfast.api.common import ApiModel, StatusBase
 from steadfast.api.errors import describe
 from steadfast.api.kinds import Kind
 from steadfast.conditions import State, conditions
-from steadfast.records import ObjectRef, WorkflowInput
+from steadfast.records import Actor, ObjectRef, WorkflowInput
 from steadfast.status import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ class Binding:
         lambda ref, generation, spec, body: WorkflowInput(ref=ref, generation=generation, spec=spec)
     )
     signals: tuple[Signal, ...] = ()
+    # Raised on a running instance on resume, so its waiting Kubernetes actions register again.
+    rearm_event: str | None = None
     # Handlers of this kind beyond the common path (the approval gate), registered with the rest.
     register_extra: Callable[[Bindings, kopf.OperatorRegistry, Binding], None] = lambda bindings, registry, own: None
 
@@ -180,6 +182,9 @@ class Bindings:
         existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
         if existing is not None:
             logger.debug("workflow instance %s already exists (%s)", iid, existing.runtime_status.name)
+            if binding.rearm_event and existing.runtime_status == WorkflowStatus.RUNNING:
+                # Waits on the shared watches were in the last process's memory: the workflow registers again.
+                await self.signal(binding, body, binding.rearm_event, {"reason": "operator resumed"})
             if int(status.get("observedGeneration") or 0) < generation:
                 for sig in binding.signals:
                     data = sig.payload(dict(body)) if sig.catch_up else None
@@ -193,6 +198,8 @@ class Bindings:
             message = f"cannot prepare the workflow's input: {reason}"
             await self._write(ref, reporting("progressing", "PolicyUnreadable", message))
             raise kopf.TemporaryError(message, delay=5) from exc
+        if given.actor is None:
+            given.actor = Actor.of(body)  # stamped by admission: never a field users type
         payload = given.wire()
         try:
             await asyncio.to_thread(self.client.schedule_new_workflow, binding.workflow, input=payload, instance_id=iid)

@@ -15,8 +15,9 @@ from steadfast.approval import workflow as approval
 from steadfast.binding import Binding, Signal
 from steadfast.kube import api_client
 from steadfast.policies import PolicyReader
-from steadfast.records import ObjectRef
+from steadfast.records import Actor, ObjectRef
 from steadfast.workflows import monitor, saga
+from steadfast.workflows.common import REARM_EVENT
 
 
 def _saga_stop_event(spec: Any) -> str | None:
@@ -39,6 +40,7 @@ SAGA = Binding(
     workflow_input=_saga_input,
     stop_event=_saga_stop_event,
     terminal_phases=frozenset(p.value for p in SagaPhase if p.terminal),
+    rearm_event=REARM_EVENT,
 )
 
 
@@ -48,7 +50,8 @@ def _monitor_spec(body: dict[str, Any]) -> dict[str, Any] | None:
         spec = HealthMonitorSpec.model_validate(body.get("spec") or {})
     except ValueError:
         return None
-    return monitor.SpecChange(spec=spec, generation=int(body["metadata"].get("generation") or 1)).wire()
+    generation = int(body["metadata"].get("generation") or 1)
+    return monitor.SpecChange(spec=spec, generation=generation, actor=Actor.of(body)).wire()
 
 
 MONITOR = Binding(
@@ -67,6 +70,7 @@ APPROVAL = Binding(
     workflow_fn=approval.approval_workflow,
     workflow_input=approval_rules.workflow_input,
     terminal_phases=frozenset(p.value for p in ApprovalPhase if p.terminal),
+    rearm_event=REARM_EVENT,
     register_extra=lambda bindings, registry, own: approval_handlers.register_handlers(bindings, registry, own, SAGA),
 )
 

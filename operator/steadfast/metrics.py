@@ -50,6 +50,18 @@ WORKER_RECONNECTS = Counter(
     "Workflow worker reconnects after the engine stopped routing work to it.",
     registry=REGISTRY,
 )
+OBJECT_WATCHES = Gauge(
+    "steadfast_object_watches",
+    "Shared watches open for waiting Kubernetes actions (one per resource and namespace).",
+    registry=REGISTRY,
+)
+OBJECT_WAITS = Gauge("steadfast_object_waits", "Kubernetes actions waiting for their successWhen.", registry=REGISTRY)
+OBJECT_REQUESTS = Counter(
+    "steadfast_object_requests_total",
+    "API server requests made for Kubernetes actions and their watches.",
+    ["verb"],
+    registry=REGISTRY,
+)
 STATUS_WRITES = Counter("steadfast_status_writes_total", "Status subresource patches sent.", registry=REGISTRY)
 STATUS_SUBMITS = Counter(
     "steadfast_status_snapshots_total", "Status snapshots submitted (before coalescing).", registry=REGISTRY

@@ -7,11 +7,14 @@ contract in pyproject.toml keeps kopf and the Kubernetes client out of the workf
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_serializer
 from pydantic.alias_generators import to_camel
+
+from steadfast.api.kinds import REQUESTED_BY, REQUESTED_GROUPS
 
 # The activities every kind's workflow calls (registered by steadfast.workflows.activities).
 EXECUTE = "steadfast.execute_action"
@@ -44,6 +47,10 @@ class Outcome:
     message: str = ""
     outputs: dict[str, Any] | None = None  # the declared outputs, when the attempt succeeded
     failed_condition: str | None = None  # the condition that did not hold, with the value it saw
+    # A Kubernetes action whose successWhen does not hold yet: the workflow waits for the wait event.
+    pending: bool = False
+    # How to undo a Kubernetes apply or patch (an objects.Undo on the wire), for its automatic compensation.
+    undo: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": self.ok, "statusCode": self.status_code, "message": self.message}
@@ -51,6 +58,10 @@ class Outcome:
             out["outputs"] = self.outputs
         if self.failed_condition is not None:
             out["failedCondition"] = self.failed_condition
+        if self.pending:
+            out["pending"] = True
+        if self.undo is not None:
+            out["undo"] = self.undo
         return out
 
     @classmethod
@@ -61,6 +72,8 @@ class Outcome:
             str(data.get("message") or ""),
             data.get("outputs"),
             data.get("failedCondition"),
+            bool(data.get("pending")),
+            data.get("undo"),
         )
 
 
@@ -100,6 +113,23 @@ def compact(model: BaseModel) -> Any:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class Actor(Record):
+    """Who Kubernetes actions act as: the resource's creator and groups, as admission recorded them."""
+
+    user: str
+    groups: list[str] = []
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Actor | None:
+        """The actor admission stamped on a resource (None when nobody was recorded: webhooks off)."""
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        user = annotations.get(REQUESTED_BY)
+        if not user:
+            return None
+        groups = [g for g in str(annotations.get(REQUESTED_GROUPS) or "").split(",") if g]
+        return cls(user=str(user), groups=groups)
+
+
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
@@ -109,6 +139,7 @@ class WorkflowInput(Record, Generic[SpecT]):
     ref: ObjectRef
     generation: int = 0
     spec: SpecT
+    actor: Actor | None = None  # None: nobody recorded (webhooks off); Kubernetes actions are then refused
 
     @field_serializer("spec")
     def _spec(self, spec: BaseModel) -> Any:
@@ -140,6 +171,13 @@ class ActionRequest(Record):
     variables: dict[str, Any] = {}
     outputs: dict[str, str] = {}  # name -> expression over the response
     conditions: list[str] = []  # must all hold for success (a monitor's), besides the action's own test
+    actor: Actor | None = None  # whom a Kubernetes action impersonates
+    # A Kubernetes action that waits: the workflow instance and event its shared watch raises when decided.
+    # Empty: evaluate once and do not wait (a monitor's check).
+    wait_event: str = ""
+    instance_id: str = ""
+    undo: dict[str, Any] | None = None  # set: this attempt undoes a recorded apply/patch (an objects.Undo)
+    rearm: bool = False  # register the wait again (after a restart) without repeating the operation
 
 
 def idempotency_key(uid: str, *parts: str) -> str:

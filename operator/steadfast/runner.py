@@ -240,8 +240,12 @@ def main(args: argparse.Namespace) -> int:
     networks = tuple(ipaddress.ip_network(n, strict=False) for n in args.cluster_network) or DEFAULT_CLUSTER_NETWORKS
     cluster = ClusterWatch(api_client, networks)
     cluster.start()
-    activities = Activities(ActionRunner(api, _egress(args, api), cluster=cluster), writer)
     client = DaprWorkflowClient()
+
+    def raise_event(instance: str, event: str, data: dict[str, Any]) -> None:
+        client.raise_workflow_event(instance, event, data=data)
+
+    activities = Activities(ActionRunner(api, _egress(args, api), cluster=cluster, raise_event=raise_event), writer)
     worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
     worker.start()
     log.info("workflow worker connected")

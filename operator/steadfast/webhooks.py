@@ -34,8 +34,9 @@ from kubernetes import client
 from pydantic import BaseModel, ValidationError
 
 from steadfast import certs, identity
-from steadfast.api.action import BODY_DEPTH_MESSAGE, MAX_BODY_DEPTH, json_depth
+from steadfast.api.action import BODY_DEPTH_MESSAGE
 from steadfast.api.approval import ApprovalRequestSpec
+from steadfast.api.common import MAX_BODY_DEPTH, json_depth
 from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, REQUESTED_GROUPS, TASK_SAGA
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import TaskSagaSpec
@@ -81,6 +82,21 @@ def check_expressions(model: type[BaseModel], new: Mapping[str, Any] | None) -> 
     except ValidationError as exc:
         found = [str(e["msg"]) for e in exc.errors() if e["type"] == "expression"]
         return "; ".join(found) or None
+    return None
+
+
+# ---- HealthMonitor -------------------------------------------------------------------------------
+
+
+def monitor_stamps(
+    operation: str, user: identity.User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> dict[str, str] | None:
+    """A monitor acts as whoever last defined what it checks: stamped at CREATE and at every spec change.
+
+    None: the spec did not change, so the stamps must not either (the caller refuses an edit of them).
+    """
+    if operation == "CREATE" or identity.spec_of(old) != identity.spec_of(new):
+        return {REQUESTED_BY: user.name, REQUESTED_GROUPS: identity.groups_stamp(user)}
     return None
 
 
@@ -150,6 +166,12 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
     def _monitor_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
         refuse(check_expressions(HealthMonitorSpec, kw["new"]), 422)
+        stamps = monitor_stamps(kw["operation"], user(kw), kw["old"], kw["new"])
+        if stamps is None:
+            refuse(identity.stamp_unchanged(REQUESTED_BY, kw["old"], kw["new"]))
+            refuse(identity.stamp_unchanged(REQUESTED_GROUPS, kw["old"], kw["new"]))
+        else:
+            stamp(kw["patch"], stamps)
         finalize(kw["patch"], kw["operation"])
 
     @kopf.on.mutate(*apr, id="approval-identity", **common)

@@ -129,11 +129,14 @@ def test_spec_strings_and_lists_are_bounded(kind: str) -> None:
     assert unbounded(_schema(kind)["properties"]["spec"], "spec") == []
 
 
-def test_free_json_only_in_http_bodies_and_step_outputs() -> None:
-    """Free JSON is what users send (bodies) and what services answered (a saga step's outputs in status)."""
+def test_free_json_only_in_bodies_objects_and_step_outputs() -> None:
+    """Free JSON is what users send (bodies, Kubernetes objects) and what came back (a step's outputs in status)."""
+    allowed = (".http.body", ".kubernetes.object", ".kubernetes.object.metadata")
     for kind in KINDS:
         free = [p for p, n in _walk(_schema(kind.kind)) if n.get("x-kubernetes-preserve-unknown-fields")]
-        assert free and all(p.endswith(".http.body") or p == ".status.steps[*].outputs" for p in free), free
+        assert free and all(p.endswith(allowed) or p == ".status.steps[*].outputs" for p in free), free
+        objects = [n for p, n in _walk(_schema(kind.kind)) if p.endswith(".kubernetes.object")]
+        assert objects and all(n["required"] == ["apiVersion", "kind", "metadata"] for n in objects)
 
 
 # -- the contract in the CRD ----------------------------------------------------------------------
@@ -170,7 +173,8 @@ def test_saga_rules() -> None:
     url = _at(schema, ".spec.steps[*].action.http.url")
     assert url["pattern"].startswith("^https?://") and "isURL(self)" in url["x-kubernetes-validations"][0]["rule"]
     action = _at(schema, ".spec.steps[*].action")
-    assert action["x-kubernetes-validations"][0]["rule"] == "(has(self.http) ? 1 : 0) == 1"
+    assert action["x-kubernetes-validations"][0]["rule"] == "(has(self.http) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) == 1"
+    assert _at(schema, ".spec.steps[*].action.kubernetes.operation")["enum"] == ["apply", "patch", "delete", "wait"]
     assert _at(schema, ".spec.steps[*].action.http.timeout")["default"] == "10s"
 
 

@@ -1,4 +1,4 @@
-"""The Action every kind uses to reach the outside world: today `http`, later `invoke` (Dapr).
+"""The Action every kind uses to reach the outside world: `http`, or `kubernetes` (an object, as the user).
 
 Only the model lives here; executing it (Idempotency-Key, Secret opt-in, egress policy) is the
 operator's `actions` module. Exactly one kind of action is set; the CRD enforces that with CEL
@@ -26,8 +26,9 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-from steadfast.api.common import DNS_SUBDOMAIN, ApiModel, Timestamp
+from steadfast.api.common import DNS_SUBDOMAIN, MAX_BODY_DEPTH, ApiModel, Timestamp, json_depth
 from steadfast.api.duration import DurationCheck
+from steadfast.api.object_action import OBJECT, ObjectAction
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
 from steadfast.expressions.language import (
     MAX_LENGTH,
@@ -45,7 +46,7 @@ URL_PATTERN = rf"^https?://[^{_URL_SPACE}/?#]+([/?#][^{_URL_SPACE}]*)?$"
 URL_MAX_LENGTH = 2048
 HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
 CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
-ACTION_KINDS = ("http",)  # add "invoke" here and as a field of Action
+ACTION_KINDS = ("http", "kubernetes")  # add a kind here and as a field of Action
 URL_MESSAGE = "http.url must be an absolute http:// or https:// URL with a host, e.g. http://tasks.svc/records"
 
 
@@ -176,26 +177,6 @@ HttpBody = Annotated[
 ]
 
 
-MAX_BODY_DEPTH = 32
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of JSON data (a scalar is 0), computed without recursion: bodies are free JSON."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: list[Any] = list(item.values())
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 BODY_DEPTH_MESSAGE = f"http.body is nested more than {MAX_BODY_DEPTH} levels deep; flatten it"
 
 
@@ -293,7 +274,7 @@ class HttpAction(ApiModel):
 
 
 class Action(ApiModel):
-    """Something the operator does for a resource. Set exactly one of the action kinds (today: `http`)."""
+    """Something the operator does for a resource. Set exactly one of the action kinds: http or kubernetes."""
 
     ONE_OF: ClassVar[tuple[str, ...]] = ACTION_KINDS
     model_config = ConfigDict(
@@ -306,12 +287,24 @@ class Action(ApiModel):
     )
 
     http: HttpAction | None = Field(None, description="Send an HTTP request.")
+    kubernetes: ObjectAction | None = Field(
+        None, description="Apply, patch, delete or wait for a Kubernetes object, as the resource's creator."
+    )
+
+    @property
+    def answer(self) -> str:
+        """The variable conditions and outputs read the result from: `response` (http) or `object`."""
+        return OBJECT if self.kubernetes is not None else "response"
 
     def expression_problems(self, scope: frozenset[str], where: str) -> list[str]:
         """Expressions of this action that do not compile where it is used (`scope`), named by field."""
+        if self.kubernetes is not None:
+            return self.kubernetes.expression_problems(scope, f"{where}.kubernetes")
         return self.http.expression_problems(scope, f"{where}.http") if self.http is not None else []
 
     def expression_sources(self) -> list[str]:
+        if self.kubernetes is not None:
+            return self.kubernetes.expression_sources()
         return self.http.expression_sources() if self.http is not None else []
 
     @model_validator(mode="after")

@@ -18,6 +18,26 @@ Timestamp = AwareDatetime
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
+MAX_BODY_DEPTH = 32  # levels of free JSON (an HTTP body, a Kubernetes object) a spec may hold
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of JSON data (a scalar is 0), computed without recursion: bodies are free JSON."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[Any] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class ApiModel(BaseModel):
     """Base of every API model: camelCase on the wire, snake_case in Python, unknown fields refused.
 

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.common import ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck
+from steadfast.api.object_action import ObjectOperation
 from steadfast.expressions.language import ALERT, MAX_LENGTH, MONITOR, ExpressionError, compile_expression, responding
 
 MAX_CONDITIONS = 16
@@ -75,9 +76,15 @@ class HealthMonitorSpec(ApiModel):
     @model_validator(mode="after")
     def _expressions(self) -> HealthMonitorSpec:
         problems = self.target.expression_problems(MONITOR, "spec.target")
+        watched = self.target.kubernetes
+        if watched is not None and watched.operation != ObjectOperation.WAIT:
+            problems.append(
+                "spec.target.kubernetes.operation: a monitor only reads its target; use wait (healthy while "
+                "successWhen holds)"
+            )
         for n, condition in enumerate(self.conditions):
             try:
-                compile_expression(condition, responding(MONITOR))
+                compile_expression(condition, responding(MONITOR, self.target.answer))
             except ExpressionError as exc:
                 problems.append(f"spec.conditions[{n}]: {exc}")
         if self.alert is not None and self.alert.webhook is not None:

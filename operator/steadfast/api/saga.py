@@ -200,7 +200,7 @@ class TaskSagaSpec(ApiModel):
             earlier = set(owners)
             for name, source in step.outputs.items():
                 try:
-                    compile_expression(source, responding(TASK))
+                    compile_expression(source, responding(TASK, step.action.answer))
                 except ExpressionError as exc:
                     problems.append(f"{where}.outputs.{name}: {exc}")
             problems += _uses(step.action, earlier, f"{where}.action", "an earlier step's")

@@ -29,7 +29,7 @@ TASK = frozenset({"task", "saga", "outputs"})
 MONITOR = frozenset({"monitor"})
 ALERT = frozenset({"monitor", "alert"})
 REQUEST = frozenset({"request"})
-VARIABLES = TASK | MONITOR | ALERT | REQUEST | {"response"}
+VARIABLES = TASK | MONITOR | ALERT | REQUEST | {"response", "object"}
 
 # The fields of each variable (maps to CEL, so a misspelt field would only fail at run time): checked when an
 # expression compiles. `outputs` holds what the saga declares; that is checked by the saga's spec.
@@ -69,9 +69,9 @@ class Placeholder:
     offset: int
 
 
-def responding(scope: frozenset[str]) -> frozenset[str]:
-    """The scope of a condition or an output: the request's, plus `response`."""
-    return scope | {"response"}
+def responding(scope: frozenset[str], answer: str = "response") -> frozenset[str]:
+    """The scope of a condition or an output: the request's, plus its answer (`response`, or a Kubernetes `object`)."""
+    return scope | {answer}
 
 
 @functools.cache

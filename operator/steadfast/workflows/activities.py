@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from steadfast import metrics
-from steadfast.actions import ActionRunner
+from steadfast.actions import ActionRunner, WaitTicket
 from steadfast.api.action import Action
 from steadfast.records import EXECUTE, REPORT, ActionRequest, Outcome, StatusReport
 from steadfast.status import StatusWriter
@@ -50,6 +50,12 @@ class Activities:
             variables=request.variables,
             outputs=request.outputs,
             conditions=request.conditions,
+            actor=request.actor,
+            wait=WaitTicket(request.instance_id, request.wait_event, request.timeout or 0.0)
+            if request.wait_event
+            else None,
+            undo=request.undo,
+            rearm=request.rearm,
         )
         metrics.ACTION_SECONDS.labels(ref.kind, request.category, "ok" if outcome.ok else "failed").observe(
             time.perf_counter() - started

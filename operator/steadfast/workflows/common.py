@@ -6,10 +6,11 @@ Everything here runs inside workflow code, so it uses only the context's clock a
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dapr.ext.workflow import DaprWorkflowContext
+from dapr.ext.workflow import DaprWorkflowContext, when_any
 from dapr.ext.workflow._durabletask.task import TaskFailedError
 
 from steadfast.api.action import Action
@@ -20,6 +21,7 @@ from steadfast.records import (
     EXECUTE,
     REPORT,
     ActionRequest,
+    Actor,
     EventSpec,
     ObjectRef,
     Outcome,
@@ -29,6 +31,11 @@ from steadfast.records import (
 )
 
 Step = Generator[Any, Any, Any]
+
+# Raised on a running instance when the operator resumes it: a Kubernetes action waiting on the shared watches
+# (kept in memory) registers again. A waiting workflow also re-arms on its own every REARM_EVERY.
+REARM_EVENT = "steadfast.rearm"
+REARM_EVERY = timedelta(minutes=10)
 
 
 def utc(moment: datetime) -> datetime:
@@ -53,6 +60,7 @@ class Reporter:
         self.ctx = ctx
         self.ref: ObjectRef = inp.ref
         self.generation: int = inp.generation
+        self.actor: Actor | None = inp.actor
         self.seq = seq
         self.pending_events: list[EventSpec] = []
 
@@ -93,6 +101,8 @@ def run_action(
     variables: dict[str, Any] | None = None,
     outputs: dict[str, str] | None = None,
     conditions: list[str] | None = None,
+    wait: bool = True,
+    undo: dict[str, Any] | None = None,
 ) -> Generator[Any, Any, tuple[Outcome, int]]:
     """Run `action` with retries and an overall time limit; returns the last outcome and attempts made.
 
@@ -110,6 +120,9 @@ def run_action(
     while True:
         attempt += 1
         remaining = (deadline - ctx.current_utc_datetime).total_seconds() if deadline else None
+        if action.kubernetes is not None and wait:  # a waiting action's time: its own timeout, within the step's
+            waits = parse_duration(action.kubernetes.timeout).total_seconds()
+            remaining = waits if remaining is None else min(remaining, waits)
         status = snapshot(attempt)
         request = ActionRequest(
             ref=reporter.ref,
@@ -122,14 +135,55 @@ def run_action(
             variables=variables or {},
             outputs=outputs or {},
             conditions=conditions or [],
+            actor=reporter.actor,
+            undo=undo,
+            instance_id=ctx.instance_id,
+            wait_event=f"steadfast.object.{key}.{attempt}" if wait and action.kubernetes is not None else "",
         )
         try:
             outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=request.wire())) or {})
+            if outcome.pending:
+                outcome = yield from _await_object(reporter, action, request, outcome)
         except TaskFailedError as exc:
             outcome = Outcome(False, message=f"the action could not run: {exc}")
         if outcome.ok or attempt >= policy.max_attempts:
             return outcome, attempt
-        wait = backoff(policy, attempt)
-        if deadline is not None and ctx.current_utc_datetime + wait >= deadline:
+        pause = backoff(policy, attempt)
+        if deadline is not None and ctx.current_utc_datetime + pause >= deadline:
             return Outcome(False, outcome.status_code, f"{outcome.message} (time limit {timeout} reached)"), attempt
-        yield ctx.create_timer(ctx.current_utc_datetime + wait)
+        yield ctx.create_timer(ctx.current_utc_datetime + pause)
+
+
+def _await_object(
+    reporter: Reporter, action: Action, request: ActionRequest, first: Outcome
+) -> Generator[Any, Any, Outcome]:
+    """Wait for a Kubernetes action's decision (the shared watch's event) until its timeout.
+
+    The waiters are created once: the SDK hands an event to the oldest waiter of its name, so a waiter made
+    afresh in each round would lose events to the earlier ones.
+    """
+    ctx = reporter.ctx
+    watched = action.kubernetes
+    assert watched is not None
+    limit = parse_duration(watched.timeout)
+    if request.timeout is not None:
+        limit = min(limit, timedelta(seconds=max(request.timeout, 0)))
+    deadline = ctx.current_utc_datetime + limit
+    decided = ctx.wait_for_external_event(request.wait_event)
+    rearm = ctx.wait_for_external_event(REARM_EVENT)
+    while True:
+        timer = ctx.create_timer(min(deadline, ctx.current_utc_datetime + REARM_EVERY))
+        winner = yield when_any([decided, rearm, timer])
+        if winner is decided:
+            return replace(Outcome.from_dict(decided.get_result() or {}), undo=first.undo)
+        if winner is timer and ctx.current_utc_datetime >= deadline:
+            shown = f"{watched.success_when} did not hold within {watched.timeout}"
+            said = first.message.split(": waiting for ", 1)[0]
+            return Outcome(False, first.status_code, f"{said}: {shown}", failed_condition=shown, undo=first.undo)
+        if winner is rearm:
+            rearm = ctx.wait_for_external_event(REARM_EVENT)
+        left = (deadline - ctx.current_utc_datetime).total_seconds()
+        again = request.model_copy(update={"rearm": True, "report": None, "timeout": left})
+        outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=again.wire())) or {})
+        if not outcome.pending:
+            return replace(outcome, undo=first.undo)

@@ -22,7 +22,7 @@ from steadfast.api.common import Condition
 from steadfast.api.duration import parse_duration
 from steadfast.api.monitor import HealthMonitorSpec, HealthMonitorStatus, MonitorPhase
 from steadfast.conditions import State, conditions
-from steadfast.records import Record, WorkflowInput, compact
+from steadfast.records import Actor, Record, WorkflowInput, compact
 from steadfast.workflows.common import Reporter, run_action, second, utc
 
 NAME = "steadfast.healthmonitor"
@@ -61,6 +61,7 @@ class SpecChange(Record):
 
     spec: HealthMonitorSpec
     generation: int | None = None
+    actor: Actor | None = None  # who last edited the spec (admission restamps it): checks act as them
 
     @field_serializer("spec")
     def _spec(self, spec: HealthMonitorSpec) -> Any:
@@ -132,6 +133,7 @@ def _check(reporter: Reporter, spec: HealthMonitorSpec, state: MonitorState) -> 
         snapshot=lambda attempt: None,
         variables={"monitor": _variables(reporter, state, number)},
         conditions=spec.conditions,
+        wait=False,  # a Kubernetes target is judged as it is now
     )
     state.failed_condition = outcome.failed_condition
     state.check_count = number
@@ -271,5 +273,7 @@ def _continue(ctx: DaprWorkflowContext, given: MonitorInput, state: MonitorState
     if isinstance(change, dict) and change.get("spec") is not None:
         edited = SpecChange.model_validate(change)
         generation = edited.generation if edited.generation is not None else given.generation
-        nxt = nxt.model_copy(update={"spec": edited.spec, "generation": generation})
+        nxt = nxt.model_copy(
+            update={"spec": edited.spec, "generation": generation, "actor": edited.actor or given.actor}
+        )
     ctx.continue_as_new(nxt.wire(), save_events=True)

@@ -75,6 +75,8 @@ class _Saga:
             observed_generation=self.reporter.generation,
             workflow_instance_id=ctx.instance_id,
         )
+        # How to undo each Kubernetes apply/patch that happened (from activity results: a replay rebuilds it).
+        self.undo: dict[str, dict[str, Any]] = {}
 
     @property
     def phase(self) -> SagaPhase:
@@ -111,6 +113,10 @@ class _Saga:
             "outputs": outputs,
         }
 
+    def undoable(self, step: Step) -> bool:
+        """Whether `step` has something to undo: its compensation, or the recorded undo of its apply/patch."""
+        return step.compensation is not None or step.name in self.undo
+
     def _message(self) -> str:
         if self.state.result and self.state.result.error:
             return self.state.result.error
@@ -130,6 +136,7 @@ class _Saga:
             return self.status()
 
         action = step.compensation if compensation and step.compensation else step.action
+        undo = self.undo.get(step.name) if compensation and step.compensation is None else None
         retry = step.retry if step.retry else (COMPENSATION_RETRY if compensation else None)
         outcome, attempts = yield from run_action(
             self.reporter,
@@ -140,7 +147,10 @@ class _Saga:
             snapshot=snapshot,
             variables=self.variables(),
             outputs=None if compensation else step.outputs,
+            undo=undo,
         )
+        if not compensation and outcome.undo is not None:
+            self.undo[step.name] = outcome.undo
         record.attempts = attempts
         record.finished_at = second(self.reporter.now)
         record.message = outcome.message
@@ -210,6 +220,8 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
             done.append(step)
         else:
             error = f"step {step.name} failed: {record.message or ''}"
+            if step.compensation is None and step.name in saga.undo:
+                done.append(step)  # its apply happened (its wait failed): undo that too
             break
     if error is None and cancel.is_complete and len(done) < len(steps):
         error = "the TaskSaga was deleted while running"
@@ -220,7 +232,7 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
         for record in steps:
             if record.phase == StepPhase.PENDING:
                 record.phase = StepPhase.SKIPPED
-        to_undo = [s for s in reversed(done) if s.compensation is not None]
+        to_undo = [s for s in reversed(done) if saga.undoable(s)]
         saga.phase = SagaPhase.COMPENSATING if to_undo else SagaPhase.REJECTED if rejected else SagaPhase.FAILED
         if to_undo:
             saga.reporter.event("Compensating", f"{error}; compensating {len(to_undo)} step(s)", warning=True)

@@ -1,0 +1,206 @@
+"""Shared watches for waiting Kubernetes actions: one per resource and namespace, however many steps wait.
+
+A waiting action registers here (after its impersonated read proved the creator may read that object) and
+its activity ends; the workflow then waits for an event. Each collection (e.g. Jobs in namespace `team-a`)
+has one list-then-watch loop as the operator, whose cache holds the collection's objects; every change to a
+registered name is judged, and a decided wait raises the workflow's event. A collection nobody waits on
+closes at its next reconnect.
+
+Registrations live in memory: after an operator restart the workflows register again (the binding raises
+their re-arm event on resume, and a waiting workflow re-arms every few minutes anyway), from their recorded
+inputs, so no wait is lost and none is served twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+
+from steadfast import metrics
+from steadfast.api.object_action import ObjectAction
+from steadfast.objects import KubeRequests, Target
+from steadfast.records import Outcome
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 240  # the API server ends each watch after this; the loop then continues from its version
+RETRY_SECONDS = 2.0
+
+
+@dataclass
+class Registration:
+    """One waiting action: which object, how to judge it, and whom to tell."""
+
+    instance_id: str
+    event: str
+    action: ObjectAction
+    target: Target
+    variables: dict[str, Any]
+    outputs: dict[str, str]
+    said: str
+    expires: float  # monotonic; the workflow has given up by then
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.instance_id, self.event
+
+
+Judge = Callable[[Registration, Any], "Outcome | None"]
+RaiseEvent = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass
+class _Collection:
+    path: str
+    waiting: dict[tuple[str, str], Registration] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
+    synced: bool = False
+
+    def for_name(self, name: str) -> list[Registration]:
+        return [r for r in self.waiting.values() if r.target.name == name]
+
+
+class WatchHub:
+    def __init__(self, requests: KubeRequests, judge: Judge, raise_event: RaiseEvent) -> None:
+        self._requests = requests
+        self._judge = judge
+        self._raise = raise_event
+        self._lock = threading.Lock()
+        self._collections: dict[str, _Collection] = {}
+        self.watches_started = 0
+
+    def register(self, registration: Registration) -> None:
+        path = registration.target.collection
+        with self._lock:
+            collection = self._collections.get(path)
+            if collection is None:
+                collection = self._collections[path] = _Collection(path)
+                self.watches_started += 1
+                threading.Thread(target=self._run, args=(collection,), name=f"watch {path}", daemon=True).start()
+                metrics.OBJECT_WATCHES.set(len(self._collections))
+            collection.waiting[registration.key] = registration
+            cached = collection.objects.get(registration.target.name) if collection.synced else None
+            metrics.OBJECT_WAITS.set(sum(len(c.waiting) for c in self._collections.values()))
+        if cached is not None:  # a change the watch saw before this registration
+            self._consider(collection, [registration], cached)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(len(c.waiting) for c in self._collections.values())
+
+    def _consider(self, collection: _Collection, registrations: list[Registration], obj: Any) -> None:
+        for registration in registrations:
+            try:
+                outcome = self._judge(registration, obj)
+            except Exception:  # a sandbox failure must not end the watch
+                log.exception("judging %s for %s", registration.target.path, registration.instance_id)
+                continue
+            if outcome is None:
+                continue
+            try:
+                self._raise(registration.instance_id, registration.event, outcome.to_dict())
+            except Exception as exc:  # the engine is away: the next change or the workflow's re-arm retries
+                log.warning("cannot raise %s on %s: %s", registration.event, registration.instance_id, exc)
+                continue
+            with self._lock:
+                if collection.waiting.get(registration.key) is registration:
+                    del collection.waiting[registration.key]
+                metrics.OBJECT_WAITS.set(sum(len(c.waiting) for c in self._collections.values()))
+
+    def _prune(self, collection: _Collection) -> bool:
+        """Drop expired registrations; True when the collection is idle and closed (removed)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, r in collection.waiting.items() if r.expires < now]:
+                del collection.waiting[key]
+            if collection.waiting:
+                return False
+            del self._collections[collection.path]
+            metrics.OBJECT_WATCHES.set(len(self._collections))
+            return True
+
+    def _run(self, collection: _Collection) -> None:
+        version: str | None = None
+        while True:
+            if self._prune(collection):
+                return
+            try:
+                if version is None:
+                    version = self._list(collection)
+                version = self._watch(collection, version)
+            except Exception as exc:
+                log.warning("watch of %s: %s; starting over", collection.path, exc)
+                version = None
+                time.sleep(RETRY_SECONDS)
+
+    def _list(self, collection: _Collection) -> str:
+        metrics.OBJECT_REQUESTS.labels("list").inc()
+        answer = self._requests.call("GET", collection.path, actor=None)
+        if not answer.ok or not isinstance(answer.body, dict):
+            raise RuntimeError(f"list: {answer.reason()}")
+        items = {item["metadata"]["name"]: item for item in answer.body.get("items") or []}
+        with self._lock:
+            collection.objects = items
+            collection.synced = True
+            waiting = list(collection.waiting.values())
+        for registration in waiting:
+            found = items.get(registration.target.name)
+            if found is not None:
+                self._consider(collection, [registration], found)
+        return str(answer.body.get("metadata", {}).get("resourceVersion") or "")
+
+    def _watch(self, collection: _Collection, version: str) -> str | None:
+        """One watch request; the version to continue from, or None to list again (410 Gone)."""
+        metrics.OBJECT_REQUESTS.labels("watch").inc()
+        api = self._requests.api
+        query = f"watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}&resourceVersion={version}"
+        response = api.rest_client.pool_manager.request(
+            "GET",
+            api.configuration.host.rstrip("/") + collection.path + "?" + query,
+            headers=self._requests.headers(None),
+            timeout=urllib3.Timeout(connect=10, read=WATCH_SECONDS + 30),
+            preload_content=False,
+            retries=False,
+        )
+        try:
+            if response.status != 200:
+                raise RuntimeError(f"watch: HTTP {response.status}")
+            buffer = b""
+            for chunk in response.stream(64 * 1024):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        seen = self._event(collection, json.loads(line), version)
+                        if seen is None:
+                            return None
+                        version = seen
+        finally:
+            response.release_conn()
+        return version
+
+    def _event(self, collection: _Collection, event: dict[str, Any], version: str) -> str | None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            return None  # 410 Gone and the like: list again
+        meta = obj.get("metadata") or {}
+        seen = str(meta.get("resourceVersion") or version)
+        if kind == "BOOKMARK":
+            return seen
+        name = str(meta.get("name") or "")
+        with self._lock:
+            if kind == "DELETED":
+                collection.objects.pop(name, None)
+            else:
+                collection.objects[name] = obj
+            waiting = collection.for_name(name)
+        if waiting and kind != "DELETED":
+            self._consider(collection, waiting, obj)
+        return seen
