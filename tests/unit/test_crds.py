@@ -173,7 +173,10 @@ def test_saga_rules() -> None:
     url = _at(schema, ".spec.steps[*].action.http.url")
     assert url["pattern"].startswith("^https?://") and "isURL(self)" in url["x-kubernetes-validations"][0]["rule"]
     action = _at(schema, ".spec.steps[*].action")
-    assert action["x-kubernetes-validations"][0]["rule"] == "(has(self.http) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) == 1"
+    assert (
+        action["x-kubernetes-validations"][0]["rule"]
+        == "(has(self.http) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) == 1"
+    )
     assert _at(schema, ".spec.steps[*].action.kubernetes.operation")["enum"] == ["apply", "patch", "delete", "wait"]
     assert _at(schema, ".spec.steps[*].action.http.timeout")["default"] == "10s"
 

@@ -214,7 +214,9 @@ class ControlPlane:
                 f"--kubeconfig={kubeconfig}",
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
-                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
+                # Deployments and ReplicaSets too: a Deployment scaled to zero becomes Available with no kubelet.
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
+                "deployment-controller,replicaset-controller",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",

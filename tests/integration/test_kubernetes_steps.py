@@ -1,0 +1,342 @@
+"""Kubernetes-native steps end to end: objects applied, patched, waited for and undone, as the saga's creator.
+
+The control plane runs kube-controller-manager, so a Deployment scaled to zero becomes Available by itself;
+Widgets (a CRD of this module's own) get their status from the test, which is what a wait waits for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from e2e_support import GROUP, VERSION, Operator, Resources, allow_users, eventually
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from steadfast.dev.controlplane import cluster
+
+pytestmark = pytest.mark.controlplane
+
+WIDGETS = "widgets.e2e.steadfast.test"
+
+
+@pytest.fixture(scope="module")
+def widgets(kube: client.ApiClient) -> str:
+    """A namespaced CRD with a status subresource: only the test writes its status."""
+    ext = client.ApiextensionsV1Api(kube)
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": WIDGETS},
+        "spec": {
+            "group": "e2e.steadfast.test",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    try:
+        ext.create_custom_resource_definition(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        found = ext.read_custom_resource_definition(WIDGETS)
+        return any(c.type == "Established" and c.status == "True" for c in found.status.conditions or [])
+
+    eventually(established, timeout=30, what="Widget CRD established")
+    return WIDGETS
+
+
+def kube_step(name: str, obj: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    operation = extra.pop("operation", "apply")
+    action: dict[str, Any] = {"operation": operation, "object": obj}
+    for key in ("successWhen", "failureWhen", "timeout"):
+        if key in extra:
+            action[key] = extra.pop(key)
+    return {"name": name, "action": {"kubernetes": action}, **extra}
+
+
+def saga(*steps: dict[str, Any]) -> dict[str, Any]:
+    return {"task": {"id": "T-17", "title": "kubernetes steps"}, "steps": list(steps)}
+
+
+def configmap(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def widget(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "e2e.steadfast.test/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}
+
+
+def set_widget_status(kube: client.ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+    client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
+        "e2e.steadfast.test", "v1", namespace, "widgets", name, {"status": status}
+    )
+
+
+def widget_exists(kube: client.ApiClient, namespace: str, name: str) -> bool:
+    try:
+        client.CustomObjectsApi(kube).get_namespaced_custom_object(
+            "e2e.steadfast.test", "v1", namespace, "widgets", name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def configmap_data(kube: client.ApiClient, namespace: str, name: str) -> dict[str, str] | None:
+    try:
+        return client.CoreV1Api(kube).read_namespaced_config_map(name, namespace).data or {}
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+@pytest.fixture
+def sagas(kube: client.ApiClient, namespace: str, operator: Operator) -> Resources:
+    return Resources(kube, namespace, "tasksagas", "TaskSaga")
+
+
+def test_apply_outputs_and_a_deployment_scaled_to_zero(
+    kube: client.ApiClient, namespace: str, sagas: Resources
+) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web-$(saga.name)"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+            },
+        },
+    }
+    sagas.create(
+        "deploy",
+        saga(
+            kube_step(
+                "config",
+                configmap("settings-$(saga.name)", task="$(task.id)", title="$(task.title)"),
+                outputs={"configUid": "object.metadata.uid", "configName": "object.metadata.name"},
+            ),
+            kube_step(
+                "scale",
+                deployment,
+                successWhen='object.status.?conditions.orValue([]).exists(c, c.type == "Available" && c.status == "True")',
+                timeout="60s",
+                outputs={"generation": "object.metadata.generation"},
+            ),
+        ),
+    )
+    done = sagas.wait_phase("deploy", "Succeeded", "Failed", "Compensated", timeout=90)
+    assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
+    data = configmap_data(kube, namespace, "settings-deploy")
+    assert data == {"task": "T-17", "title": "kubernetes steps"}
+    live = client.CoreV1Api(kube).read_namespaced_config_map("settings-deploy", namespace)
+    steps = {s["name"]: s for s in done["status"]["steps"]}
+    assert steps["config"]["outputs"] == {"configUid": live.metadata.uid, "configName": "settings-deploy"}
+    assert steps["scale"]["outputs"] == {"generation": 1}
+    # Applied with Steadfast's field manager, by the creator (admin here): server-side apply records both.
+    managers = {m.manager for m in live.metadata.managed_fields or []}
+    assert "steadfast" in managers
+    assert client.AppsV1Api(kube).read_namespaced_deployment("web-deploy", namespace).status.replicas in (None, 0)
+
+
+def test_wait_times_out_and_everything_applied_is_undone(
+    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "shared"}, "data": {"owner": "team-a"}})
+    sagas.create(
+        "slow",
+        saga(
+            kube_step("mine", configmap("mine", state="new")),
+            kube_step("borrow", configmap("shared", owner="saga"), operation="patch"),
+            kube_step("widget", widget("w1", size=3), successWhen="object.status.ready == true", timeout="4s"),
+        ),
+    )
+    done = sagas.wait_phase("slow", "Succeeded", "Compensated", "CompensationFailed", "Failed", timeout=60)
+    status = done["status"]
+    assert status["phase"] == "Compensated", status
+    widget_step = next(s for s in status["steps"] if s["name"] == "widget")
+    assert "object.status.ready == true did not hold within 4s" in widget_step["message"]
+    # The widget the failed step created, the ConfigMap the first step created: deleted. The patched one: restored.
+    assert [c["step"] for c in status["compensations"]] == ["widget", "borrow", "mine"]
+    assert all(c["phase"] == "Succeeded" for c in status["compensations"]), status["compensations"]
+    assert not widget_exists(kube, namespace, "w1")
+    assert configmap_data(kube, namespace, "mine") is None
+    assert configmap_data(kube, namespace, "shared") == {"owner": "team-a"}
+
+
+def test_wait_ends_when_the_watched_status_changes(
+    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str, operator: Operator
+) -> None:
+    sagas.create(
+        "watch",
+        saga(
+            kube_step(
+                "widget",
+                widget("w2", size=1),
+                successWhen="object.status.ready == true",
+                failureWhen='object.status.?phase.orValue("") == "Broken"',
+                timeout="2m",
+                outputs={"endpoint": "object.status.endpoint"},
+            )
+        ),
+    )
+    eventually(lambda: widget_exists(kube, namespace, "w2"), what="widget applied")
+    time.sleep(1)
+    set_widget_status(kube, namespace, "w2", {"ready": True, "endpoint": "10.0.0.7:80"})
+    done = sagas.wait_phase("watch", "Succeeded", "Failed", "Compensated", timeout=30)
+    assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
+    assert done["status"]["steps"][0]["outputs"] == {"endpoint": "10.0.0.7:80"}
+    sample = operator.metrics()
+    assert sample.get('steadfast_object_requests_total{verb="watch"}', 0) >= 1
+
+
+def test_failure_condition_fails_the_wait_at_once(
+    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str
+) -> None:
+    sagas.create(
+        "broken",
+        saga(
+            kube_step(
+                "widget",
+                widget("w3"),
+                successWhen="object.status.ready == true",
+                failureWhen='object.status.?phase.orValue("") == "Broken"',
+                timeout="5m",
+            )
+        ),
+    )
+    eventually(lambda: widget_exists(kube, namespace, "w3"), what="widget applied")
+    time.sleep(1)
+    set_widget_status(kube, namespace, "w3", {"phase": "Broken"})
+    done = sagas.wait_phase("broken", "Compensated", "Failed", "Succeeded", timeout=30)
+    assert done["status"]["phase"] == "Compensated", done["status"]
+    assert "failureWhen holds" in done["status"]["steps"][0]["message"]
+    assert not widget_exists(kube, namespace, "w3")
+
+
+def test_a_namespace_is_created_and_removed_again(kube: client.ApiClient, namespace: str, sagas: Resources) -> None:
+    extra = f"{namespace}-extra"
+    sagas.create(
+        "ns",
+        saga(
+            kube_step(
+                "namespace",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra, "labels": {"team": "a"}}},
+                successWhen='object.status.phase == "Active"',
+            ),
+            kube_step("boom", configmap("x"), operation="patch"),  # no such ConfigMap: the step fails
+        ),
+    )
+    done = sagas.wait_phase("ns", "Compensated", "Failed", "Succeeded", timeout=60)
+    assert done["status"]["phase"] == "Compensated", done["status"]
+    assert "does not exist" in done["status"]["steps"][1]["message"]
+
+    def gone_or_terminating() -> bool:
+        try:
+            found = client.CoreV1Api(kube).read_namespace(extra)
+        except ApiException as exc:
+            return exc.status == 404
+        return found.status.phase == "Terminating"
+
+    eventually(gone_or_terminating, timeout=30, what="created namespace deleted by the compensation")
+
+
+def test_a_user_without_rights_is_refused_by_impersonation(
+    kube: client.ApiClient, namespace: str, control_plane: cluster.State, operator: Operator
+) -> None:
+    allow_users(kube, namespace, ("mallory",))  # may create sagas, nothing else
+    as_mallory = client.CustomObjectsApi(
+        config.new_client_from_config(config_file=control_plane.kubeconfig, context="mallory")
+    )
+    as_mallory.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "tasksagas",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TaskSaga",
+            "metadata": {"name": "sneaky"},
+            "spec": saga(kube_step("config", configmap("planted", evil="yes"))),
+        },
+    )
+    sagas = Resources(kube, namespace, "tasksagas", "TaskSaga")
+    done = sagas.wait_phase("sneaky", "Failed", "Succeeded", "Compensated", timeout=60)
+    message = done["status"]["steps"][0]["message"]
+    assert done["status"]["phase"] == "Failed", done["status"]
+    assert 'User "mallory" cannot get resource "configmaps"' in message, message
+    assert configmap_data(kube, namespace, "planted") is None
+
+
+@pytest.mark.chaos
+def test_operator_killed_mid_wait(
+    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str, operator: Operator
+) -> None:
+    sagas.create(
+        "survivor",
+        saga(kube_step("widget", widget("w4"), successWhen="object.status.ready == true", timeout="3m")),
+    )
+    eventually(lambda: widget_exists(kube, namespace, "w4"), what="widget applied")
+    time.sleep(2)  # the activity has registered the wait and returned
+    operator.kill()
+    set_widget_status(kube, namespace, "w4", {"ready": True})  # while nobody watches
+    operator.start()
+    done = sagas.wait_phase("survivor", "Succeeded", "Failed", "Compensated", timeout=60)
+    assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
+
+
+@pytest.fixture
+def monitors(kube: client.ApiClient, namespace: str, operator: Operator) -> Iterator[Resources]:
+    yield Resources(kube, namespace, "healthmonitors", "HealthMonitor")
+
+
+def test_monitor_target_is_healthy_while_the_condition_holds(
+    kube: client.ApiClient, namespace: str, monitors: Resources
+) -> None:
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "health"}, "data": {"state": "ok"}})
+    monitors.create(
+        "cm",
+        {
+            "target": {
+                "kubernetes": {
+                    "operation": "wait",
+                    "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "health"}},
+                    "successWhen": 'object.data.state == "ok"',
+                }
+            },
+            "healthyInterval": "1s",
+            "unhealthyInterval": "1s",
+        },
+    )
+    monitors.wait_phase("cm", "Healthy", timeout=30)
+    core.patch_namespaced_config_map("health", namespace, {"data": {"state": "degraded"}})
+    found = monitors.wait_phase("cm", "Unhealthy", timeout=30)
+    assert found["status"]["failedCondition"] == 'object.data.state == "ok" (was "degraded")'
