@@ -72,6 +72,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="refuse these networks in addition to link-local and metadata addresses",
     )
     run.add_argument(
+        "--no-kubernetes-actions",
+        action="store_true",
+        default=os.environ.get("STEADFAST_NO_KUBERNETES_ACTIONS") == "1",
+        help="refuse `kubernetes` actions (the operator then needs no impersonate rights); they are refused "
+        "anyway without the admission webhooks, which record whom they act as",
+    )
+    run.add_argument(
         "--liveness",
         default=os.environ.get("STEADFAST_LIVENESS"),
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
@@ -245,7 +252,16 @@ def main(args: argparse.Namespace) -> int:
     def raise_event(instance: str, event: str, data: dict[str, Any]) -> None:
         client.raise_workflow_event(instance, event, data=data)
 
-    activities = Activities(ActionRunner(api, _egress(args, api), cluster=cluster, raise_event=raise_event), writer)
+    off = None
+    if args.no_kubernetes_actions:
+        off = "kubernetes actions are turned off in this operator (--no-kubernetes-actions)"
+    elif args.no_webhooks:
+        off = (
+            "kubernetes actions are off: the operator runs without its admission webhooks (--no-webhooks), so "
+            "no creator is recorded that it could act as"
+        )
+    runner = ActionRunner(api, _egress(args, api), cluster=cluster, raise_event=raise_event, kubernetes_off=off)
+    activities = Activities(runner, writer)
     worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
     worker.start()
     log.info("workflow worker connected")

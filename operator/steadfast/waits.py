@@ -102,17 +102,19 @@ class WatchHub:
             except Exception:  # a sandbox failure must not end the watch
                 log.exception("judging %s for %s", registration.target.path, registration.instance_id)
                 continue
-            if outcome is None:
-                continue
-            try:
-                self._raise(registration.instance_id, registration.event, outcome.to_dict())
-            except Exception as exc:  # the engine is away: the next change or the workflow's re-arm retries
-                log.warning("cannot raise %s on %s: %s", registration.event, registration.instance_id, exc)
-                continue
-            with self._lock:
-                if collection.waiting.get(registration.key) is registration:
-                    del collection.waiting[registration.key]
-                metrics.OBJECT_WAITS.set(sum(len(c.waiting) for c in self._collections.values()))
+            if outcome is not None:
+                self._decide(collection, registration, outcome)
+
+    def _decide(self, collection: _Collection, registration: Registration, outcome: Outcome) -> None:
+        try:
+            self._raise(registration.instance_id, registration.event, outcome.to_dict())
+        except Exception as exc:  # the engine is away: the next change or the workflow's re-arm retries
+            log.warning("cannot raise %s on %s: %s", registration.event, registration.instance_id, exc)
+            return
+        with self._lock:
+            if collection.waiting.get(registration.key) is registration:
+                del collection.waiting[registration.key]
+            metrics.OBJECT_WAITS.set(sum(len(c.waiting) for c in self._collections.values()))
 
     def _prune(self, collection: _Collection) -> bool:
         """Drop expired registrations; True when the collection is idle and closed (removed)."""
@@ -143,6 +145,8 @@ class WatchHub:
     def _list(self, collection: _Collection) -> str:
         metrics.OBJECT_REQUESTS.labels("list").inc()
         answer = self._requests.call("GET", collection.path, actor=None)
+        if answer.status == 403:
+            self._refused(collection, answer.reason())
         if not answer.ok or not isinstance(answer.body, dict):
             raise RuntimeError(f"list: {answer.reason()}")
         items = {item["metadata"]["name"]: item for item in answer.body.get("items") or []}
@@ -155,6 +159,18 @@ class WatchHub:
             if found is not None:
                 self._consider(collection, [registration], found)
         return str(answer.body.get("metadata", {}).get("resourceVersion") or "")
+
+    def _refused(self, collection: _Collection, reason: str) -> None:
+        """The operator may not watch this resource: every wait on it fails now, saying so."""
+        with self._lock:
+            waiting = list(collection.waiting.values())
+        message = (
+            f"the operator may not list and watch {collection.path} to wait ({reason}); an admin can allow it "
+            "(Helm value kubernetesActions.watch)"
+        )
+        for registration in waiting:
+            self._decide(collection, registration, Outcome(False, 403, f"{registration.said}: {message}"))
+        raise RuntimeError(message)
 
     def _watch(self, collection: _Collection, version: str) -> str | None:
         """One watch request; the version to continue from, or None to list again (410 Gone)."""

@@ -525,6 +525,34 @@ def granted(role: dict[str, Any]) -> dict[tuple[str, str, str], set[str]]:
     return out
 
 
+def operator_rules(tools: Tools, *args: str) -> dict[tuple[str, str, str], set[str]]:
+    role = of_kind(tools.render(*args), "ClusterRole")
+    return granted(next(r for r in role if r["metadata"]["name"] == RELEASE))
+
+
+def test_kubernetes_actions_rules(installed: str, tools: Tools) -> None:
+    """What kubernetesActions adds: impersonation (no uids or userextras), and list/watch of the wait resources only."""
+    added = set(operator_rules(tools)) - set(operator_rules(tools, "--set", "kubernetesActions.enabled=false"))
+    impersonate = {("", r, "impersonate") for r in ("users", "groups", "serviceaccounts")}
+    assert impersonate <= added
+    watched = added - impersonate
+    assert watched and {verb for _, _, verb in watched} == {"list", "watch"}
+    assert ("batch", "jobs", "watch") in watched and not any(r == "secrets" for _, r, _ in watched)
+    off = of_kind(tools.render("--set", "kubernetesActions.enabled=false"), "Deployment")[0]
+    assert "--no-kubernetes-actions" in off["spec"]["template"]["spec"]["containers"][0]["args"]
+    account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
+    for question, expected in (
+        (("impersonate", "users"), "yes"),
+        (("impersonate", "groups"), "yes"),
+        (("impersonate", "userextras.authentication.k8s.io"), "no"),
+        (("watch", "jobs.batch"), "yes"),
+        (("create", "jobs.batch"), "no"),  # creating is the impersonated user's right, never the operator's
+        (("list", "secrets"), "no"),
+    ):
+        answer = tools.run("kubectl", "auth", "can-i", *question, "--all-namespaces", f"--as={account}", check=False)
+        assert answer.stdout.strip() == expected, (question, answer.stdout, answer.stderr)
+
+
 def sa_kubeconfig(tools: Tools, server: str, directory: Path) -> str:
     token = tools.run("kubectl", "create", "token", RELEASE, "-n", NAMESPACE, "--duration=1h").stdout.strip()
     path = directory / "kubeconfig-sa"
@@ -558,8 +586,9 @@ def test_operator_under_chart_service_account(
     )
     proxy = RecordingProxy(plane.apiserver, ca)
     server = proxy.start()
-    role = of_kind(tools.render(), "ClusterRole")
-    rules = granted(next(r for r in role if r["metadata"]["name"] == RELEASE))
+    # The operator runs without webhooks here, so it refuses kubernetes actions and never impersonates: its
+    # rules are proved without kubernetesActions' (test_kubernetes_actions_rules covers those).
+    rules = operator_rules(tools, "--set", "kubernetesActions.enabled=false")
     operator = Operator(
         plane,
         own_engine,
