@@ -1,0 +1,154 @@
+"""The `kubernetes` action without a server: its schema, undo records, impersonation headers and judging."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from pydantic import ValidationError
+
+from steadfast.api.action import Action
+from steadfast.api.monitor import HealthMonitorSpec
+from steadfast.api.object_action import ObjectAction
+from steadfast.api.saga import TaskSagaSpec
+from steadfast.expressions.sandbox import Sandbox
+from steadfast.identity import User
+from steadfast.objects import KubeRequests, Objects, restore_patch
+from steadfast.records import Actor
+from steadfast.webhooks import monitor_stamps
+
+
+def cm(**meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", **meta}}
+
+
+def refused(data: dict[str, Any]) -> str:
+    with pytest.raises(ValidationError) as caught:
+        ObjectAction.model_validate(data)
+    return str(caught.value)
+
+
+def test_an_object_is_named_in_full() -> None:
+    assert "metadata.name is required" in refused({"object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}})
+    assert "generateName is not supported" in refused(
+        {"object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "c-"}}}
+    )
+    assert "needs apiVersion, kind" in refused({"object": {"kind": "ConfigMap", "metadata": {"name": "c"}}})
+
+
+def test_secrets_waits_and_deletes_are_refused_where_they_make_no_sense() -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}
+    assert "do not touch Secrets" in refused({"object": secret})
+    assert "wait needs successWhen" in refused({"operation": "wait", "object": cm()})
+    assert "names an object only" in refused({"operation": "delete", "object": {**cm(), "data": {"a": "b"}}})
+    assert "names an object only" in refused({"operation": "delete", "object": cm(labels={"a": "b"})})
+    assert ObjectAction.model_validate({"operation": "delete", "object": cm(namespace="other")}).name == "c"
+
+
+def test_expressions_are_checked_with_the_object_in_scope() -> None:
+    action = Action.model_validate(
+        {"kubernetes": {"object": cm(labels={"task": "$(task.id)"}), "successWhen": "object.status.ready"}}
+    )
+    assert action.answer == "object"
+    assert action.expression_problems(frozenset({"task", "saga", "outputs"}), "spec.steps[0].action") == []
+    bad = Action.model_validate({"kubernetes": {"object": cm(labels={"x": "$(nope.id)"}), "failureWhen": "response"}})
+    problems = bad.expression_problems(frozenset({"task"}), "a")
+    assert any(p.startswith("a.kubernetes.object.metadata.labels.x") for p in problems), problems
+    assert any(p.startswith("a.kubernetes.failureWhen") for p in problems), problems
+    with pytest.raises(ValidationError, match="exactly one of: http, kubernetes"):
+        Action.model_validate({"http": {"url": "http://a.b/"}, "kubernetes": {"object": cm()}})
+
+
+def test_step_outputs_read_object_not_response() -> None:
+    def spec(output: str) -> dict[str, Any]:
+        step = {"name": "s", "action": {"kubernetes": {"object": cm()}}, "outputs": {"uid": output}}
+        return {"task": {"id": "t"}, "steps": [step]}
+
+    assert TaskSagaSpec.model_validate(spec("object.metadata.uid")).steps[0].outputs == {"uid": "object.metadata.uid"}
+    with pytest.raises(ValidationError, match="response"):
+        TaskSagaSpec.model_validate(spec("response.body.id"))
+
+
+def test_a_monitor_only_reads_its_target() -> None:
+    wait = {"operation": "wait", "object": cm(), "successWhen": 'object.data.state == "ok"'}
+    assert HealthMonitorSpec.model_validate({"target": {"kubernetes": wait}}).target.kubernetes is not None
+    with pytest.raises(ValidationError, match="a monitor only reads its target"):
+        HealthMonitorSpec.model_validate({"target": {"kubernetes": {"object": cm()}}})
+
+
+def test_restore_patch_puts_back_each_value_the_manifest_set() -> None:
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "a", "labels": {"tier": "x", "new": "y"}},
+        "spec": {"replicas": 0, "paused": True, "template": {"spec": {"containers": [{"name": "c"}]}}},
+    }
+    live = {
+        "metadata": {"name": "web", "labels": {"tier": "web", "other": "kept"}},
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "old"}]}}},
+    }
+    assert restore_patch(manifest, live) == {
+        "metadata": {"labels": {"tier": "web", "new": None}},
+        "spec": {"replicas": 3, "paused": None, "template": {"spec": {"containers": [{"name": "old"}]}}},
+    }
+
+
+def test_impersonation_sends_one_header_per_group() -> None:
+    config = client.Configuration(host="https://127.0.0.1:6443", api_key={"authorization": "tok"})
+    config.api_key_prefix["authorization"] = "Bearer"
+    requests = KubeRequests(client.ApiClient(config))
+    headers = requests.headers(Actor(user="alice", groups=["approvers", "system:authenticated"]))
+    assert headers["Impersonate-User"] == "alice"
+    assert headers.getlist("Impersonate-Group") == ["approvers", "system:authenticated"]
+    assert headers["authorization"] == "Bearer tok"
+    assert "Impersonate-User" not in requests.headers(None)  # discovery and the shared watches: the operator
+
+
+def test_actor_comes_from_the_admission_stamps_only() -> None:
+    stamped = {
+        "metadata": {"annotations": {"steadfast.dev/requested-by": "bob", "steadfast.dev/requested-by-groups": "a,b"}}
+    }
+    assert Actor.of(stamped) == Actor(user="bob", groups=["a", "b"])
+    assert Actor.of({"metadata": {}}) is None
+
+
+def test_a_monitor_acts_as_whoever_last_changed_its_spec() -> None:
+    carol = User("carol", frozenset({"sre"}))
+    old = {"spec": {"target": 1}, "metadata": {"annotations": {"steadfast.dev/requested-by": "alice"}}}
+    assert monitor_stamps("CREATE", carol, None, old) == {
+        "steadfast.dev/requested-by": "carol",
+        "steadfast.dev/requested-by-groups": "sre",
+    }
+    assert monitor_stamps("UPDATE", carol, old, {**old, "spec": {"target": 2}}) is not None
+    assert monitor_stamps("UPDATE", carol, old, old) is None  # metadata-only: the stamps must stay as they are
+
+
+@pytest.fixture(scope="module")
+def objects() -> Iterator[Objects]:
+    sandbox = Sandbox(children=1)
+    yield Objects(KubeRequests(client.ApiClient(client.Configuration(host="http://127.0.0.1:1"))), lambda: sandbox)
+    sandbox.close()
+
+
+def test_judging_waits_while_a_field_is_missing_and_fails_on_failure_when(objects: Objects) -> None:
+    action = ObjectAction.model_validate(
+        {
+            "object": cm(),
+            "successWhen": "object.status.succeeded >= 1",
+            "failureWhen": 'object.status.?phase.orValue("") == "Failed"',
+        }
+    )
+
+    def judge(obj: Any) -> Any:
+        return objects.judge(action, obj, said="apply", variables={}, outputs={"name": "object.metadata.name"})
+
+    assert judge({"metadata": {"name": "c"}}) is None  # no status yet: pending, not failed
+    assert judge({"metadata": {"name": "c"}, "status": {"succeeded": 0}}) is None
+    failed = judge({"metadata": {"name": "c"}, "status": {"phase": "Failed"}})
+    assert failed is not None and not failed.ok and "failureWhen holds" in failed.message
+    done = judge({"metadata": {"name": "c"}, "status": {"succeeded": 1}})
+    assert done is not None and done.ok and done.outputs == {"name": "c"}
+    shown = objects.not_yet(action, {"status": {"succeeded": 0}}, {}, "wait")
+    assert shown.failed_condition == "object.status.succeeded >= 1 (was 0)"
