@@ -52,9 +52,9 @@ OPERATIONS = ["CREATE", "UPDATE"]  # never DELETE: removing a resource must not 
 
 
 def check_depth(new: Mapping[str, Any] | None) -> str | None:
-    """Refuse http bodies nested deeper than the models allow, naming where.
+    """Refuse http bodies and Kubernetes objects nested deeper than the models allow, naming where.
 
-    Bodies are free JSON that the API server stores at any depth; parsing one thousands of levels deep
+    Bodies and objects are free JSON that the API server stores at any depth; parsing one thousands of levels deep
     recursively (kopf's watch, pydantic) fails or crashes, so such a spec must never be stored. The rest of
     a spec has a depth bounded by its schema. Walked without recursion.
     """
@@ -62,10 +62,12 @@ def check_depth(new: Mapping[str, Any] | None) -> str | None:
     while stack:
         value, path = stack.pop()
         if isinstance(value, Mapping):
-            http = value.get("http")
+            http, kube = value.get("http"), value.get("kubernetes")
             if isinstance(http, Mapping) and json_depth(http.get("body")) > MAX_BODY_DEPTH:
                 return f"{path}.{BODY_DEPTH_MESSAGE}"
-            stack.extend((v, f"{path}.{k}") for k, v in value.items() if k != "http")
+            if isinstance(kube, Mapping) and json_depth(kube.get("object")) > MAX_BODY_DEPTH:
+                return f"{path}.kubernetes.object is nested more than {MAX_BODY_DEPTH} levels deep"
+            stack.extend((v, f"{path}.{k}") for k, v in value.items() if k not in ("http", "kubernetes"))
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
     return None

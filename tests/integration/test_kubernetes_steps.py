@@ -340,3 +340,32 @@ def test_monitor_target_is_healthy_while_the_condition_holds(
     core.patch_namespaced_config_map("health", namespace, {"data": {"state": "degraded"}})
     found = monitors.wait_phase("cm", "Unhealthy", timeout=30)
     assert found["status"]["failedCondition"] == 'object.data.state == "ok" (was "degraded")'
+
+
+def test_an_approved_request_applies_an_object_as_its_creator(
+    kube: client.ApiClient, namespace: str, control_plane: cluster.State, operator: Operator
+) -> None:
+    approvals = Resources(kube, namespace, "approvalrequests", "ApprovalRequest")
+    allow_users(kube, namespace, ("alice",))
+    approvals.create(
+        "open-gate",
+        {
+            "subject": {"title": "open the gate"},
+            "approvers": {"users": ["alice"]},
+            "timeout": "5m",
+            "action": {
+                "kubernetes": {"object": configmap("gate-$(request.name)", approvedBy="$(request.approvedBy[0])")}
+            },
+        },
+    )
+    approvals.wait_phase("open-gate", "Pending", timeout=30)
+    as_alice = client.CustomObjectsApi(
+        config.new_client_from_config(config_file=control_plane.kubeconfig, context="alice")
+    )
+    as_alice.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "approvalrequests", "open-gate", {"spec": {"decision": {"approved": True}}}
+    )
+    done = approvals.wait_status("open-gate", lambda s: bool(s.get("actionResult", {}).get("finishedAt")), "action ran")
+    assert done["actionResult"]["succeeded"] is True, done
+    # Applied as the request's creator (admin here), not as alice, who may not write ConfigMaps.
+    assert configmap_data(kube, namespace, "gate-open-gate") == {"approvedBy": "alice"}

@@ -17,7 +17,7 @@ from steadfast.expressions.sandbox import Sandbox
 from steadfast.identity import User
 from steadfast.objects import KubeRequests, Objects, restore_patch
 from steadfast.records import Actor
-from steadfast.webhooks import monitor_stamps
+from steadfast.webhooks import check_depth, monitor_stamps
 
 
 def cm(**meta: Any) -> dict[str, Any]:
@@ -152,3 +152,13 @@ def test_judging_waits_while_a_field_is_missing_and_fails_on_failure_when(object
     assert done is not None and done.ok and done.outputs == {"name": "c"}
     shown = objects.not_yet(action, {"status": {"succeeded": 0}}, {}, "wait")
     assert shown.failed_condition == "object.status.succeeded >= 1 (was 0)"
+
+
+def test_admission_refuses_objects_nested_too_deep() -> None:
+    deep: dict[str, Any] = {"leaf": 1}
+    for _ in range(40):
+        deep = {"x": deep}
+    spec = {"task": {"id": "t"}, "steps": [{"name": "s", "action": {"kubernetes": {"object": {**cm(), "data": deep}}}}]}
+    assert check_depth({"spec": spec}) == "spec.steps[0].action.kubernetes.object is nested more than 32 levels deep"
+    with pytest.raises(ValidationError, match="nested more than 32 levels"):
+        TaskSagaSpec.model_validate(spec)
