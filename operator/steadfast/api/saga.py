@@ -75,7 +75,11 @@ class Step(ApiModel):
     name: str = Field(max_length=63, pattern=DNS_LABEL, description="Unique step name (a DNS label).")
     action: Action = Field(description="What the step does.")
     compensation: Action | None = Field(
-        None, description="Undoes the action; recorded when the step succeeds, run in reverse order on failure."
+        None,
+        description=(
+            "Undoes the action; recorded when the step succeeds, run in reverse order on failure. Unset for a "
+            "kubernetes apply or patch: the step's own undo (delete what it created, restore what it changed)."
+        ),
     )
     retry: RetryPolicy | None = Field(None, description="Retry policy; without it the action is tried once.")
     timeout: Annotated[str, DurationCheck("step timeout")] | None = Field(
