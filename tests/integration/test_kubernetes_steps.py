@@ -21,6 +21,7 @@ from steadfast.dev.controlplane import cluster
 pytestmark = pytest.mark.controlplane
 
 WIDGETS = "widgets.e2e.steadfast.test"
+AVAILABLE = 'object.status.?conditions.orValue([]).exists(c, c.type == "Available" && c.status == "True")'
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_apply_outputs_and_a_deployment_scaled_to_zero(
             kube_step(
                 "scale",
                 deployment,
-                successWhen='object.status.?conditions.orValue([]).exists(c, c.type == "Available" && c.status == "True")',
+                successWhen=AVAILABLE,
                 timeout="60s",
                 outputs={"generation": "object.metadata.generation"},
             ),
@@ -262,8 +263,8 @@ def test_a_namespace_is_created_and_removed_again(kube: client.ApiClient, namesp
         try:
             found = client.CoreV1Api(kube).read_namespace(extra)
         except ApiException as exc:
-            return exc.status == 404
-        return found.status.phase == "Terminating"
+            return bool(exc.status == 404)
+        return bool(found.status.phase == "Terminating")
 
     eventually(gone_or_terminating, timeout=30, what="created namespace deleted by the compensation")
 

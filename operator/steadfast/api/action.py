@@ -7,7 +7,6 @@ generated from `Action.ONE_OF`, so adding `invoke` extends the rule by itself.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,11 +31,9 @@ from steadfast.api.object_action import OBJECT, ObjectAction
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
 from steadfast.expressions.language import (
     MAX_LENGTH,
-    ExpressionError,
-    check_template,
-    compile_expression,
-    placeholders,
+    problems_in,
     responding,
+    sources_in,
     strings_of,
 )
 
@@ -231,26 +228,11 @@ class HttpAction(ApiModel):
 
     def expression_problems(self, scope: frozenset[str], where: str) -> list[str]:
         """What does not compile in this request's placeholders (in `scope`) and successWhen, by field."""
-        problems: list[str] = []
-        for field, text in self.templates(where):
-            try:
-                check_template(text, scope)
-            except ExpressionError as exc:
-                problems.append(f"{field}: {exc}")
-        if self.success_when is not None:
-            try:
-                compile_expression(self.success_when, responding(scope))
-            except ExpressionError as exc:
-                problems.append(f"{where}.successWhen: {exc}")
-        return problems
+        return problems_in(self.templates(where), [(f"{where}.successWhen", self.success_when)], responding(scope))
 
     def expression_sources(self) -> list[str]:
         """The source of every expression the request holds (placeholders, then successWhen)."""
-        sources: list[str] = []
-        for _, text in self.templates(""):
-            with contextlib.suppress(ExpressionError):  # reported by expression_problems
-                sources += [found.source for found in placeholders(text)]
-        return [*sources, self.success_when] if self.success_when is not None else sources
+        return sources_in(self.templates(""), [self.success_when])
 
     def accepts(self, status: int) -> bool:
         """Whether a response with `status` counts as success."""

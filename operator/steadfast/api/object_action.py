@@ -7,7 +7,6 @@ touch the same object on every retry and after a restart, so generated names are
 
 from __future__ import annotations
 
-import contextlib
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -18,10 +17,8 @@ from steadfast.api.common import MAX_BODY_DEPTH, ApiModel, json_depth
 from steadfast.api.duration import DurationCheck
 from steadfast.expressions.language import (
     MAX_LENGTH,
-    ExpressionError,
-    check_template,
-    compile_expression,
-    placeholders,
+    problems_in,
+    sources_in,
     strings_of,
 )
 
@@ -122,26 +119,11 @@ class ObjectAction(ApiModel):
         return [(f"{where}.object{path}", text) for path, text in strings_of(self.object)]
 
     def expression_problems(self, scope: frozenset[str], where: str) -> list[str]:
-        problems: list[str] = []
-        for field, text in self.templates(where):
-            try:
-                check_template(text, scope)
-            except ExpressionError as exc:
-                problems.append(f"{field}: {exc}")
-        for field, condition in (("successWhen", self.success_when), ("failureWhen", self.failure_when)):
-            if condition is not None:
-                try:
-                    compile_expression(condition, scope | {OBJECT})
-                except ExpressionError as exc:
-                    problems.append(f"{where}.{field}: {exc}")
-        return problems
+        conditions = [(f"{where}.successWhen", self.success_when), (f"{where}.failureWhen", self.failure_when)]
+        return problems_in(self.templates(where), conditions, scope | {OBJECT})
 
     def expression_sources(self) -> list[str]:
-        sources: list[str] = []
-        for _, text in self.templates(""):
-            with contextlib.suppress(ExpressionError):
-                sources += [found.source for found in placeholders(text)]
-        return sources + [c for c in (self.success_when, self.failure_when) if c is not None]
+        return sources_in(self.templates(""), [self.success_when, self.failure_when])
 
     @model_validator(mode="before")
     @classmethod

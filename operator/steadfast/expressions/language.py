@@ -11,6 +11,7 @@ API server implements, and about 16 µs per evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Iterator
@@ -171,6 +172,34 @@ def check_template(text: str, scope: frozenset[str]) -> None:
             compile_expression(found.source, scope)
         except ExpressionError as exc:
             raise ExpressionError(f"$({found.source}) at offset {found.offset}: {exc}") from None
+
+
+def problems_in(
+    templates: list[tuple[str, str]], conditions: list[tuple[str, str | None]], scope: frozenset[str]
+) -> list[str]:
+    """What does not compile, by field: placeholders of `templates` in `scope`, `conditions` as given."""
+    problems: list[str] = []
+    for field, text in templates:
+        try:
+            check_template(text, scope)
+        except ExpressionError as exc:
+            problems.append(f"{field}: {exc}")
+    for field, condition in conditions:
+        if condition is not None:
+            try:
+                compile_expression(condition, scope)
+            except ExpressionError as exc:
+                problems.append(f"{field}: {exc}")
+    return problems
+
+
+def sources_in(templates: list[tuple[str, str]], conditions: list[str | None]) -> list[str]:
+    """Every expression's source: the placeholders of `templates` that parse, then the set `conditions`."""
+    sources: list[str] = []
+    for _, text in templates:
+        with contextlib.suppress(ExpressionError):  # reported by problems_in
+            sources += [found.source for found in placeholders(text)]
+    return sources + [c for c in conditions if c is not None]
 
 
 def strings_of(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
