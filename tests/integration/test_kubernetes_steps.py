@@ -251,6 +251,13 @@ def test_a_namespace_is_created_and_removed_again(kube: client.ApiClient, namesp
                 "namespace",
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra, "labels": {"team": "a"}}},
                 successWhen='object.status.phase == "Active"',
+                # An explicit compensation replaces the automatic undo.
+                compensation={
+                    "kubernetes": {
+                        "operation": "delete",
+                        "object": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra}},
+                    }
+                },
             ),
             kube_step("boom", configmap("x"), operation="patch"),  # no such ConfigMap: the step fails
         ),
@@ -258,6 +265,7 @@ def test_a_namespace_is_created_and_removed_again(kube: client.ApiClient, namesp
     done = sagas.wait_phase("ns", "Compensated", "Failed", "Succeeded", timeout=60)
     assert done["status"]["phase"] == "Compensated", done["status"]
     assert "does not exist" in done["status"]["steps"][1]["message"]
+    assert done["status"]["compensations"][0]["message"].startswith(f"delete Namespace {extra}")
 
     def gone_or_terminating() -> bool:
         try:
@@ -304,13 +312,21 @@ def test_operator_killed_mid_wait(
         "survivor",
         saga(kube_step("widget", widget("w4"), successWhen="object.status.ready == true", timeout="3m")),
     )
-    eventually(lambda: widget_exists(kube, namespace, "w4"), what="widget applied")
-    time.sleep(2)  # the activity has registered the wait and returned
+    # Its wait times out after the restart: the undo recorded before the kill deletes what it created.
+    sagas.create(
+        "undone",
+        saga(kube_step("widget", widget("w5"), successWhen="object.status.ready == true", timeout="20s")),
+    )
+    eventually(lambda: widget_exists(kube, namespace, "w4") and widget_exists(kube, namespace, "w5"), what="applied")
+    time.sleep(2)  # the activities have registered the waits and returned
     operator.kill()
     set_widget_status(kube, namespace, "w4", {"ready": True})  # while nobody watches
     operator.start()
     done = sagas.wait_phase("survivor", "Succeeded", "Failed", "Compensated", timeout=60)
     assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
+    undone = sagas.wait_phase("undone", "Compensated", "Succeeded", "Failed", timeout=60)
+    assert undone["status"]["phase"] == "Compensated", json.dumps(undone["status"], indent=1)
+    assert not widget_exists(kube, namespace, "w5")
 
 
 @pytest.fixture
