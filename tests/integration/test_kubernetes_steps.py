@@ -208,8 +208,13 @@ def test_wait_ends_when_the_watched_status_changes(
             )
         ),
     )
-    eventually(lambda: widget_exists(kube, namespace, "w2"), what="widget applied")
-    time.sleep(1)
+    shown = sagas.wait_status(
+        "watch", lambda s: "waiting for" in (s.get("steps") or [{}])[0].get("message", ""), "waiting shown"
+    )
+    assert shown["steps"][0]["message"].endswith(
+        f"apply Widget {namespace}/w2: waiting for object.status.ready == true"
+    )
+    assert shown["steps"][0]["phase"] == "Running"
     set_widget_status(kube, namespace, "w2", {"ready": True, "endpoint": "10.0.0.7:80"})
     done = sagas.wait_phase("watch", "Succeeded", "Failed", "Compensated", timeout=30)
     assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)

@@ -103,6 +103,7 @@ def run_action(
     conditions: list[str] | None = None,
     wait: bool = True,
     undo: dict[str, Any] | None = None,
+    waiting: Callable[[Outcome], StatusBase | None] | None = None,
 ) -> Generator[Any, Any, tuple[Outcome, int]]:
     """Run `action` with retries and an overall time limit; returns the last outcome and attempts made.
 
@@ -143,6 +144,9 @@ def run_action(
         try:
             outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=request.wire())) or {})
             if outcome.pending:
+                shown = waiting(outcome) if waiting is not None else None
+                if shown is not None:
+                    yield reporter.report(shown)
                 outcome = yield from _await_object(reporter, action, request, outcome)
         except TaskFailedError as exc:
             outcome = Outcome(False, message=f"the action could not run: {exc}")

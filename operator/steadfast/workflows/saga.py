@@ -27,7 +27,7 @@ from steadfast.api.saga import (
 from steadfast.approval import rules as approval
 from steadfast.approval.policy import EffectiveGate
 from steadfast.conditions import State, conditions
-from steadfast.records import WorkflowInput
+from steadfast.records import Outcome, WorkflowInput
 from steadfast.workflows.common import Reporter, run_action, second
 
 NAME = "steadfast.tasksaga"
@@ -135,6 +135,10 @@ class _Saga:
             record.attempts = attempt
             return self.status()
 
+        def waiting(outcome: Outcome) -> TaskSagaStatus:
+            record.message = outcome.message  # e.g. "apply Job team-a/etl: waiting for object.status..."
+            return self.status()
+
         action = step.compensation if compensation and step.compensation else step.action
         undo = self.undo.get(step.name) if compensation and step.compensation is None else None
         retry = step.retry if step.retry else (COMPENSATION_RETRY if compensation else None)
@@ -148,6 +152,7 @@ class _Saga:
             variables=self.variables(),
             outputs=None if compensation else step.outputs,
             undo=undo,
+            waiting=waiting,
         )
         if not compensation and outcome.undo is not None:
             self.undo[step.name] = outcome.undo
