@@ -15,7 +15,7 @@ from steadfast.api.object_action import ObjectAction
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.expressions.sandbox import Sandbox
 from steadfast.identity import User
-from steadfast.objects import KubeRequests, Objects, restore_patch
+from steadfast.objects import Answer, KubeRequests, Objects, Resource, restore_patch
 from steadfast.records import Actor
 from steadfast.webhooks import check_depth, monitor_stamps
 
@@ -162,3 +162,44 @@ def test_admission_refuses_objects_nested_too_deep() -> None:
     assert check_depth({"spec": spec}) == "spec.steps[0].action.kubernetes.object is nested more than 32 levels deep"
     with pytest.raises(ValidationError, match="nested more than 32 levels"):
         TaskSagaSpec.model_validate(spec)
+
+
+class ScriptedApi(KubeRequests):
+    """The API server as a dict of objects by path: enough to see what perform() sends and records."""
+
+    def __init__(self) -> None:
+        super().__init__(client.ApiClient(client.Configuration(host="http://127.0.0.1:1")))
+        self.store: dict[str, dict[str, Any]] = {}
+        self.sent: list[tuple[str, str, str | None]] = []
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        return Resource(api_version, kind.lower() + "s", True)
+
+    def call(self, method: str, path: str, *, actor: Actor | None, body: Any = None, **kw: Any) -> Answer:
+        self.sent.append((method, path, actor.user if actor else None))
+        found = self.store.get(path)
+        if method == "GET":
+            return Answer(200, found) if found else Answer(404, {"message": "not found"})
+        if method == "PATCH":
+            merged = {**(found or {}), **body, "metadata": {**(found or {}).get("metadata", {}), **body["metadata"]}}
+            merged["metadata"].setdefault("uid", f"uid-{len(self.store)}")
+            self.store[path] = merged
+            return Answer(200, merged)
+        raise AssertionError(method)
+
+
+def test_a_repeated_apply_still_knows_it_created_the_object() -> None:
+    api = ScriptedApi()
+    objects = Objects(api, lambda: Sandbox(children=1))
+    action = ObjectAction.model_validate({"object": cm(labels={"a": "b"})})
+    bob = Actor(user="bob", groups=["team"])
+    obj, target = objects.locate(action, namespace="team-a", variables={})
+    first, undo = objects.perform(action, obj, target, actor=bob, key="sf-key")
+    assert first.ok and undo is not None and undo.created and undo.uid == "uid-0"
+    assert first.body["metadata"]["annotations"] == {"steadfast.dev/created-by": "sf-key"}
+    _, undo_again = objects.perform(action, obj, target, actor=bob, key="sf-key")  # at-least-once delivery
+    assert undo_again == undo  # still "created": a compensation deletes it, by the same UID
+    assert {who for _, _, who in api.sent} == {"bob"}  # every request impersonates the creator
+    _, undo_other = objects.perform(action, obj, target, actor=bob, key="sf-another-step")
+    assert undo_other is not None and not undo_other.created  # another step found it: it restores instead
+    assert undo_other.restore == {"metadata": {"labels": {"a": "b"}}}
