@@ -46,6 +46,9 @@ class Call:
     timeout: float | None  # seconds left in the step's time limit, if it has one
     body: Any
     ok: bool  # what the fake answered
+    wait_event: str = ""  # a Kubernetes action's: the event its decision would come as
+    rearm: bool = False
+    undo: dict[str, Any] | None = None
 
 
 @dataclass
@@ -66,6 +69,12 @@ class FakeService:
         self._scripts: dict[str, _Script] = {}
         self._holds: dict[str, tuple[threading.Event, threading.Event]] = {}
         self._calls: list[Call] = []
+        self._objects: dict[str, list[Outcome]] = {}
+
+    def object_answers(self, name: str, *outcomes: Outcome) -> None:
+        """Answer Kubernetes actions on the object called `name` with `outcomes` in order, then succeed."""
+        with self._lock:
+            self._objects[name] = list(outcomes)
 
     def script(self, path: str, *results: bool | str, then: bool | str = True) -> None:
         """Answer calls to `path` with `results` in order, then always with `then`."""
@@ -87,6 +96,8 @@ class FakeService:
         return entered, release
 
     def answer(self, inp: dict[str, Any]) -> dict[str, Any]:
+        if "kubernetes" in inp["action"]:
+            return self._object(inp)
         http = inp["action"]["http"]
         path = "/" + http["url"].removeprefix(SERVICE).lstrip("/")
         with self._lock:
@@ -117,6 +128,29 @@ class FakeService:
         if result is True:
             return Outcome(True, 200, f"{method} {http['url']}: HTTP 200").to_dict()
         return Outcome(False, 503, f"{method} {http['url']}: HTTP 503: scripted failure").to_dict()
+
+    def _object(self, inp: dict[str, Any]) -> dict[str, Any]:
+        kube = inp["action"]["kubernetes"]
+        name = kube["object"]["metadata"]["name"]
+        with self._lock:
+            queued = self._objects.get(name) or []
+            outcome = queued.pop(0) if queued else Outcome(True, 200, f"{kube.get('operation', 'apply')} {name}")
+            self._calls.append(
+                Call(
+                    f"/objects/{name}",
+                    kube.get("operation", "apply"),
+                    str(inp["what"]),
+                    str(inp["category"]),
+                    str(inp["key"]),
+                    inp.get("timeout"),
+                    kube["object"],
+                    outcome.ok,
+                    str(inp.get("waitEvent") or ""),
+                    bool(inp.get("rearm")),
+                    inp.get("undo"),
+                )
+            )
+        return outcome.to_dict()
 
     def release_all(self) -> None:
         with self._lock:
