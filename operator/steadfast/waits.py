@@ -108,9 +108,10 @@ class WatchHub:
     def _decide(self, collection: _Collection, registration: Registration, outcome: Outcome) -> None:
         try:
             self._raise(registration.instance_id, registration.event, outcome.to_dict())
-        except Exception as exc:  # the engine is away: the next change or the workflow's re-arm retries
-            log.warning("cannot raise %s on %s: %s", registration.event, registration.instance_id, exc)
-            return
+        except Exception as exc:
+            if not _gone(exc):  # the engine is away: the next change or the workflow's re-arm retries
+                log.warning("cannot raise %s on %s: %s", registration.event, registration.instance_id, exc)
+                return
         with self._lock:
             if collection.waiting.get(registration.key) is registration:
                 del collection.waiting[registration.key]
@@ -220,3 +221,12 @@ class WatchHub:
         if waiting and kind != "DELETED":
             self._consider(collection, waiting, obj)
         return seen
+
+
+def _gone(exc: Exception) -> bool:
+    """Whether raising failed because the instance no longer exists (its resource was deleted and purged)."""
+    code = getattr(exc, "code", None)
+    if callable(code) and getattr(code(), "name", "") == "NOT_FOUND":
+        return True
+    text = str(exc).lower()
+    return "not found" in text or "no such instance" in text

@@ -15,6 +15,7 @@ from workflow_fakes import Call, Harness, Subject
 from steadfast.api.kinds import TASK_SAGA
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.records import Outcome
+from steadfast.workflows import saga
 from steadfast.workflows.common import REARM_EVENT
 
 pytestmark = pytest.mark.engine
@@ -105,3 +106,14 @@ def test_a_wait_that_times_out_undoes_its_own_apply_then_the_earlier_steps(harne
     assert undo_calls[0].undo == UNDO  # the record the apply returned, from history
     assert undo_calls[1].undo == undo_a
     assert [c["phase"] for c in status["compensations"]] == ["Succeeded", "Succeeded"]
+
+
+def test_deleting_a_waiting_saga_stops_the_wait_and_undoes_the_apply(harness: Harness) -> None:
+    subject, iid = start(harness, spec())
+    calls_to(subject, "gate", 1)
+    harness.client.raise_workflow_event(iid, saga.CANCEL_EVENT, data={"reason": "deleted"})
+    result = harness.finish(iid)  # well before the 5m timeout
+    assert result["status"] == "Compensated"
+    assert result["error"].startswith("the TaskSaga was deleted while running")
+    undo_calls = [c for c in subject.service.calls if c.category == "compensation"]
+    assert [c.undo for c in undo_calls] == [UNDO]  # the first step's fake apply returned no undo record

@@ -104,6 +104,7 @@ def run_action(
     wait: bool = True,
     undo: dict[str, Any] | None = None,
     waiting: Callable[[Outcome], StatusBase | None] | None = None,
+    interrupt: Any = None,
 ) -> Generator[Any, Any, tuple[Outcome, int]]:
     """Run `action` with retries and an overall time limit; returns the last outcome and attempts made.
 
@@ -147,7 +148,7 @@ def run_action(
                 shown = waiting(outcome) if waiting is not None else None
                 if shown is not None:
                     yield reporter.report(shown)
-                outcome = yield from _await_object(reporter, action, request, outcome)
+                outcome = yield from _await_object(reporter, action, request, outcome, interrupt)
         except TaskFailedError as exc:
             outcome = Outcome(False, message=f"the action could not run: {exc}")
         if outcome.ok or attempt >= policy.max_attempts:
@@ -159,7 +160,7 @@ def run_action(
 
 
 def _await_object(
-    reporter: Reporter, action: Action, request: ActionRequest, first: Outcome
+    reporter: Reporter, action: Action, request: ActionRequest, first: Outcome, interrupt: Any
 ) -> Generator[Any, Any, Outcome]:
     """Wait for a Kubernetes action's decision (the shared watch's event) until its timeout.
 
@@ -177,7 +178,10 @@ def _await_object(
     rearm = ctx.wait_for_external_event(REARM_EVENT)
     while True:
         timer = ctx.create_timer(min(deadline, ctx.current_utc_datetime + REARM_EVERY))
-        winner = yield when_any([decided, rearm, timer])
+        winner = yield when_any([decided, rearm, timer, *([interrupt] if interrupt is not None else [])])
+        if winner is interrupt:
+            said = first.message.split(": waiting for ", 1)[0]
+            return Outcome(False, first.status_code, f"{said}: stopped waiting (deleted)", undo=first.undo)
         if winner is decided:
             return replace(Outcome.from_dict(decided.get_result() or {}), undo=first.undo)
         if winner is timer and ctx.current_utc_datetime >= deadline:

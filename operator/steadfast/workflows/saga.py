@@ -125,7 +125,7 @@ class _Saga:
         return self.phase.value
 
     def run(
-        self, step: Step, record: StepStatus | CompensationStatus, *, compensation: bool
+        self, step: Step, record: StepStatus | CompensationStatus, *, compensation: bool, cancel: Any = None
     ) -> Generator[Any, Any, bool]:
         record.phase = CompensationPhase.RUNNING if compensation else StepPhase.RUNNING
         record.started_at = second(self.reporter.now)
@@ -153,6 +153,7 @@ class _Saga:
             outputs=None if compensation else step.outputs,
             undo=undo,
             waiting=waiting,
+            interrupt=None if compensation else cancel,  # a deleted saga stops waiting; undoing always finishes
         )
         if not compensation and outcome.undo is not None:
             self.undo[step.name] = outcome.undo
@@ -221,10 +222,14 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
         if cancel.is_complete:
             error = "the TaskSaga was deleted while running"
             break
-        if (yield from saga.run(step, record, compensation=False)):
+        if (yield from saga.run(step, record, compensation=False, cancel=cancel)):
             done.append(step)
         else:
-            error = f"step {step.name} failed: {record.message or ''}"
+            error = (
+                "the TaskSaga was deleted while running"
+                if cancel.is_complete
+                else f"step {step.name} failed: {record.message or ''}"
+            )
             if step.compensation is None and step.name in saga.undo:
                 done.append(step)  # its apply happened (its wait failed): undo that too
             break
