@@ -391,3 +391,67 @@ def test_an_approved_request_applies_an_object_as_its_creator(
     assert done["actionResult"]["succeeded"] is True, done
     # Applied as the request's creator (admin here), not as alice, who may not write ConfigMaps.
     assert configmap_data(kube, namespace, "gate-open-gate") == {"approvedBy": "alice"}
+
+
+def test_objects_go_to_the_sagas_namespace_unless_the_creator_may_write_elsewhere(
+    kube: client.ApiClient, namespace: str, control_plane: cluster.State, operator: Operator
+) -> None:
+    """dave may write ConfigMaps in this namespace only: his saga's object lands here, another namespace refuses."""
+    allow_users(kube, namespace, ("dave",))
+    rbac = client.RbacAuthorizationV1Api(kube)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "configmaps"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "verbs": ["get", "list", "watch", "patch", "create", "delete"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "dave-configmaps"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dave"}],
+        },
+    )
+    elsewhere = f"{namespace}-other"
+    core = client.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": elsewhere}})
+    try:
+        as_dave = client.CustomObjectsApi(
+            config.new_client_from_config(config_file=control_plane.kubeconfig, context="dave")
+        )
+        for name, target in (("here", None), ("there", elsewhere)):
+            obj = configmap(f"by-dave-{name}", who="dave")
+            if target:
+                obj["metadata"]["namespace"] = target
+            as_dave.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                "tasksagas",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "TaskSaga",
+                    "metadata": {"name": name},
+                    "spec": saga(kube_step("cm", obj)),
+                },
+            )
+        sagas = Resources(kube, namespace, "tasksagas", "TaskSaga")
+        assert sagas.wait_phase("here", "Succeeded", "Failed", timeout=60)["status"]["phase"] == "Succeeded"
+        assert configmap_data(kube, namespace, "by-dave-here") == {"who": "dave"}
+        there = sagas.wait_phase("there", "Succeeded", "Failed", timeout=60)["status"]
+        assert there["phase"] == "Failed"
+        assert (
+            f'User "dave" cannot get resource "configmaps" in API group "" in the namespace "{elsewhere}"'
+            in (there["steps"][0]["message"])
+        )
+        assert configmap_data(kube, elsewhere, "by-dave-there") is None
+    finally:
+        core.delete_namespace(elsewhere)
