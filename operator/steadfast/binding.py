@@ -184,7 +184,11 @@ class Bindings:
             logger.debug("workflow instance %s already exists (%s)", iid, existing.runtime_status.name)
             if binding.rearm_event and existing.runtime_status == WorkflowStatus.RUNNING:
                 # Waits on the shared watches were in the last process's memory: the workflow registers again.
-                await self.signal(binding, body, binding.rearm_event, {"reason": "operator resumed"})
+                # Best effort: a waiting workflow also re-arms on its own (workflows.common.REARM_EVERY).
+                try:
+                    await self.signal(binding, body, binding.rearm_event, {"reason": "operator resumed"})
+                except kopf.TemporaryError as exc:
+                    logger.info("no re-arm for %s: %s", iid, exc)
             if int(status.get("observedGeneration") or 0) < generation:
                 for sig in binding.signals:
                     data = sig.payload(dict(body)) if sig.catch_up else None
