@@ -1,7 +1,8 @@
 """Kubernetes-native steps end to end: objects applied, patched, waited for and undone, as the saga's creator.
 
 The control plane runs kube-controller-manager, so a Deployment scaled to zero becomes Available by itself;
-Widgets (a CRD of this module's own) get their status from the test, which is what a wait waits for.
+Gizmos (a CRD of this module's own, apart from test_controlplane's Widgets) get their status from the test,
+which is what a wait waits for.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from steadfast.dev.controlplane import cluster
 
 pytestmark = pytest.mark.controlplane
 
-WIDGETS = "widgets.e2e.steadfast.test"
+WIDGETS = "gizmos.steps.steadfast.test"
 AVAILABLE = 'object.status.?conditions.orValue([]).exists(c, c.type == "Available" && c.status == "True")'
 
 
 @pytest.fixture(scope="module")
-def widgets(kube: client.ApiClient) -> str:
+def gizmos(kube: client.ApiClient) -> str:
     """A namespaced CRD with a status subresource: only the test writes its status."""
     ext = client.ApiextensionsV1Api(kube)
     body = {
@@ -33,9 +34,9 @@ def widgets(kube: client.ApiClient) -> str:
         "kind": "CustomResourceDefinition",
         "metadata": {"name": WIDGETS},
         "spec": {
-            "group": "e2e.steadfast.test",
+            "group": "steps.steadfast.test",
             "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
             "versions": [
                 {
                     "name": "v1",
@@ -62,7 +63,7 @@ def widgets(kube: client.ApiClient) -> str:
         found = ext.read_custom_resource_definition(WIDGETS)
         return any(c.type == "Established" and c.status == "True" for c in found.status.conditions or [])
 
-    eventually(established, timeout=30, what="Widget CRD established")
+    eventually(established, timeout=30, what="Gizmo CRD established")
     return WIDGETS
 
 
@@ -83,20 +84,20 @@ def configmap(name: str, **data: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
 
 
-def widget(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "e2e.steadfast.test/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}
+def gizmo(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "steps.steadfast.test/v1", "kind": "Gizmo", "metadata": {"name": name}, "spec": spec}
 
 
-def set_widget_status(kube: client.ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+def set_gizmo_status(kube: client.ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
     client.CustomObjectsApi(kube).patch_namespaced_custom_object_status(
-        "e2e.steadfast.test", "v1", namespace, "widgets", name, {"status": status}
+        "steps.steadfast.test", "v1", namespace, "gizmos", name, {"status": status}
     )
 
 
-def widget_exists(kube: client.ApiClient, namespace: str, name: str) -> bool:
+def gizmo_exists(kube: client.ApiClient, namespace: str, name: str) -> bool:
     try:
         client.CustomObjectsApi(kube).get_namespaced_custom_object(
-            "e2e.steadfast.test", "v1", namespace, "widgets", name
+            "steps.steadfast.test", "v1", namespace, "gizmos", name
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -167,7 +168,7 @@ def test_apply_outputs_and_a_deployment_scaled_to_zero(
 
 
 def test_wait_times_out_and_everything_applied_is_undone(
-    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str
+    kube: client.ApiClient, namespace: str, sagas: Resources, gizmos: str
 ) -> None:
     core = client.CoreV1Api(kube)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "shared"}, "data": {"owner": "team-a"}})
@@ -176,31 +177,31 @@ def test_wait_times_out_and_everything_applied_is_undone(
         saga(
             kube_step("mine", configmap("mine", state="new")),
             kube_step("borrow", configmap("shared", owner="saga"), operation="patch"),
-            kube_step("widget", widget("w1", size=3), successWhen="object.status.ready == true", timeout="4s"),
+            kube_step("gizmo", gizmo("w1", size=3), successWhen="object.status.ready == true", timeout="4s"),
         ),
     )
     done = sagas.wait_phase("slow", "Succeeded", "Compensated", "CompensationFailed", "Failed", timeout=60)
     status = done["status"]
     assert status["phase"] == "Compensated", status
-    widget_step = next(s for s in status["steps"] if s["name"] == "widget")
-    assert "object.status.ready == true did not hold within 4s" in widget_step["message"]
-    # The widget the failed step created, the ConfigMap the first step created: deleted. The patched one: restored.
-    assert [c["step"] for c in status["compensations"]] == ["widget", "borrow", "mine"]
+    gizmo_step = next(s for s in status["steps"] if s["name"] == "gizmo")
+    assert "object.status.ready == true did not hold within 4s" in gizmo_step["message"]
+    # The gizmo the failed step created, the ConfigMap the first step created: deleted. The patched one: restored.
+    assert [c["step"] for c in status["compensations"]] == ["gizmo", "borrow", "mine"]
     assert all(c["phase"] == "Succeeded" for c in status["compensations"]), status["compensations"]
-    assert not widget_exists(kube, namespace, "w1")
+    assert not gizmo_exists(kube, namespace, "w1")
     assert configmap_data(kube, namespace, "mine") is None
     assert configmap_data(kube, namespace, "shared") == {"owner": "team-a"}
 
 
 def test_wait_ends_when_the_watched_status_changes(
-    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str, operator: Operator
+    kube: client.ApiClient, namespace: str, sagas: Resources, gizmos: str, operator: Operator
 ) -> None:
     sagas.create(
         "watch",
         saga(
             kube_step(
-                "widget",
-                widget("w2", size=1),
+                "gizmo",
+                gizmo("w2", size=1),
                 successWhen="object.status.ready == true",
                 failureWhen='object.status.?phase.orValue("") == "Broken"',
                 timeout="2m",
@@ -211,11 +212,9 @@ def test_wait_ends_when_the_watched_status_changes(
     shown = sagas.wait_status(
         "watch", lambda s: "waiting for" in (s.get("steps") or [{}])[0].get("message", ""), "waiting shown"
     )
-    assert shown["steps"][0]["message"].endswith(
-        f"apply Widget {namespace}/w2: waiting for object.status.ready == true"
-    )
+    assert shown["steps"][0]["message"].endswith(f"apply Gizmo {namespace}/w2: waiting for object.status.ready == true")
     assert shown["steps"][0]["phase"] == "Running"
-    set_widget_status(kube, namespace, "w2", {"ready": True, "endpoint": "10.0.0.7:80"})
+    set_gizmo_status(kube, namespace, "w2", {"ready": True, "endpoint": "10.0.0.7:80"})
     done = sagas.wait_phase("watch", "Succeeded", "Failed", "Compensated", timeout=30)
     assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
     assert done["status"]["steps"][0]["outputs"] == {"endpoint": "10.0.0.7:80"}
@@ -224,27 +223,27 @@ def test_wait_ends_when_the_watched_status_changes(
 
 
 def test_failure_condition_fails_the_wait_at_once(
-    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str
+    kube: client.ApiClient, namespace: str, sagas: Resources, gizmos: str
 ) -> None:
     sagas.create(
         "broken",
         saga(
             kube_step(
-                "widget",
-                widget("w3"),
+                "gizmo",
+                gizmo("w3"),
                 successWhen="object.status.ready == true",
                 failureWhen='object.status.?phase.orValue("") == "Broken"',
                 timeout="5m",
             )
         ),
     )
-    eventually(lambda: widget_exists(kube, namespace, "w3"), what="widget applied")
+    eventually(lambda: gizmo_exists(kube, namespace, "w3"), what="gizmo applied")
     time.sleep(1)
-    set_widget_status(kube, namespace, "w3", {"phase": "Broken"})
+    set_gizmo_status(kube, namespace, "w3", {"phase": "Broken"})
     done = sagas.wait_phase("broken", "Compensated", "Failed", "Succeeded", timeout=30)
     assert done["status"]["phase"] == "Compensated", done["status"]
     assert "failureWhen holds" in done["status"]["steps"][0]["message"]
-    assert not widget_exists(kube, namespace, "w3")
+    assert not gizmo_exists(kube, namespace, "w3")
 
 
 def test_a_namespace_is_created_and_removed_again(kube: client.ApiClient, namespace: str, sagas: Resources) -> None:
@@ -311,27 +310,27 @@ def test_a_user_without_rights_is_refused_by_impersonation(
 
 @pytest.mark.chaos
 def test_operator_killed_mid_wait(
-    kube: client.ApiClient, namespace: str, sagas: Resources, widgets: str, operator: Operator
+    kube: client.ApiClient, namespace: str, sagas: Resources, gizmos: str, operator: Operator
 ) -> None:
     sagas.create(
         "survivor",
-        saga(kube_step("widget", widget("w4"), successWhen="object.status.ready == true", timeout="3m")),
+        saga(kube_step("gizmo", gizmo("w4"), successWhen="object.status.ready == true", timeout="3m")),
     )
     # Its wait times out after the restart: the undo recorded before the kill deletes what it created.
     sagas.create(
         "undone",
-        saga(kube_step("widget", widget("w5"), successWhen="object.status.ready == true", timeout="20s")),
+        saga(kube_step("gizmo", gizmo("w5"), successWhen="object.status.ready == true", timeout="20s")),
     )
-    eventually(lambda: widget_exists(kube, namespace, "w4") and widget_exists(kube, namespace, "w5"), what="applied")
+    eventually(lambda: gizmo_exists(kube, namespace, "w4") and gizmo_exists(kube, namespace, "w5"), what="applied")
     time.sleep(2)  # the activities have registered the waits and returned
     operator.kill()
-    set_widget_status(kube, namespace, "w4", {"ready": True})  # while nobody watches
+    set_gizmo_status(kube, namespace, "w4", {"ready": True})  # while nobody watches
     operator.start()
     done = sagas.wait_phase("survivor", "Succeeded", "Failed", "Compensated", timeout=60)
     assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=1)
     undone = sagas.wait_phase("undone", "Compensated", "Succeeded", "Failed", timeout=60)
     assert undone["status"]["phase"] == "Compensated", json.dumps(undone["status"], indent=1)
-    assert not widget_exists(kube, namespace, "w5")
+    assert not gizmo_exists(kube, namespace, "w5")
 
 
 @pytest.fixture
