@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "steadfast"
 CREATED_BY = "steadfast.dev/created-by"
+UNDO_PREFIX = "steadfast.dev/undo-"  # + part of the step's key: the values its undo puts back (JSON)
 DISCOVERY_TTL = 300.0
 REQUEST_TIMEOUT = 30.0
 _SHOWN = 200
@@ -278,10 +279,11 @@ class Objects:
         self, action: ObjectAction, obj: dict[str, Any], target: Target, *, actor: Actor, key: str
     ) -> tuple[Answer, Undo | None]:
         """The operation itself (apply, patch, delete, or a read for wait), and how to undo it."""
-        what = target.describe(action.kind)
-        if action.operation in (ObjectOperation.WAIT, ObjectOperation.DELETE):
-            if action.operation == ObjectOperation.WAIT:
-                return self.requests.call("GET", target.path, actor=actor), None
+        api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
+        what = target.describe(kind)
+        if action.operation == ObjectOperation.WAIT:
+            return self.requests.call("GET", target.path, actor=actor), None
+        if action.operation == ObjectOperation.DELETE:
             answer = self.requests.call("DELETE", target.path, actor=actor, body={"propagationPolicy": "Background"})
             return (Answer(200, {"metadata": {"name": target.name}}) if answer.status == 404 else answer), None
         live = self.requests.call("GET", target.path, actor=actor)
@@ -289,41 +291,43 @@ class Objects:
             return live, None
         existing = live.body if live.status == 200 and isinstance(live.body, dict) else None
         annotations = ((existing or {}).get("metadata") or {}).get("annotations") or {}
-        if action.operation == ObjectOperation.PATCH:
-            if existing is None:
-                return Answer(404, {"message": f"{what} does not exist: patch changes existing objects"}), None
-            undo = Undo(
-                action.api_version,
-                action.kind,
-                target.name,
-                target.namespace,
-                False,
-                None,
-                restore_patch(obj, existing),
-            )
-            answer = self.requests.call(
-                "PATCH", target.path, actor=actor, body=obj, content_type="application/merge-patch+json"
-            )
-            return answer, undo
+        if action.operation == ObjectOperation.PATCH and existing is None:
+            return Answer(404, {"message": f"{what} does not exist: patch changes existing objects"}), None
         created = existing is None or annotations.get(CREATED_BY) == key
-        manifest = dict(obj)
-        meta = dict(manifest.get("metadata") or {})
+        body = dict(obj)
+        meta = dict(body.get("metadata") or {})
+        marks: dict[str, str] = {CREATED_BY: key} if created else {}
+        restore: dict[str, Any] | None = None
+        if not created:
+            # The values to put back are recorded on the object with the change, so a redelivered attempt
+            # (which sees the changed values) still restores the ones from before the first.
+            mark = UNDO_PREFIX + key.removeprefix("sf-")[:20]
+            recorded = annotations.get(mark)
+            before = json.loads(recorded) if recorded else restore_patch(obj, existing)
+            marks[mark] = json.dumps(before, separators=(",", ":"), sort_keys=True)
+            restore = json.loads(marks[mark])
+            restore.setdefault("metadata", {}).setdefault("annotations", {})[mark] = None
+        meta["annotations"] = {**(meta.get("annotations") or {}), **marks}
         if target.namespace:
             meta["namespace"] = target.namespace
-        if created:
-            meta["annotations"] = {**(meta.get("annotations") or {}), CREATED_BY: key}
-        manifest["metadata"] = meta
-        answer = self.requests.call(
-            "PATCH",
-            target.path,
-            actor=actor,
-            body=manifest,
-            content_type="application/apply-patch+yaml",  # JSON is YAML
-            query={"fieldManager": FIELD_MANAGER, "force": "true"},
-        )
+        body["metadata"] = meta
+        if action.operation == ObjectOperation.PATCH:
+            answer = self.requests.call(
+                "PATCH", target.path, actor=actor, body=body, content_type="application/merge-patch+json"
+            )
+        else:
+            answer = self.requests.call(
+                "PATCH",
+                target.path,
+                actor=actor,
+                body=body,
+                content_type="application/apply-patch+yaml",  # JSON is YAML
+                query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            )
         uid = ((answer.body or {}).get("metadata") or {}).get("uid") if isinstance(answer.body, dict) else None
-        restore = None if created else restore_patch(obj, existing)
-        return answer, Undo(action.api_version, action.kind, target.name, target.namespace, created, uid, restore)
+        return answer, Undo(
+            api_version, kind, target.name, target.namespace, created, uid if created else None, restore
+        )
 
     def undo(self, undo: Undo, *, actor: Actor) -> Outcome:
         """Delete what the step created (that very object, by UID) or restore the values it changed."""

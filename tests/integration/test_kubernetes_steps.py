@@ -191,6 +191,8 @@ def test_wait_times_out_and_everything_applied_is_undone(
     assert not gizmo_exists(kube, namespace, "w1")
     assert configmap_data(kube, namespace, "mine") is None
     assert configmap_data(kube, namespace, "shared") == {"owner": "team-a"}
+    restored = core.read_namespaced_config_map("shared", namespace).metadata.annotations or {}
+    assert not [k for k in restored if k.startswith("steadfast.dev/")], restored  # the undo removed its mark
 
 
 def test_wait_ends_when_the_watched_status_changes(

@@ -202,4 +202,20 @@ def test_a_repeated_apply_still_knows_it_created_the_object() -> None:
     assert {who for _, _, who in api.sent} == {"bob"}  # every request impersonates the creator
     _, undo_other = objects.perform(action, obj, target, actor=bob, key="sf-another-step")
     assert undo_other is not None and not undo_other.created  # another step found it: it restores instead
-    assert undo_other.restore == {"metadata": {"labels": {"a": "b"}}}
+    mark = "steadfast.dev/undo-another-step"
+    assert undo_other.restore == {"metadata": {"labels": {"a": "b"}, "annotations": {mark: None}}}
+
+
+def test_a_repeated_patch_still_restores_the_values_from_before_the_first() -> None:
+    api = ScriptedApi()
+    objects = Objects(api, lambda: Sandbox(children=1))
+    api.store["/api/v1/namespaces/team-a/configmaps/c"] = {**cm(uid="u-1"), "data": {"level": "1", "keep": "x"}}
+    action = ObjectAction.model_validate({"operation": "patch", "object": {**cm(), "data": {"level": "9"}}})
+    obj, target = objects.locate(action, namespace="team-a", variables={})
+    bob = Actor(user="bob")
+    _, first = objects.perform(action, obj, target, actor=bob, key="sf-0123456789abcdef0123456789")
+    _, again = objects.perform(action, obj, target, actor=bob, key="sf-0123456789abcdef0123456789")
+    assert api.store[target.path]["data"] == {"level": "9"}  # (the fake replaces data; the server would merge)
+    mark = "steadfast.dev/undo-0123456789abcdef0123"
+    expected = {"data": {"level": "1"}, "metadata": {"annotations": {mark: None}}}
+    assert first is not None and again is not None and first.restore == again.restore == expected
