@@ -115,6 +115,13 @@ def configmap_data(kube: client.ApiClient, namespace: str, name: str) -> dict[st
         raise
 
 
+def create_saga_as(state: cluster.State, user: str, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Create a TaskSaga with `user`'s own token: admission records them as the creator the steps act as."""
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=state.kubeconfig, context=user))
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskSaga", "metadata": {"name": name}, "spec": spec}
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, "tasksagas", body)
+
+
 @pytest.fixture
 def sagas(kube: client.ApiClient, namespace: str, operator: Operator) -> Resources:
     return Resources(kube, namespace, "tasksagas", "TaskSaga")
@@ -287,20 +294,8 @@ def test_a_user_without_rights_is_refused_by_impersonation(
     kube: client.ApiClient, namespace: str, control_plane: cluster.State, operator: Operator
 ) -> None:
     allow_users(kube, namespace, ("mallory",))  # may create sagas, nothing else
-    as_mallory = client.CustomObjectsApi(
-        config.new_client_from_config(config_file=control_plane.kubeconfig, context="mallory")
-    )
-    as_mallory.create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "tasksagas",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TaskSaga",
-            "metadata": {"name": "sneaky"},
-            "spec": saga(kube_step("config", configmap("planted", evil="yes"))),
-        },
+    create_saga_as(
+        control_plane, "mallory", namespace, "sneaky", saga(kube_step("config", configmap("planted", evil="yes")))
     )
     sagas = Resources(kube, namespace, "tasksagas", "TaskSaga")
     done = sagas.wait_phase("sneaky", "Failed", "Succeeded", "Compensated", timeout=60)
@@ -425,25 +420,11 @@ def test_objects_go_to_the_sagas_namespace_unless_the_creator_may_write_elsewher
     core = client.CoreV1Api(kube)
     core.create_namespace({"metadata": {"name": elsewhere}})
     try:
-        as_dave = client.CustomObjectsApi(
-            config.new_client_from_config(config_file=control_plane.kubeconfig, context="dave")
-        )
         for name, target in (("here", None), ("there", elsewhere)):
             obj = configmap(f"by-dave-{name}", who="dave")
             if target:
                 obj["metadata"]["namespace"] = target
-            as_dave.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                "tasksagas",
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "TaskSaga",
-                    "metadata": {"name": name},
-                    "spec": saga(kube_step("cm", obj)),
-                },
-            )
+            create_saga_as(control_plane, "dave", namespace, name, saga(kube_step("cm", obj)))
         sagas = Resources(kube, namespace, "tasksagas", "TaskSaga")
         assert sagas.wait_phase("here", "Succeeded", "Failed", timeout=60)["status"]["phase"] == "Succeeded"
         assert configmap_data(kube, namespace, "by-dave-here") == {"who": "dave"}
