@@ -245,7 +245,7 @@ class Objects:
         self.requests = requests
         self._sandbox = sandbox
 
-    def _target(self, action: ObjectAction, obj: Mapping[str, Any], namespace: str) -> Target:
+    def _target(self, obj: Mapping[str, Any], namespace: str) -> Target:
         resource = self.requests.resource(str(obj.get("apiVersion")), str(obj.get("kind")))
         meta = obj.get("metadata") or {}
         ns = (meta.get("namespace") or namespace) if resource.namespaced else None
@@ -273,7 +273,7 @@ class Objects:
         self, action: ObjectAction, *, namespace: str, variables: dict[str, Any]
     ) -> tuple[dict[str, Any], Target]:
         obj = self.render(action, variables)
-        return obj, self._target(action, obj, namespace)
+        return obj, self._target(obj, namespace)
 
     def perform(
         self, action: ObjectAction, obj: dict[str, Any], target: Target, *, actor: Actor, key: str

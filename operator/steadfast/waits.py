@@ -74,7 +74,6 @@ class WatchHub:
         self._raise = raise_event
         self._lock = threading.Lock()
         self._collections: dict[str, _Collection] = {}
-        self.watches_started = 0
 
     def register(self, registration: Registration) -> None:
         path = registration.target.collection
@@ -82,7 +81,6 @@ class WatchHub:
             collection = self._collections.get(path)
             if collection is None:
                 collection = self._collections[path] = _Collection(path)
-                self.watches_started += 1
                 threading.Thread(target=self._run, args=(collection,), name=f"watch {path}", daemon=True).start()
                 metrics.OBJECT_WATCHES.set(len(self._collections))
             collection.waiting[registration.key] = registration
@@ -90,10 +88,6 @@ class WatchHub:
             metrics.OBJECT_WAITS.set(sum(len(c.waiting) for c in self._collections.values()))
         if cached is not None:  # a change the watch saw before this registration
             self._consider(collection, [registration], cached)
-
-    def waiting(self) -> int:
-        with self._lock:
-            return sum(len(c.waiting) for c in self._collections.values())
 
     def _consider(self, collection: _Collection, registrations: list[Registration], obj: Any) -> None:
         for registration in registrations:

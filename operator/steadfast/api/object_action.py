@@ -112,9 +112,6 @@ class ObjectAction(ApiModel):
     def name(self) -> str:
         return str(self.metadata.get("name") or "")
 
-    def waits(self) -> bool:
-        return self.success_when is not None
-
     def templates(self, where: str) -> list[tuple[str, str]]:
         return [(f"{where}.object{path}", text) for path, text in strings_of(self.object)]
 
