@@ -117,3 +117,28 @@ def test_deleting_a_waiting_saga_stops_the_wait_and_undoes_the_apply(harness: Ha
     assert result["error"].startswith("the TaskSaga was deleted while running")
     undo_calls = [c for c in subject.service.calls if c.category == "compensation"]
     assert [c.undo for c in undo_calls] == [UNDO]  # the first step's fake apply returned no undo record
+
+
+def test_a_later_wait_still_hears_the_re_arm_event(harness: Harness) -> None:
+    """Two waiting steps in one saga: the resume event reaches the one waiting now, not the finished one."""
+    subject = harness.subject(TASK_SAGA)
+    waiting = {"successWhen": 'object.data.open == "yes"', "timeout": "5m"}
+    the_spec = TaskSagaSpec.model_validate(
+        {
+            "task": {"id": "t-2"},
+            "steps": [
+                {"name": "one", "action": {"kubernetes": {"object": configmap("one"), **waiting}}},
+                {"name": "two", "action": {"kubernetes": {"object": configmap("two"), **waiting}}},
+            ],
+        }
+    )
+    subject.service.object_answers("one", pending())
+    subject.service.object_answers("two", pending())
+    iid = harness.start_saga(subject, the_spec)
+    first = calls_to(subject, "one", 1)[0]
+    harness.client.raise_workflow_event(iid, first.wait_event, data=Outcome(True, 200, "one").to_dict())
+    calls_to(subject, "two", 1)
+    harness.client.raise_workflow_event(iid, REARM_EVENT, data={"reason": "operator resumed"})
+    again = calls_to(subject, "two", 2)[1]  # answered ok by the fake: the saga ends
+    assert again.rearm
+    assert harness.finish(iid)["status"] == "Succeeded"

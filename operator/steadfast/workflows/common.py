@@ -63,6 +63,14 @@ class Reporter:
         self.actor: Actor | None = inp.actor
         self.seq = seq
         self.pending_events: list[EventSpec] = []
+        self._rearm: Any = None
+
+    def rearm(self) -> Any:
+        """The run's one waiter for REARM_EVENT (a new one once it fired). The SDK hands an event to the oldest
+        waiter of its name, so a waiter per wait would leave the next wait deaf behind an earlier one's."""
+        if self._rearm is None or self._rearm.is_complete:
+            self._rearm = self.ctx.wait_for_external_event(REARM_EVENT)
+        return self._rearm
 
     @property
     def now(self) -> datetime:
@@ -164,8 +172,8 @@ def _await_object(
 ) -> Generator[Any, Any, Outcome]:
     """Wait for a Kubernetes action's decision (the shared watch's event) until its timeout.
 
-    The waiters are created once: the SDK hands an event to the oldest waiter of its name, so a waiter made
-    afresh in each round would lose events to the earlier ones.
+    The waiters are made once (the re-arm one once per run, by the reporter): the SDK hands an event to the
+    oldest waiter of its name, so a waiter made afresh in each round would lose events to the earlier ones.
     """
     ctx = reporter.ctx
     watched = action.kubernetes
@@ -175,7 +183,7 @@ def _await_object(
         limit = min(limit, timedelta(seconds=max(request.timeout, 0)))
     deadline = ctx.current_utc_datetime + limit
     decided = ctx.wait_for_external_event(request.wait_event)
-    rearm = ctx.wait_for_external_event(REARM_EVENT)
+    rearm = reporter.rearm()
     while True:
         timer = ctx.create_timer(min(deadline, ctx.current_utc_datetime + REARM_EVERY))
         winner = yield when_any([decided, rearm, timer, *([interrupt] if interrupt is not None else [])])
@@ -189,7 +197,7 @@ def _await_object(
             said = first.message.split(": waiting for ", 1)[0]
             return Outcome(False, first.status_code, f"{said}: {shown}", failed_condition=shown, undo=first.undo)
         if winner is rearm:
-            rearm = ctx.wait_for_external_event(REARM_EVENT)
+            rearm = reporter.rearm()
         left = (deadline - ctx.current_utc_datetime).total_seconds()
         again = request.model_copy(update={"rearm": True, "report": None, "timeout": left})
         outcome = Outcome.from_dict((yield ctx.call_activity(EXECUTE, input=again.wire())) or {})
