@@ -181,10 +181,7 @@ class ActionRunner:
         obj, target = self.objects.locate(action, namespace=namespace, variables=variables)
         what = target.describe(str(obj.get("kind")))
         operation = ObjectOperation.WAIT if rearm else action.operation
-        if operation == ObjectOperation.WAIT:
-            answer, done = self.objects.requests.call("GET", target.path, actor=actor), None
-        else:
-            answer, done = self.objects.perform(action, obj, target, actor=actor, key=key)
+        answer, done = self.objects.perform(action, obj, target, actor=actor, key=key, operation=operation)
         undo_record = done.to_dict() if done is not None and answer.ok else None
         if not answer.ok:
             return Outcome(False, answer.status, f"{operation.value} {what}: {answer.reason()}")

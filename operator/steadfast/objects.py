@@ -276,14 +276,22 @@ class Objects:
         return obj, self._target(obj, namespace)
 
     def perform(
-        self, action: ObjectAction, obj: dict[str, Any], target: Target, *, actor: Actor, key: str
+        self,
+        action: ObjectAction,
+        obj: dict[str, Any],
+        target: Target,
+        *,
+        actor: Actor,
+        key: str,
+        operation: ObjectOperation | None = None,
     ) -> tuple[Answer, Undo | None]:
-        """The operation itself (apply, patch, delete, or a read for wait), and how to undo it."""
+        """The operation (the action's, or `operation`: a re-arm only reads) and how to undo it."""
         api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
         what = target.describe(kind)
-        if action.operation == ObjectOperation.WAIT:
+        operation = operation or action.operation
+        if operation == ObjectOperation.WAIT:
             return self.requests.call("GET", target.path, actor=actor), None
-        if action.operation == ObjectOperation.DELETE:
+        if operation == ObjectOperation.DELETE:
             answer = self.requests.call("DELETE", target.path, actor=actor, body={"propagationPolicy": "Background"})
             return (Answer(200, {"metadata": {"name": target.name}}) if answer.status == 404 else answer), None
         live = self.requests.call("GET", target.path, actor=actor)
@@ -291,7 +299,7 @@ class Objects:
             return live, None
         existing = live.body if live.status == 200 and isinstance(live.body, dict) else None
         annotations = ((existing or {}).get("metadata") or {}).get("annotations") or {}
-        if action.operation == ObjectOperation.PATCH and existing is None:
+        if operation == ObjectOperation.PATCH and existing is None:
             return Answer(404, {"message": f"{what} does not exist: patch changes existing objects"}), None
         created = existing is None or annotations.get(CREATED_BY) == key
         body = dict(obj)
@@ -311,7 +319,7 @@ class Objects:
         if target.namespace:
             meta["namespace"] = target.namespace
         body["metadata"] = meta
-        if action.operation == ObjectOperation.PATCH:
+        if operation == ObjectOperation.PATCH:
             answer = self.requests.call(
                 "PATCH", target.path, actor=actor, body=body, content_type="application/merge-patch+json"
             )
