@@ -215,8 +215,11 @@ class ControlPlane:
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 # Deployments and ReplicaSets too: a Deployment scaled to zero becomes Available with no kubelet.
+                # ClusterRole aggregation and ResourceQuota as in any cluster: the chart's roles aggregate into
+                # edit/view, and a quota on Steadfast kinds (count/tasksagas.steadfast.dev) is enforced.
                 "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
-                "deployment-controller,replicaset-controller",
+                "deployment-controller,replicaset-controller,clusterrole-aggregation-controller,"
+                "resourcequota-controller",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",
