@@ -13,8 +13,17 @@ from pathlib import Path
 import pytest
 
 from steadfast.dev.controlplane import binaries, cluster, identities
+from steadfast.seals import SEALER
 
 _PLANE: dict[str, cluster.ControlPlane] = {}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def seal_key() -> None:
+    """In-process code that seals or checks stamps (unit and workflow tests) uses a test key."""
+    if not SEALER.ready:
+        SEALER.use(b"steadfast-test-seal-key-32-bytes")
+
 
 # Identities the tests act as: two approvers, an SRE group member, and a user with no rights at all.
 TEST_USERS = ["alice:approvers", "bob:approvers", "dave:sre", "mallory"]

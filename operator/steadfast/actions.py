@@ -173,8 +173,9 @@ class ActionRunner:
         if actor is None or not actor.user:
             return Outcome(
                 False,
-                message="no creator is recorded for this resource (annotation steadfast.dev/requested-by, written "
-                "by Steadfast's admission webhook): kubernetes actions act only as the user who asked",
+                message="no creator of this resource is vouched for by Steadfast's admission webhook (the "
+                "steadfast.dev/seal it writes at creation is missing or does not match; do the webhooks cover this "
+                "namespace?): kubernetes actions act only as the user who asked",
             )
         if undo is not None:
             return self.objects.undo(Undo.from_dict(undo), actor=actor)

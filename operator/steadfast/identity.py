@@ -2,14 +2,20 @@
 
 Identity comes from the API server's admission request (`userInfo`), never from a field users type. The
 mutating webhooks stamp the creator (`steadfast.dev/requested-by`) and an approval's decider
-(`steadfast.dev/decided-by`); these helpers read resources and refuse edits of the stamps.
+(`steadfast.dev/decided-by`), each with a seal (`steadfast.seals`) that the operator checks before it believes
+them; these helpers read resources and refuse edits of the stamps.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from steadfast import seals
+from steadfast.api.kinds import REQUESTED_BY, REQUESTED_GROUPS, SEAL
 
 
 @dataclass(frozen=True)
@@ -25,8 +31,19 @@ class User:
 
 
 def groups_stamp(user: User) -> str:
-    """The groups annotation's value: sorted, comma-separated (group names cannot hold commas in practice)."""
-    return ",".join(sorted(user.groups))
+    """The groups annotation's value: a sorted JSON list, so any group name (commas included) round-trips."""
+    return json.dumps(sorted(user.groups), separators=(",", ":"), ensure_ascii=False)
+
+
+def creator_stamps(
+    user: User, new: Mapping[str, Any] | None, *, namespace: str, old: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The creator's annotations and their seal (`old`: a restamp at a spec change, bound to the UID)."""
+    kind = str((new or old or {}).get("kind") or "")
+    seal = seals.creator_seal(
+        kind, new, namespace=namespace, user=user.name, groups=sorted(user.groups), now=time.time(), old=old
+    )
+    return {REQUESTED_BY: user.name, REQUESTED_GROUPS: groups_stamp(user), SEAL: seal}
 
 
 def meta_of(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:

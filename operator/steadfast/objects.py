@@ -6,8 +6,9 @@ decides what Steadfast may do for them exactly as it decides for `kubectl`. Only
 serves a kind, public to every authenticated user) goes as the operator.
 
 Activities run at least once, so each operation is safe to repeat: apply is server-side apply, an object a
-step creates carries `steadfast.dev/created-by: <idempotency key>` so a retry still knows it created it, and
-the undo record (what to delete, or the values to restore) is computed before the first change only.
+step creates carries `steadfast.dev/created-by: <sealed mark of the idempotency key>` so a retry still knows it
+created it, and the undo record (what to delete, or the values to restore) is computed before the first change
+only. Both marks are sealed with the operator's key: nobody can plant one on an object a saga will change.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from steadfast.expressions.language import ExpressionError, left_operand
 from steadfast.expressions.sandbox import Sandbox
 from steadfast.expressions.templates import map_strings, needs_rendering, render, strings_in
 from steadfast.records import Actor, Outcome
+from steadfast.seals import SEALER
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,23 @@ UNDO_PREFIX = "steadfast.dev/undo-"  # + part of the step's key: the values its 
 DISCOVERY_TTL = 300.0
 REQUEST_TIMEOUT = 30.0
 _SHOWN = 200
+
+
+def _record(before: dict[str, Any], key: str) -> str:
+    """The undo record as stored on the object: the values to restore, sealed for this step."""
+    text = json.dumps(before, separators=(",", ":"), sort_keys=True)
+    return json.dumps({"restore": before, "seal": SEALER.mark(f"{key}:{text}")}, separators=(",", ":"), sort_keys=True)
+
+
+def _recorded(stored: str | None, key: str) -> dict[str, Any] | None:
+    """The values an earlier attempt of this step recorded, if its seal holds (a planted record does not)."""
+    try:
+        data = json.loads(stored or "")
+        before = data["restore"]
+        text = json.dumps(before, separators=(",", ":"), sort_keys=True)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return before if isinstance(before, dict) and data.get("seal") == SEALER.mark(f"{key}:{text}") else None
 
 
 class ObjectError(Exception):
@@ -301,19 +320,21 @@ class Objects:
         annotations = ((existing or {}).get("metadata") or {}).get("annotations") or {}
         if operation == ObjectOperation.PATCH and existing is None:
             return Answer(404, {"message": f"{what} does not exist: patch changes existing objects"}), None
-        created = existing is None or annotations.get(CREATED_BY) == key
+        # Marks are sealed (steadfast.seals): the step's key is computable from the saga's UID, so a plain one
+        # planted on an existing object would turn this step's undo into a delete, or a restore of planted values.
+        created_mark = SEALER.mark(key)
+        created = existing is None or annotations.get(CREATED_BY) == created_mark
         body = dict(obj)
         meta = dict(body.get("metadata") or {})
-        marks: dict[str, str] = {CREATED_BY: key} if created else {}
+        marks: dict[str, str] = {CREATED_BY: created_mark} if created else {}
         restore: dict[str, Any] | None = None
         if not created:
             # The values to put back are recorded on the object with the change, so a redelivered attempt
             # (which sees the changed values) still restores the ones from before the first.
             mark = UNDO_PREFIX + key.removeprefix("sf-")[:20]
-            recorded = annotations.get(mark)
-            before = json.loads(recorded) if recorded else restore_patch(obj, existing)
-            marks[mark] = json.dumps(before, separators=(",", ":"), sort_keys=True)
-            restore = json.loads(marks[mark])
+            before = _recorded(annotations.get(mark), key) or restore_patch(obj, existing)
+            marks[mark] = _record(before, key)
+            restore = json.loads(json.dumps(before))
             restore.setdefault("metadata", {}).setdefault("annotations", {})[mark] = None
         meta["annotations"] = {**(meta.get("annotations") or {}), **marks}
         if target.namespace:

@@ -14,7 +14,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, field_serializer
 from pydantic.alias_generators import to_camel
 
-from steadfast.api.kinds import REQUESTED_BY, REQUESTED_GROUPS
+from steadfast import seals
+from steadfast.api.kinds import SEAL
 
 # The activities every kind's workflow calls (registered by steadfast.workflows.activities).
 EXECUTE = "steadfast.execute_action"
@@ -114,20 +115,27 @@ def compact(model: BaseModel) -> Any:
 
 
 class Actor(Record):
-    """Who Kubernetes actions act as: the resource's creator and groups, as admission recorded them."""
+    """Who Kubernetes actions act as: the resource's creator and groups, as admission recorded and sealed them."""
 
     user: str
     groups: list[str] = []
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Actor | None:
-        """The actor admission stamped on a resource (None when nobody was recorded: webhooks off)."""
+        """The creator admission sealed on `body` (None: no valid seal, so nobody is known to act as)."""
+        return cls.vouched(body)[0]
+
+    @classmethod
+    def vouched(cls, body: Mapping[str, Any]) -> tuple[Actor | None, str]:
+        """The sealed creator, or None and why not. The readable annotations alone are never believed."""
         annotations = (body.get("metadata") or {}).get("annotations") or {}
-        user = annotations.get(REQUESTED_BY)
-        if not user:
-            return None
-        groups = [g for g in str(annotations.get(REQUESTED_GROUPS) or "").split(",") if g]
-        return cls(user=str(user), groups=groups)
+        try:
+            sealed = seals.verify_creator(body, annotations.get(SEAL))
+        except seals.SealError as exc:
+            return None, f"no creator recorded by Steadfast's admission webhook ({exc})"
+        if not sealed.user:
+            return None, "no creator recorded by Steadfast's admission webhook"
+        return cls(user=sealed.user, groups=list(sealed.groups)), ""
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)

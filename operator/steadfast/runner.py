@@ -19,7 +19,7 @@ import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 from kubernetes import client
 
-from steadfast import catalog, metrics, persistence, webhooks
+from steadfast import catalog, metrics, persistence, seal_key, webhooks
 from steadfast.actions import ActionRunner
 from steadfast.api.kinds import FINALIZER, KINDS
 from steadfast.api.saga import TaskSagaSpec
@@ -28,6 +28,7 @@ from steadfast.cluster_view import ClusterWatch
 from steadfast.egress import EgressPolicy, IPAddress, endpoints_of
 from steadfast.egress_rules import DEFAULT_CLUSTER_NETWORKS
 from steadfast.kube import api_client
+from steadfast.seals import SEALER
 from steadfast.status import StatusWriter
 from steadfast.worker import Worker, registrable
 from steadfast.workflows.activities import Activities
@@ -129,6 +130,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=float(os.environ.get("STEADFAST_WORKER_PROBE_INTERVAL", "15")),
         metavar="SECONDS",
         help="how often to check that the engine still routes work to this worker (reconnect if not)",
+    )
+    run.add_argument(
+        "--seal-key-secret",
+        default=os.environ.get("STEADFAST_SEAL_KEY_SECRET") or seal_key.default_location(),
+        metavar="NAMESPACE/NAME",
+        help="the Secret holding the key that seals who created and who decided (made if missing; every replica "
+        "must use the same one; nobody but the operator may read it). Default: the operator's namespace, "
+        "kube-system outside a cluster",
     )
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
@@ -242,6 +251,7 @@ def main(args: argparse.Namespace) -> int:
     if args.metrics:
         metrics.serve(args.metrics)
     api = api_client()
+    SEALER.use(seal_key.load(api, args.seal_key_secret))
     # Progress within a phase may show up --status-linger late (later under load): fewer writes per step.
     writer = StatusWriter(api, workers=8, linger=args.status_linger, progress_rate=args.status_progress_rate)
     networks = tuple(ipaddress.ip_network(n, strict=False) for n in args.cluster_network) or DEFAULT_CLUSTER_NETWORKS

@@ -37,7 +37,15 @@ from steadfast import certs, identity
 from steadfast.api.action import BODY_DEPTH_MESSAGE
 from steadfast.api.approval import ApprovalRequestSpec
 from steadfast.api.common import MAX_BODY_DEPTH, json_depth
-from steadfast.api.kinds import APPROVAL_REQUEST, FINALIZER, HEALTH_MONITOR, REQUESTED_BY, REQUESTED_GROUPS, TASK_SAGA
+from steadfast.api.kinds import (
+    APPROVAL_REQUEST,
+    FINALIZER,
+    HEALTH_MONITOR,
+    REQUESTED_BY,
+    REQUESTED_GROUPS,
+    SEAL,
+    TASK_SAGA,
+)
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.admission import approval_stamps, check_approval
@@ -91,26 +99,37 @@ def check_expressions(model: type[BaseModel], new: Mapping[str, Any] | None) -> 
 
 
 def monitor_stamps(
-    operation: str, user: identity.User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+    operation: str,
+    user: identity.User,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    *,
+    namespace: str,
 ) -> dict[str, str] | None:
     """A monitor acts as whoever last defined what it checks: stamped at CREATE and at every spec change.
 
-    None: the spec did not change, so the stamps must not either (the caller refuses an edit of them).
+    A restamp's seal binds the monitor's UID and the generation the change produces, so an older seal of the
+    same monitor cannot be put back later. None: the spec did not change, so the stamps must not either (the
+    caller refuses an edit of them).
     """
-    if operation == "CREATE" or identity.spec_of(old) != identity.spec_of(new):
-        return {REQUESTED_BY: user.name, REQUESTED_GROUPS: identity.groups_stamp(user)}
+    if operation == "CREATE":
+        return identity.creator_stamps(user, new, namespace=namespace)
+    if identity.spec_of(old) != identity.spec_of(new):
+        return identity.creator_stamps(user, new, namespace=namespace, old=old)
     return None
 
 
 # ---- TaskSaga ------------------------------------------------------------------------------------
 
 
-def saga_stamps(operation: str, user: identity.User) -> dict[str, str]:
-    """The saga's creator and their groups are recorded at CREATE: its approval gate's requester, who may not
-    approve it, and the identity its steps may one day act as."""
+def saga_stamps(
+    operation: str, user: identity.User, new: Mapping[str, Any] | None, *, namespace: str
+) -> dict[str, str]:
+    """The saga's creator and their groups are recorded and sealed at CREATE: its approval gate's requester,
+    who may not approve it, and the identity its Kubernetes steps act as."""
     if operation != "CREATE":
         return {}
-    return {REQUESTED_BY: user.name, REQUESTED_GROUPS: identity.groups_stamp(user)}
+    return identity.creator_stamps(user, new, namespace=namespace)
 
 
 def check_saga(
@@ -123,7 +142,10 @@ def check_saga(
         return None
     if operation != "UPDATE":
         return None
-    return identity.stamp_unchanged(REQUESTED_BY, old, new) or identity.stamp_unchanged(REQUESTED_GROUPS, old, new)
+    for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
+        if problem := identity.stamp_unchanged(key, old, new):
+            return problem
+    return None
 
 
 # ---- kopf glue -----------------------------------------------------------------------------------
@@ -162,23 +184,31 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
     def user(kw: Mapping[str, Any]) -> identity.User:
         return identity.User.from_userinfo(kw["userinfo"])
 
+    def namespace(kw: Mapping[str, Any]) -> str:
+        return str(kw.get("namespace") or identity.meta_of(kw["new"] or kw["old"]).get("namespace") or "")
+
     monitors = (HEALTH_MONITOR.group, HEALTH_MONITOR.version, HEALTH_MONITOR.plural)
 
     @kopf.on.mutate(*monitors, id="monitor-rules", **common)
     def _monitor_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
         refuse(check_expressions(HealthMonitorSpec, kw["new"]), 422)
-        stamps = monitor_stamps(kw["operation"], user(kw), kw["old"], kw["new"])
+        stamps = monitor_stamps(kw["operation"], user(kw), kw["old"], kw["new"], namespace=namespace(kw))
         if stamps is None:
-            refuse(identity.stamp_unchanged(REQUESTED_BY, kw["old"], kw["new"]))
-            refuse(identity.stamp_unchanged(REQUESTED_GROUPS, kw["old"], kw["new"]))
+            for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
+                refuse(identity.stamp_unchanged(key, kw["old"], kw["new"]))
         else:
             stamp(kw["patch"], stamps)
         finalize(kw["patch"], kw["operation"])
 
     @kopf.on.mutate(*apr, id="approval-identity", **common)
     def _approval_identity(**kw: Any) -> None:
-        stamp(kw["patch"], approval_stamps(kw["operation"], user(kw), kw["old"], kw["new"], operator=operator))
+        stamp(
+            kw["patch"],
+            approval_stamps(
+                kw["operation"], user(kw), kw["old"], kw["new"], operator=operator, namespace=namespace(kw)
+            ),
+        )
         finalize(kw["patch"], kw["operation"])
 
     @kopf.on.validate(*apr, id="approval-rules", **common)
@@ -207,7 +237,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
             else:
                 if warning:
                     kw["warnings"].append(warning)
-        stamp(kw["patch"], saga_stamps(kw["operation"], user(kw)))
+        stamp(kw["patch"], saga_stamps(kw["operation"], user(kw), kw["new"], namespace=namespace(kw)))
         finalize(kw["patch"], kw["operation"])
 
     @kopf.on.validate(*sagas, id="saga-rules", **{**common, "operations": ["UPDATE"]})

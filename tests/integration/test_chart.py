@@ -526,8 +526,16 @@ def granted(role: dict[str, Any]) -> dict[tuple[str, str, str], set[str]]:
 
 
 def operator_rules(tools: Tools, *args: str) -> dict[tuple[str, str, str], set[str]]:
-    role = of_kind(tools.render(*args), "ClusterRole")
-    return granted(next(r for r in role if r["metadata"]["name"] == RELEASE))
+    """The operator's grants: its ClusterRole and its Role in the release namespace (the seal key)."""
+    rendered = tools.render(*args)
+    roles = [r for r in of_kind(rendered, "ClusterRole") if r["metadata"]["name"] == RELEASE]
+    roles += [r for r in of_kind(rendered, "Role") if r["metadata"]["name"] == f"{RELEASE}-seal-key"]
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for role in roles:
+        for rule, names in granted(role).items():
+            # One grant for any name wins over a grant limited to names.
+            out[rule] = set() if (rule in out and not out[rule]) or not names else out.get(rule, set()) | names
+    return out
 
 
 def test_kubernetes_actions_rules(installed: str, tools: Tools) -> None:
@@ -596,7 +604,7 @@ def test_operator_under_chart_service_account(
         kubeconfig=sa_kubeconfig(tools, server, tmp_path),
         # The chart's configurations point at an in-cluster Service the API server cannot reach
         # here, and the operator cannot yet serve them unmanaged (see the report): no webhooks.
-        extra_args=["--peering", RELEASE, "--no-webhooks"],
+        extra_args=["--peering", RELEASE, "--no-webhooks", "--seal-key-secret", f"{NAMESPACE}/{RELEASE}-seal-key"],
     )
     namespace = f"chart-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(admin)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY, REQUESTED_GROUPS
+from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY, REQUESTED_GROUPS, SEAL
 from steadfast.approval.admission import approval_stamps, check_approval
 from steadfast.identity import User
 
@@ -52,18 +52,18 @@ def decide(user: User, old: dict[str, Any], approved: bool = True, reason: str |
         "spec": {**old["spec"], "decision": {"approved": approved, "reason": reason}},
         "metadata": {**old["metadata"], "annotations": dict(old["metadata"]["annotations"])},
     }
-    new["metadata"]["annotations"].update(approval_stamps("UPDATE", user, old, new, operator=OPERATOR))
+    new["metadata"]["annotations"].update(approval_stamps("UPDATE", user, old, new, operator=OPERATOR, namespace="ns"))
     return check_approval("UPDATE", user, old, new, operator=OPERATOR, now=NOW)
 
 
 def test_create_stamps_the_authenticated_requester() -> None:
     new = apr(requester="alice", phase=None)
-    assert approval_stamps("CREATE", MALLORY, None, new, operator=OPERATOR) == {
-        REQUESTED_BY: "mallory",
-        REQUESTED_GROUPS: "",
-    }
-    # Only the operator may name someone else (a saga gate's request is on the saga creator's behalf).
-    assert approval_stamps("CREATE", User(OPERATOR), None, new, operator=OPERATOR) == {}
+    stamps = approval_stamps("CREATE", MALLORY, None, new, operator=OPERATOR, namespace="ns")
+    assert (stamps[REQUESTED_BY], stamps[REQUESTED_GROUPS]) == ("mallory", "[]") and stamps[SEAL]
+    # Only the operator may name someone else (a saga gate's request, which carries the operator's own seal).
+    sealed = {**new, "metadata": {**new["metadata"], "annotations": {**new["metadata"]["annotations"], SEAL: "x"}}}
+    assert approval_stamps("CREATE", User(OPERATOR), None, sealed, operator=OPERATOR, namespace="ns") == {}
+    assert approval_stamps("CREATE", User(OPERATOR), None, new, operator=OPERATOR, namespace="ns")[SEAL]
     assert check_approval("CREATE", User(OPERATOR), None, new, operator=OPERATOR, now=NOW) is None
 
 
@@ -87,6 +87,13 @@ def test_create_refusals(obj: dict[str, Any], user: User, expected: str) -> None
 
 def test_matching_typed_requester_is_fine() -> None:
     assert check_approval("CREATE", BOB, None, apr(typed="bob", phase=None), operator=OPERATOR, now=NOW) is None
+
+
+def test_nobody_approves_a_request_whose_requester_is_unknown() -> None:
+    # A saga created where admission did not run gets a gate request without a requester: self-approval could
+    # not be ruled out, so approving is refused; rejecting is not.
+    assert "no recorded requester" in (decide(ALICE, apr(requester=None)) or "")
+    assert decide(ALICE, apr(requester=None), approved=False, reason="no") is None
 
 
 def test_listed_user_and_group_member_may_decide() -> None:
@@ -138,7 +145,7 @@ def test_each_approver_decides_once_and_in_turn() -> None:
 def test_stamps_cannot_be_forged_or_changed() -> None:
     old = apr()
     forged = {**old, "metadata": {**old["metadata"], "annotations": {REQUESTED_BY: "bob", DECIDED_BY: "alice"}}}
-    assert approval_stamps("UPDATE", MALLORY, old, forged, operator=OPERATOR) == {}
+    assert approval_stamps("UPDATE", MALLORY, old, forged, operator=OPERATOR, namespace="ns") == {}
     assert "cannot be set, changed or removed" in (
         check_approval("UPDATE", MALLORY, old, forged, operator=OPERATOR, now=NOW) or ""
     )

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import copy
+import time
 from typing import Any
 
 from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
-from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY
+from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY, SEAL
 from steadfast.api.saga import TaskSagaSpec
+from steadfast.approval.admission import approval_stamps
 from steadfast.approval.policy import effective_gate
 from steadfast.approval.rules import (
     DecisionEvent,
     GateOutcome,
+    asks_the_gate,
     decision_payload,
+    gate_of,
     gate_outcome,
     gate_request,
     gate_request_name,
@@ -20,7 +24,11 @@ from steadfast.approval.rules import (
     tally,
     workflow_input,
 )
+from steadfast.identity import User
 from steadfast.records import ObjectRef
+from steadfast.webhooks import saga_stamps
+
+DAVE = User("dave", frozenset({"sre"}))
 
 
 def record(user: str, approved: bool = True) -> ApprovalRecord:
@@ -46,54 +54,97 @@ def test_screen_ignores_unauthenticated_self_and_repeated_decisions() -> None:
     assert screen(decision(user="alice", approved=True), [], "bob") is None
 
 
-def test_decision_payload_needs_the_admission_stamp() -> None:
-    body: dict[str, Any] = {
-        "metadata": {"generation": 3, "annotations": {DECIDED_BY: "alice"}},
-        "spec": {"decision": {"approved": True, "reason": "ok"}},
+def sealed_decision(user: User, approved: bool, reason: str) -> dict[str, Any]:
+    old: dict[str, Any] = {
+        "kind": "ApprovalRequest",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "r-1", "generation": 2, "annotations": {}},
+        "spec": {"approvers": {"users": ["alice"]}},
     }
+    new = copy.deepcopy(old)
+    new["spec"]["decision"] = {"approved": approved, "reason": reason}
+    new["metadata"]["annotations"] = approval_stamps("UPDATE", user, old, new, operator="op", namespace="ns")
+    new["metadata"]["generation"] = 3
+    return new
+
+
+def test_decision_payload_needs_the_sealed_admission_stamp() -> None:
+    body = sealed_decision(User("alice"), True, "ok")
     assert decision_payload(body) == decision(user="alice", approved=True, reason="ok", generation=3)
-    body["metadata"]["annotations"] = {}
-    assert decision_payload(body) is None  # no authenticated decider: never a decision
+    typed = copy.deepcopy(body)
+    typed["metadata"]["annotations"] = {DECIDED_BY: "alice"}
+    assert decision_payload(typed) is None  # typed where admission did not run: never a decision
+    flipped = copy.deepcopy(body)
+    flipped["spec"]["decision"]["approved"] = False
+    assert decision_payload(flipped) is None  # the seal vouches for another verdict
     assert decision_payload({"metadata": {}, "spec": {}}) is None
 
 
-def test_workflow_input_carries_requester_and_creation_time() -> None:
-    body = {"metadata": {"annotations": {REQUESTED_BY: "bob"}, "creationTimestamp": "2030-01-01T00:00:00Z"}}
-    spec = ApprovalRequestSpec.model_validate({"subject": {"title": "t"}, "approvers": {"users": ["alice"]}})
+def now_stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def test_workflow_input_carries_the_sealed_requester_and_creation_time() -> None:
+    raw = {"subject": {"title": "t"}, "approvers": {"users": ["alice"]}}
+    new: dict[str, Any] = {"kind": "ApprovalRequest", "metadata": {"name": "n", "namespace": "ns"}, "spec": raw}
+    stamps = approval_stamps("CREATE", User("bob"), None, new, operator="op", namespace="ns")
+    created = now_stamp()
+    body = {**new, "metadata": {**new["metadata"], "annotations": stamps, "creationTimestamp": created}}
+    spec = ApprovalRequestSpec.model_validate(raw)
     ref = ObjectRef("g", "v1", "ApprovalRequest", "approvalrequests", "ns", "n", "u")
     given = workflow_input(ref, 1, spec, body)
-    assert (given.requested_by, given.created_at) == ("bob", datetime(2030, 1, 1, tzinfo=UTC))
-    assert given.wire()["requestedBy"] == "bob" and given.wire()["createdAt"] == "2030-01-01T00:00:00Z"
+    assert given.requested_by == "bob" and given.wire()["createdAt"] == created
+    typed = {**body, "metadata": {**body["metadata"], "annotations": {REQUESTED_BY: "bob"}}}
+    assert workflow_input(ref, 1, spec, typed).requested_by is None
 
 
-def saga(priority: str, requester: str | None = "dave") -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": "s1",
-            "namespace": "ns",
-            "uid": "u-1",
-            "annotations": {REQUESTED_BY: requester} if requester else {},
-        },
+def saga(priority: str, requester: User | None = DAVE) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "TaskSaga",
+        "metadata": {"name": "s1", "namespace": "ns", "uid": "u-1", "generation": 1, "creationTimestamp": now_stamp()},
         "spec": {
             "task": {"id": "t", "priority": priority},
             "steps": [{"name": "a", "action": {"http": {"url": "http://x.svc/a"}}}],
             "approval": {"priorities": ["high"], "approvers": {"users": ["alice"]}, "timeout": "1h"},
         },
     }
+    body["metadata"]["annotations"] = (
+        saga_stamps("CREATE", requester, body, namespace="ns") if requester else {REQUESTED_BY: "dave"}
+    )
+    return body
 
 
-def test_gate_request_is_owned_and_carries_the_saga_creator() -> None:
+def test_gate_request_is_sealed_for_its_saga_and_carries_the_sealed_creator() -> None:
     body = saga("high")
     gate = effective_gate(TaskSagaSpec.model_validate(body["spec"]), {}, {}, [])
     assert gate is not None
-    manifest = gate_request(body, gate)
+    manifest = gate_request(body, gate, now=time.time())
     meta = manifest["metadata"]
     assert meta["name"] == "s1-approval" == gate_request_name("s1")
-    assert meta["annotations"] == {REQUESTED_BY: "dave"}
-    assert meta["ownerReferences"][0]["uid"] == "u-1" and meta["ownerReferences"][0]["controller"] is True
+    assert meta["annotations"][REQUESTED_BY] == "dave" and meta["annotations"][SEAL]
     spec = ApprovalRequestSpec.model_validate(manifest["spec"])
     assert spec.subject.requester == "dave" and spec.timeout == "1h" and spec.approvers.users == ["alice"]
+    created = {**manifest, "metadata": {**meta, "uid": "r-1", "creationTimestamp": now_stamp()}}
+    assert gate_of(created) == {"namespace": "ns", "name": "s1", "uid": "u-1"}
+    assert asks_the_gate(manifest["spec"], gate)
+    # Re-pointing another request at the saga (an owner reference, a copied seal) does not make it the gate.
+    other = copy.deepcopy(created)
+    other["metadata"]["name"] = "old-approved-request"
+    assert gate_of(other) is None
+    squatter = copy.deepcopy(created)
+    del squatter["metadata"]["annotations"][SEAL]
+    squatter["metadata"]["name"] = "old-approved-request"
+    assert gate_of(squatter) is None
+    assert not asks_the_gate({**manifest["spec"], "approvers": {"users": ["mallory"]}}, gate)
     assert effective_gate(TaskSagaSpec.model_validate(saga("low")["spec"]), {}, {}, []) is None
+
+
+def test_a_saga_without_a_sealed_creator_gets_a_gate_request_without_requester() -> None:
+    body = saga("high", requester=None)
+    gate = effective_gate(TaskSagaSpec.model_validate(body["spec"]), {}, {}, [])
+    assert gate is not None
+    manifest = gate_request(body, gate, now=time.time())
+    assert REQUESTED_BY not in manifest["metadata"]["annotations"]
+    assert "requester" not in manifest["spec"]["subject"]
 
 
 def test_gate_request_name_fits_the_limit() -> None:
@@ -101,10 +152,11 @@ def test_gate_request_name_fits_the_limit() -> None:
     assert len(name) <= 253 and name.endswith("-approval") and name != gate_request_name("x" * 252 + "y")
 
 
-def test_gate_outcome_only_once_decided() -> None:
-    assert gate_outcome({"status": {"phase": "Pending"}}) is None
-    assert gate_outcome({"status": {}}) is None
-    approved = gate_outcome({"status": {"phase": "Approved", "approver": "alice"}})
+def test_gate_outcome_comes_from_the_workflow_output_once_decided() -> None:
+    assert gate_outcome({"phase": "Pending"}) is None
+    assert gate_outcome({}) is None
+    assert gate_outcome(None) is None
+    approved = gate_outcome({"phase": "Approved", "approver": "alice"})
     assert approved is not None and approved.approved is True
-    rejected = gate_outcome({"status": {"phase": "TimedOut", "reason": "no decision"}})
+    rejected = gate_outcome({"phase": "TimedOut", "reason": "no decision"})
     assert rejected == GateOutcome(approved=False, phase=ApprovalPhase.TIMED_OUT, approver=None, reason="no decision")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from steadfast.expressions.sandbox import Sandbox
 from steadfast.identity import User
 from steadfast.objects import Answer, KubeRequests, Objects, Resource, restore_patch
 from steadfast.records import Actor
+from steadfast.seals import SEALER
 from steadfast.webhooks import check_depth, monitor_stamps
 
 
@@ -106,23 +109,29 @@ def test_impersonation_sends_one_header_per_group() -> None:
     assert "Impersonate-User" not in requests.headers(None)  # discovery and the shared watches: the operator
 
 
-def test_actor_comes_from_the_admission_stamps_only() -> None:
-    stamped = {
-        "metadata": {"annotations": {"steadfast.dev/requested-by": "bob", "steadfast.dev/requested-by-groups": "a,b"}}
+def test_actor_comes_from_the_sealed_stamps_only() -> None:
+    new: dict[str, Any] = {"kind": "TaskSaga", "metadata": {"name": "s", "namespace": "n"}, "spec": {"x": 1}}
+    stamps = monitor_stamps("CREATE", User("bob", frozenset({"a", "b"})), None, new, namespace="n")
+    assert stamps is not None
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    body = {
+        **new,
+        "metadata": {**new["metadata"], "generation": 1, "creationTimestamp": created, "annotations": stamps},
     }
-    assert Actor.of(stamped) == Actor(user="bob", groups=["a", "b"])
+    assert Actor.of(body) == Actor(user="bob", groups=["a", "b"])
+    typed = {**body, "metadata": {**body["metadata"], "annotations": {"steadfast.dev/requested-by": "bob"}}}
+    assert Actor.of(typed) is None
     assert Actor.of({"metadata": {}}) is None
 
 
 def test_a_monitor_acts_as_whoever_last_changed_its_spec() -> None:
     carol = User("carol", frozenset({"sre"}))
-    old = {"spec": {"target": 1}, "metadata": {"annotations": {"steadfast.dev/requested-by": "alice"}}}
-    assert monitor_stamps("CREATE", carol, None, old) == {
-        "steadfast.dev/requested-by": "carol",
-        "steadfast.dev/requested-by-groups": "sre",
-    }
-    assert monitor_stamps("UPDATE", carol, old, {**old, "spec": {"target": 2}}) is not None
-    assert monitor_stamps("UPDATE", carol, old, old) is None  # metadata-only: the stamps must stay as they are
+    old = {"kind": "HealthMonitor", "spec": {"target": 1}, "metadata": {"name": "m", "uid": "u", "generation": 1}}
+    stamps = monitor_stamps("CREATE", carol, None, old, namespace="n")
+    assert stamps is not None
+    assert (stamps["steadfast.dev/requested-by"], stamps["steadfast.dev/requested-by-groups"]) == ("carol", '["sre"]')
+    assert monitor_stamps("UPDATE", carol, old, {**old, "spec": {"target": 2}}, namespace="n") is not None
+    assert monitor_stamps("UPDATE", carol, old, old, namespace="n") is None  # metadata-only: stamps stay
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +205,7 @@ def test_a_repeated_apply_still_knows_it_created_the_object() -> None:
     obj, target = objects.locate(action, namespace="team-a", variables={})
     first, undo = objects.perform(action, obj, target, actor=bob, key="sf-key")
     assert first.ok and undo is not None and undo.created and undo.uid == "uid-0"
-    assert first.body["metadata"]["annotations"] == {"steadfast.dev/created-by": "sf-key"}
+    assert first.body["metadata"]["annotations"] == {"steadfast.dev/created-by": SEALER.mark("sf-key")}
     _, undo_again = objects.perform(action, obj, target, actor=bob, key="sf-key")  # at-least-once delivery
     assert undo_again == undo  # still "created": a compensation deletes it, by the same UID
     assert {who for _, _, who in api.sent} == {"bob"}  # every request impersonates the creator
@@ -219,3 +228,25 @@ def test_a_repeated_patch_still_restores_the_values_from_before_the_first() -> N
     mark = "steadfast.dev/undo-0123456789abcdef0123"
     expected = {"data": {"level": "1"}, "metadata": {"annotations": {mark: None}}}
     assert first is not None and again is not None and first.restore == again.restore == expected
+
+
+def test_planted_marks_do_not_turn_an_undo_into_a_delete_or_a_chosen_restore() -> None:
+    """#23 class 4: the step's key is computable from the saga's UID; marks planted with it are not believed."""
+    api = ScriptedApi()
+    objects = Objects(api, lambda: Sandbox(children=1))
+    key = "sf-0123456789abcdef0123456789"
+    mark = "steadfast.dev/undo-0123456789abcdef0123"
+    planted_restore = json.dumps({"data": {"level": "evil"}})
+    api.store["/api/v1/namespaces/team-a/configmaps/c"] = {
+        **cm(uid="u-1"),
+        "data": {"level": "1"},
+        "metadata": {
+            **cm(uid="u-1")["metadata"],
+            "annotations": {"steadfast.dev/created-by": key, mark: planted_restore},
+        },
+    }
+    action = ObjectAction.model_validate({"operation": "patch", "object": {**cm(), "data": {"level": "9"}}})
+    obj, target = objects.locate(action, namespace="team-a", variables={})
+    _, undo = objects.perform(action, obj, target, actor=Actor(user="bob"), key=key)
+    assert undo is not None and not undo.created  # restored, never deleted
+    assert undo.restore == {"data": {"level": "1"}, "metadata": {"annotations": {mark: None}}}

@@ -7,7 +7,7 @@ from typing import Any
 
 from cryptography import x509
 
-from steadfast.api.kinds import REQUESTED_BY, REQUESTED_GROUPS
+from steadfast.api.kinds import REQUESTED_BY, REQUESTED_GROUPS, SEAL
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.identity import User
@@ -19,16 +19,21 @@ MALLORY = User("mallory")
 
 
 def test_saga_creator_is_stamped_and_kept() -> None:
-    assert saga_stamps("CREATE", DAVE) == {REQUESTED_BY: "dave", REQUESTED_GROUPS: "sre"}
-    assert saga_stamps("CREATE", User("erin", frozenset({"b", "a"})))[REQUESTED_GROUPS] == "a,b"
-    assert saga_stamps("UPDATE", DAVE) == {}
-    created = {"metadata": {"annotations": {REQUESTED_BY: "dave", REQUESTED_GROUPS: "sre"}}}
+    new = {"kind": "TaskSaga", "metadata": {"name": "s"}, "spec": {}}
+    stamps = saga_stamps("CREATE", DAVE, new, namespace="team-a")
+    assert (stamps[REQUESTED_BY], stamps[REQUESTED_GROUPS]) == ("dave", '["sre"]') and stamps[SEAL]
+    erin = saga_stamps("CREATE", User("erin", frozenset({"b", "a"})), new, namespace="team-a")
+    assert erin[REQUESTED_GROUPS] == '["a","b"]'
+    assert saga_stamps("UPDATE", DAVE, new, namespace="team-a") == {}
+    created = {"metadata": {"annotations": stamps}}
     assert check_saga("CREATE", DAVE, None, created) is None
     assert "authenticated creator 'mallory'" in (check_saga("CREATE", MALLORY, None, created) or "")
-    changed = {"metadata": {"annotations": {REQUESTED_BY: "mallory", REQUESTED_GROUPS: "sre"}}}
+    changed = {"metadata": {"annotations": {**stamps, REQUESTED_BY: "mallory"}}}
     assert check_saga("UPDATE", MALLORY, created, changed) is not None
-    more_groups = {"metadata": {"annotations": {REQUESTED_BY: "dave", REQUESTED_GROUPS: "sre,system:masters"}}}
+    more_groups = {"metadata": {"annotations": {**stamps, REQUESTED_GROUPS: '["sre","system:masters"]'}}}
     assert REQUESTED_GROUPS in (check_saga("UPDATE", DAVE, created, more_groups) or "")
+    resealed = {"metadata": {"annotations": {**stamps, SEAL: "x.y"}}}
+    assert SEAL in (check_saga("UPDATE", DAVE, created, resealed) or "")
     assert check_saga("UPDATE", User(OPERATOR), created, created) is None
 
 

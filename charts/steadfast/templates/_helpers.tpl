@@ -87,6 +87,14 @@ validating:
 {{- end -}}
 {{- end -}}
 
+{{/*
+The Secret holding the seal key (seal_key.py): made by the operator itself on first start, so that a
+GitOps render (no lookup) never replaces it; it outlives upgrades and uninstall (delete it to rotate the key).
+*/}}
+{{- define "steadfast.sealKeyName" -}}
+{{- printf "%s-seal-key" (include "steadfast.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "steadfast.peeringName" -}}
 {{- default (include "steadfast.fullname" .) .Values.peering.name -}}
 {{- end -}}

@@ -17,9 +17,13 @@ GROUP = "steadfast.dev"
 FINALIZER = f"{GROUP}/finalizer"
 # Identities stamped by the admission webhooks from the API server's authentication, never typed by users.
 REQUESTED_BY = f"{GROUP}/requested-by"
-# The creator's groups, comma-separated, as the API server authenticated them: what acting as the creator needs.
+# The creator's groups, a JSON list (any group name round-trips), as the API server authenticated them.
 REQUESTED_GROUPS = f"{GROUP}/requested-by-groups"
 DECIDED_BY = f"{GROUP}/decided-by"
+# What makes the stamps above trustworthy: HMACs with the operator's key (steadfast.seals). The readable
+# annotations are for people; the operator acts only on what a seal vouches for.
+SEAL = f"{GROUP}/seal"
+DECISION_SEAL = f"{GROUP}/decision-seal"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "steadfast"

@@ -7,27 +7,39 @@ A decision counts only if the validating webhook allowed it, so the workflow tru
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from steadfast import identity
-from steadfast.api.kinds import DECIDED_BY, REQUESTED_BY, REQUESTED_GROUPS, TASK_SAGA
+from steadfast import identity, seals
+from steadfast.api.kinds import DECIDED_BY, DECISION_SEAL, REQUESTED_BY, REQUESTED_GROUPS, SEAL, TASK_SAGA
 from steadfast.identity import User
 
 
 def approval_stamps(
-    operation: str, user: User, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, *, operator: str
+    operation: str,
+    user: User,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    *,
+    operator: str,
+    namespace: str,
 ) -> dict[str, str]:
-    """The annotations the mutating webhook sets: the creator on CREATE, the decider when a decision changes.
+    """The annotations the mutating webhook sets: the creator on CREATE, the decider when a decision changes,
+    each with its seal.
 
-    Only the operator itself may name another requester (a saga gate's request is on the saga creator's behalf).
+    Only the operator itself may name another requester: a saga gate's request is on the saga creator's behalf,
+    and carries the operator's own gate seal (steadfast.approval.rules.gate_request).
     """
     if operation == "CREATE":
-        if user.name == operator and identity.annotations_of(new).get(REQUESTED_BY):
+        if user.name == operator and identity.annotations_of(new).get(SEAL):
             return {}
-        return {REQUESTED_BY: user.name, REQUESTED_GROUPS: identity.groups_stamp(user)}
+        return identity.creator_stamps(user, new, namespace=namespace)
     if operation == "UPDATE" and identity.spec_of(new).get("decision") != identity.spec_of(old).get("decision"):
-        return {DECIDED_BY: user.name}
+        return {
+            DECIDED_BY: user.name,
+            DECISION_SEAL: seals.decision_seal(old or {}, new or {}, user=user.name, now=time.time()),
+        }
     return {}
 
 
@@ -58,19 +70,20 @@ def check_approval(
         return _check_create(user, new, operator=operator, name=name)
     if operation != "UPDATE":
         return None
-    for key in (REQUESTED_BY, REQUESTED_GROUPS):
+    for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
         if problem := identity.stamp_unchanged(key, old, new):
             return problem
     old_decision, new_decision = identity.spec_of(old).get("decision"), identity.spec_of(new).get("decision")
     if old_decision == new_decision:
-        return identity.stamp_unchanged(DECIDED_BY, old, new)
+        return identity.stamp_unchanged(DECIDED_BY, old, new) or identity.stamp_unchanged(DECISION_SEAL, old, new)
     return _check_decision(user, old, new, name=name, now=now)
 
 
 def _check_create(user: User, new: Mapping[str, Any] | None, *, operator: str, name: str) -> str | None:
     annotations = identity.annotations_of(new)
-    if DECIDED_BY in annotations:
-        return f"annotation {DECIDED_BY} is recorded by Steadfast when an approver decides; it cannot be set by hand"
+    for key in (DECIDED_BY, DECISION_SEAL):
+        if key in annotations:
+            return f"annotation {key} is recorded by Steadfast when an approver decides; it cannot be set by hand"
     if identity.spec_of(new).get("decision") is not None:
         return (
             f"ApprovalRequest {name}: spec.decision cannot be set at creation; approvers decide with "
@@ -118,8 +131,16 @@ def _check_decision(
             f"may ({listed})"
         )
     approved = bool((identity.spec_of(new).get("decision") or {}).get("approved"))
-    if approved and user.name == identity.annotations_of(old).get(REQUESTED_BY):
+    requester = identity.annotations_of(old).get(REQUESTED_BY)
+    if approved and user.name == requester:
         return f"{user.name} requested ApprovalRequest {name} and may not approve it; another approver must"
+    if approved and not requester:
+        # A gate of a saga created where admission did not run: whoever asked is unknown, so self-approval
+        # could not be ruled out. Rejecting stays possible.
+        return (
+            f"ApprovalRequest {name} has no recorded requester (its TaskSaga was created without Steadfast's "
+            "admission webhook), so nobody may approve it; it can be rejected or left to time out"
+        )
     recorded = {a.get("user") for a in status.get("approvals") or []}
     if user.name in recorded:
         return f"{user.name} has already decided ApprovalRequest {name}; each approver decides once"

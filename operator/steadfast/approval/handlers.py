@@ -7,6 +7,9 @@ workflow client (through the binding).
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -15,21 +18,29 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from steadfast.api.approval import ApprovalPhase
-from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA, Kind
 from steadfast.api.saga import SagaPhase
 from steadfast.approval.policy import EffectiveGate
 from steadfast.approval.rules import (
     DECISION_EVENT,
     GATE_EVENT,
+    ApprovalInput,
     GateOutcome,
+    asks_the_gate,
     decision_payload,
+    gate_of,
     gate_outcome,
     gate_request,
-    saga_owner,
 )
 from steadfast.binding import Binding, Bindings, instance_id
 from steadfast.kube import api_client
 from steadfast.workflows.saga import SagaInput
+
+
+def _left_pending(body: kopf.Body, **_: Any) -> bool:
+    """Cheap filter for the gate-outcome handler: a request whose status left Pending (the handler verifies)."""
+    phase = (body.get("status") or {}).get("phase")
+    return bool(phase) and phase != ApprovalPhase.PENDING.value
 
 
 def register_handlers(
@@ -71,26 +82,35 @@ def register_handlers(
         await bindings.signal(saga_binding, kopf.Body(raw), GATE_EVENT, data.wire())
         logger.info("approval outcome %s sent to TaskSaga %s", data.phase.value, owner["name"])
 
-    async def recorded_gate(body: kopf.Body) -> EffectiveGate | None:
+    async def recorded_input(kind: Kind, meta: Mapping[str, Any], *, wait: float = 0) -> tuple[Any, str | None]:
+        """An instance's (state, input) as the engine holds it; `wait`: seconds to wait for it to finish."""
+        iid = instance_id(kind, meta["namespace"], meta["name"], meta["uid"])
+        if wait:
+            state = await asyncio.to_thread(
+                bindings.client.wait_for_workflow_completion, iid, fetch_payloads=True, timeout_in_seconds=int(wait)
+            )
+        else:
+            state = await asyncio.to_thread(bindings.client.get_workflow_state, iid, fetch_payloads=True)
+        return state, (state.serialized_input if state is not None else None)
+
+    async def recorded_gate(owner: Mapping[str, Any]) -> EffectiveGate | None:
         """The gate the saga started with, from its instance's input: what admins and the spec said then."""
-        meta = body["metadata"]
-        iid = instance_id(TASK_SAGA, meta["namespace"], meta["name"], meta["uid"])
-        state = await asyncio.to_thread(bindings.client.get_workflow_state, iid, fetch_payloads=True)
-        if state is None or not state.serialized_input:
-            raise kopf.TemporaryError(f"workflow instance {iid} is not readable yet", delay=1)
-        return SagaInput.model_validate_json(state.serialized_input).effective_gate()
+        _, given = await recorded_input(TASK_SAGA, owner)
+        if not given:
+            raise kopf.TemporaryError(f"workflow instance of TaskSaga {owner['name']} is not readable yet", delay=1)
+        return SagaInput.model_validate_json(given).effective_gate()
 
     async def ensure(body: kopf.Body, logger: kopf.Logger) -> None:
         if (body.get("status") or {}).get("phase") in {p.value for p in SagaPhase if p.terminal}:
             return
+        meta = body["metadata"]
         try:
-            gate = await recorded_gate(body)
+            gate = await recorded_gate(meta)
         except ValueError:
             return  # an invalid spec is the binding's to report
         if gate is None:
             return
-        manifest = gate_request(dict(body), gate)
-        meta = body["metadata"]
+        manifest = gate_request(dict(body), gate, now=time.time())
         name = manifest["metadata"]["name"]
         try:
             await asyncio.to_thread(
@@ -116,14 +136,10 @@ def register_handlers(
             APPROVAL_REQUEST.plural,
             name,
         )
-        owner = saga_owner(existing)
-        spec = existing.get("spec") or {}
-        wanted = manifest["spec"]
-        if owner is None or owner["uid"] != meta["uid"]:
+        link = gate_of(existing)
+        if link is None or link["uid"] != meta["uid"]:
             reason = f"an ApprovalRequest named {name} exists and is not this saga's"
-        elif (spec.get("approvers"), spec.get("timeout")) != (wanted["approvers"], wanted["timeout"]):
-            # Someone who may create ApprovalRequests in the namespace made one first, owned by the saga but
-            # with approvers of their choosing: never let it stand in for the gate.
+        elif not asks_the_gate(existing.get("spec") or {}, gate):
             reason = f"ApprovalRequest {name} does not ask the gate's approvers ({gate.describe()})"
         else:
             return
@@ -131,14 +147,36 @@ def register_handlers(
         await tell_saga(owner, GateOutcome(approved=False, phase=ApprovalPhase.REJECTED, reason=reason), logger)
 
     async def outcome(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        owner = saga_owner(body)
-        data = gate_outcome(body)
-        if owner is not None and data is not None:
-            await tell_saga(owner, data, logger)
+        """A gate request left Pending: its outcome, read from its own workflow, goes to the saga it gates.
+
+        The status only says when to look. Which saga: the operator's seal on the request (never owner
+        references). What was decided: the request's workflow output, computed from decisions admission sealed
+        (never the status, which others may write). And the request must ask the approvers the saga recorded.
+        """
+        owner = gate_of(body)
+        if owner is None:
+            return
+        state, given = await recorded_input(APPROVAL_REQUEST, body["metadata"], wait=30)
+        if state is None or state.runtime_status != WorkflowStatus.COMPLETED or not given:
+            logger.info("ApprovalRequest %s: its workflow has not finished; no outcome yet", body["metadata"]["name"])
+            return
+        data = gate_outcome(json.loads(state.serialized_output or "{}"))
+        if data is None:
+            return
+        gate = await recorded_gate(owner)
+        asked = ApprovalInput.model_validate_json(given).spec
+        if gate is None or not asks_the_gate(asked.model_dump(mode="json", by_alias=True, exclude_none=True), gate):
+            data = GateOutcome(
+                approved=False,
+                phase=ApprovalPhase.REJECTED,
+                reason=f"ApprovalRequest {body['metadata']['name']} did not ask the approvers of the saga's gate",
+            )
+        await tell_saga(owner, data, logger)
 
     async def deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        owner = saga_owner(body)
-        if owner is not None and gate_outcome(body) is None:
+        owner = gate_of(body)
+        phase = (body.get("status") or {}).get("phase")
+        if owner is not None and phase in (None, ApprovalPhase.PENDING.value):
             await tell_saga(
                 owner,
                 GateOutcome(
@@ -153,7 +191,5 @@ def register_handlers(
     kopf.on.field(*aprs, field="spec.decision", registry=registry, id="decision")(decided)
     bindings.after_start(binding, catch_up)
     bindings.after_start(saga_binding, ensure)
-    kopf.on.event(*aprs, registry=registry, id="gate-outcome", when=lambda body, **_: saga_owner(body) is not None)(
-        outcome
-    )
+    kopf.on.event(*aprs, registry=registry, id="gate-outcome", when=_left_pending)(outcome)
     kopf.on.delete(*aprs, registry=registry, id="gate-deleted", optional=True)(deleted)

@@ -9,16 +9,18 @@ spec.approval applies gets an ApprovalRequest it owns (`gate_request`); once tha
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from steadfast import seals
 from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
-from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, REQUESTED_BY, REQUESTED_GROUPS, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, DECISION_SEAL, REQUESTED_BY, REQUESTED_GROUPS, SEAL, TASK_SAGA
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate
-from steadfast.records import ObjectRef, Record, WorkflowInput
+from steadfast.records import Actor, ObjectRef, Record, WorkflowInput
 
 log = logging.getLogger(__name__)
 
@@ -80,35 +82,41 @@ def tally(approvals: Sequence[ApprovalRecord], required: int) -> ApprovalPhase |
 
 
 def workflow_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]) -> ApprovalInput:
-    """The authenticated requester (stamped at admission) and the creation time the timeout counts from."""
+    """The requester admission sealed (None when no seal holds) and the creation time the timeout counts from."""
     meta = body.get("metadata") or {}
+    actor = Actor.of(body)
     return ApprovalInput(
         ref=ref,
         generation=generation,
         spec=spec,
-        requested_by=(meta.get("annotations") or {}).get(REQUESTED_BY),
+        requested_by=actor.user if actor else None,
         created_at=meta.get("creationTimestamp"),
     )
 
 
 def decision_payload(body: Mapping[str, Any]) -> DecisionEvent | None:
-    """The `approval_received` event for the current spec.decision, with the user admission recorded."""
+    """The `approval_received` event for the current spec.decision, with the decider admission sealed.
+
+    A decision whose seal does not hold (typed by hand where admission did not run, or copied) is ignored.
+    """
     meta = body.get("metadata") or {}
     decision = (body.get("spec") or {}).get("decision")
     if not decision:
         return None
-    user = (meta.get("annotations") or {}).get(DECIDED_BY)
-    if not user:
+    annotations = meta.get("annotations") or {}
+    try:
+        sealed = seals.verify_decision(body, annotations.get(DECISION_SEAL))
+    except seals.SealError as exc:
         log.warning(
-            "decision on %s/%s ignored: no %s annotation (are the admission webhooks running?)",
+            "decision on %s/%s ignored: %s (are the admission webhooks running for this namespace?)",
             meta.get("namespace"),
             meta.get("name"),
-            DECIDED_BY,
+            exc,
         )
         return None
     return DecisionEvent(
-        user=user,
-        approved=bool(decision.get("approved")),
+        user=sealed.user,
+        approved=bool(sealed.approved),
         reason=decision.get("reason"),
         generation=int(meta.get("generation") or 1),
     )
@@ -125,12 +133,16 @@ def gate_request_name(saga_name: str) -> str:
     return f"{saga_name[:230]}-{hashlib.sha256(saga_name.encode()).hexdigest()[:8]}-approval"
 
 
-def gate_request(saga: Mapping[str, Any], gate: EffectiveGate) -> dict[str, Any]:
-    """The ApprovalRequest of a saga's gate (resolved when the saga started: its spec's and the policies')."""
+def gate_request(saga: Mapping[str, Any], gate: EffectiveGate, *, now: float) -> dict[str, Any]:
+    """The ApprovalRequest of a saga's gate (resolved when the saga started: its spec's and the policies').
+
+    It carries the operator's gate seal: the saga's UID, the sealed creator as requester, and a digest of this
+    spec (approvers, timeout), so the operator later recognises its own request and nothing else.
+    """
     spec = TaskSagaSpec.model_validate(saga.get("spec") or {})
     meta = saga["metadata"]
-    annotations = meta.get("annotations") or {}
-    requester = annotations.get(REQUESTED_BY)
+    actor = Actor.of(saga)
+    requester = actor.user if actor else None
     task = spec.task
     subject: dict[str, Any] = {
         "title": f"Run TaskSaga {meta['name']}: {task.title or task.id}"[:256],
@@ -140,19 +152,15 @@ def gate_request(saga: Mapping[str, Any], gate: EffectiveGate) -> dict[str, Any]
     }
     if requester:
         subject["requester"] = requester
-    return {
+    manifest: dict[str, Any] = {
         "apiVersion": APPROVAL_REQUEST.api_version,
         "kind": APPROVAL_REQUEST.kind,
         "metadata": {
             "name": gate_request_name(meta["name"]),
             "namespace": meta["namespace"],
             "labels": {SAGA_LABEL: meta["name"][:63].rstrip("-.")},
-            "annotations": {
-                key: value
-                for key, value in ((REQUESTED_BY, requester), (REQUESTED_GROUPS, annotations.get(REQUESTED_GROUPS)))
-                if value is not None
-            },
-            "ownerReferences": [
+            "annotations": {},
+            "ownerReferences": [  # for garbage collection only: never read to decide anything
                 {
                     "apiVersion": TASK_SAGA.api_version,
                     "kind": TASK_SAGA.kind,
@@ -164,13 +172,30 @@ def gate_request(saga: Mapping[str, Any], gate: EffectiveGate) -> dict[str, Any]
         },
         "spec": {"subject": subject, "approvers": gate.approvers.to_wire(), "timeout": gate.timeout},
     }
+    annotations = manifest["metadata"]["annotations"]
+    if actor is not None:
+        annotations[REQUESTED_BY] = actor.user
+        annotations[REQUESTED_GROUPS] = json.dumps(sorted(actor.groups), separators=(",", ":"), ensure_ascii=False)
+    annotations[SEAL] = seals.creator_seal(
+        APPROVAL_REQUEST.kind,
+        manifest,
+        namespace=meta["namespace"],
+        user=requester or "",
+        groups=actor.groups if actor else [],
+        now=now,
+        role="gate",
+        gate_of=meta["uid"],
+    )
+    return manifest
 
 
-def gate_outcome(apr: Mapping[str, Any]) -> GateOutcome | None:
-    """The `approval_decided` event for a saga once its request left Pending, else None."""
-    status = apr.get("status") or {}
+def gate_outcome(result: Mapping[str, Any] | None) -> GateOutcome | None:
+    """The `approval_decided` event from the gate request's finished workflow (its output), else None.
+
+    Never from the request's status, which whoever may write `approvalrequests/status` could set.
+    """
     try:
-        phase = ApprovalPhase(str(status.get("phase")))
+        phase = ApprovalPhase(str((result or {}).get("phase")))
     except ValueError:
         return None
     if phase == ApprovalPhase.PENDING:
@@ -178,14 +203,44 @@ def gate_outcome(apr: Mapping[str, Any]) -> GateOutcome | None:
     return GateOutcome(
         approved=phase in APPROVED_PHASES,
         phase=phase,
-        approver=status.get("approver"),
-        reason=status.get("reason") or phase.value,
+        approver=(result or {}).get("approver"),
+        reason=(result or {}).get("reason") or phase.value,
     )
 
 
-def saga_owner(apr: Mapping[str, Any]) -> dict[str, str] | None:
+def asks_the_gate(spec: Mapping[str, Any], gate: EffectiveGate) -> bool:
+    """Whether a request's spec asks exactly the gate's approvers within its timeout (nothing of an author's)."""
+    try:
+        given = ApprovalRequestSpec.model_validate(dict(spec))
+    except ValueError:
+        return False
+    return given.approvers == gate.approvers and given.timeout == gate.timeout
+
+
+def gate_of(apr: Mapping[str, Any]) -> dict[str, str] | None:
+    """The saga whose gate `apr` is, if the operator's gate seal on it holds; owner references never count.
+
+    A seal binds the saga's UID, the request's namespace and name and its spec: moving it onto another request,
+    or changing the approvers, breaks it.
+    """
     meta = apr.get("metadata") or {}
-    for owner in meta.get("ownerReferences") or []:
-        if owner.get("kind") == TASK_SAGA.kind and owner.get("apiVersion") == TASK_SAGA.api_version:
-            return {"namespace": meta["namespace"], "name": owner["name"], "uid": owner["uid"]}
-    return None
+    annotations = meta.get("annotations") or {}
+    owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == TASK_SAGA.kind]
+    if SEAL not in annotations:
+        # Made by a release before seals: only the request named after its owner, which admission let nobody
+        # but the operator create owned by a saga; its approvers are checked against the saga's recorded gate.
+        for owner in owners:
+            if gate_request_name(str(owner.get("name"))) == meta.get("name"):
+                return {"namespace": str(meta.get("namespace") or ""), "name": owner["name"], "uid": owner["uid"]}
+        return None
+    try:
+        sealed = seals.verify_creator(apr, annotations.get(SEAL))
+    except seals.SealError:
+        return None
+    if sealed.role != "gate" or not sealed.gate_of:
+        return None
+    name = str((meta.get("labels") or {}).get(SAGA_LABEL) or "")
+    for owner in owners:  # the saga's name, for messages; the UID is the seal's
+        if owner.get("uid") == sealed.gate_of:
+            name = str(owner.get("name") or name)
+    return {"namespace": str(meta.get("namespace") or ""), "name": name, "uid": sealed.gate_of}
