@@ -3,6 +3,7 @@ webhooks, so every identity check here is made by the API server, not by the tes
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -130,7 +131,7 @@ def test_approve_runs_the_action_once(aprs: Resources, as_user: Any, task_servic
     ns = aprs.namespace
     created = create(as_user("bob"), ns, "deploy", request(task_service, requester="bob"))
     assert created["metadata"]["annotations"]["steadfast.dev/requested-by"] == "bob"
-    groups = created["metadata"]["annotations"]["steadfast.dev/requested-by-groups"].split(",")
+    groups = json.loads(created["metadata"]["annotations"]["steadfast.dev/requested-by-groups"])
     assert "approvers" in groups and "system:authenticated" in groups
     pending = wait_open(aprs, "deploy")
     assert pending["expiresAt"] and pending["workflowInstanceId"].startswith("approvalrequest-")

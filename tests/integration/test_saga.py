@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -62,8 +63,8 @@ def test_happy_path(operator: Operator, task_service: TaskService, sagas: Resour
     meta = obj["metadata"]
     assert meta["finalizers"] == ["steadfast.dev/finalizer"]
     stamps = {k: v for k, v in meta.get("annotations", {}).items() if k.startswith("steadfast.dev/")}
-    assert set(stamps) == {"steadfast.dev/requested-by", "steadfast.dev/requested-by-groups"}
-    assert "system:authenticated" in stamps["steadfast.dev/requested-by-groups"].split(",")
+    assert set(stamps) == {"steadfast.dev/requested-by", "steadfast.dev/requested-by-groups", "steadfast.dev/seal"}
+    assert "system:authenticated" in json.loads(stamps["steadfast.dev/requested-by-groups"])
     assert [m["operation"] for m in meta["managedFields"] if not m.get("subresource")] == ["Update"]  # the create
 
 
