@@ -339,28 +339,13 @@ def test_a_seal_copied_from_another_saga_acts_as_nobody(
 ) -> None:
     # The admin's own saga (sealed by admission) in another namespace: its stamps are readable by its viewers.
     other = other_namespace
+    never = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "never"}}
+    wait = {"operation": "wait", "object": never, "successWhen": "true", "timeout": "2s"}
     admins = create(
         kube,
         other,
         "tasksagas",
-        saga_body(
-            "legit",
-            {
-                "task": {"id": "l"},
-                "steps": [
-                    {
-                        "name": "wait",
-                        "action": {
-                            "kubernetes": {
-                                "operation": "wait",
-                                "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "never"}},
-                                "timeout": "2s",
-                            }
-                        },
-                    }
-                ],
-            },
-        ),
+        saga_body("legit", {"task": {"id": "l"}, "steps": [{"name": "wait", "action": {"kubernetes": wait}}]}),
     )
     stamps = {
         k: v
@@ -383,33 +368,38 @@ def test_a_seal_copied_from_another_saga_acts_as_nobody(
 
 
 def test_a_planted_created_by_mark_does_not_turn_the_undo_into_a_delete(
-    operator: Operator, kube: client.ApiClient, control_plane: cluster.State, task_service: TaskService, team: str
+    operator: Operator, kube: client.ApiClient, control_plane: cluster.State, team: str
 ) -> None:
     core = client.CoreV1Api(kube)
     core.create_namespaced_config_map(team, {"metadata": {"name": "shared"}, "data": {"level": "1"}})
-    task_service.fault("POST /alerts", fail=0, delay=4.0)  # time to read the saga's UID and plant the mark
+    go = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "go"}}
     patch = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": {"level": "9"}}
     spec = {
         "task": {"id": "u"},
         "steps": [
-            {"name": "slow", "action": {"http": {"method": "POST", "url": f"{task_service.url}/alerts"}}},
+            # Waits until the test says go: time to read the saga's UID and plant the mark.
+            {
+                "name": "hold",
+                "action": {"kubernetes": {"operation": "wait", "object": go, "successWhen": "true", "timeout": "60s"}},
+            },
             {"name": "tune", "action": {"kubernetes": {"operation": "patch", "object": patch}}},
-            {"name": "boom", "action": {"http": {"method": "POST", "url": f"{task_service.url}/nowhere"}}},
+            {
+                "name": "boom",
+                "action": {
+                    "kubernetes": {"operation": "wait", "object": go, "successWhen": "false", "failureWhen": "true"}
+                },
+            },
         ],
     }
-    alice = as_user(control_plane, "alice")
-    saga = create(alice, team, "tasksagas", saga_body("undo", spec))
+    saga = create(as_user(control_plane, "alice"), team, "tasksagas", saga_body("undo", spec))
     key = idempotency_key(saga["metadata"]["uid"], "tune", "action")
     # mallory, an editor who can read the saga and edit ConfigMaps, plants the mark the step would have written.
     client.CoreV1Api(as_user(control_plane, "mallory")).patch_namespaced_config_map(
         "shared", team, {"metadata": {"annotations": {"steadfast.dev/created-by": key}}}
     )
-    try:
-        status = Resources(kube, team, "tasksagas", "TaskSaga").wait_phase(
-            "undo", "Compensated", "CompensationFailed", "Succeeded", timeout=60
-        )["status"]
-    finally:
-        task_service.clear_faults()
+    core.create_namespaced_config_map(team, {"metadata": {"name": "go"}})
+    sagas = Resources(kube, team, "tasksagas", "TaskSaga")
+    status = sagas.wait_phase("undo", "Compensated", "CompensationFailed", "Succeeded", timeout=60)["status"]
     assert status["phase"] == "Compensated", status
     restored = core.read_namespaced_config_map("shared", team)  # still there, with the value from before
     assert restored.data == {"level": "1"}
