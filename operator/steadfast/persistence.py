@@ -12,12 +12,15 @@ watcher and an admission call. Here:
   ours, and writing it is what turned a handler's first success into a patch.
 
 A handler that fails still records its retries in annotations, and kinds with field handlers keep their
-last-handled configuration in an annotation, as kopf does.
+last-handled configuration in an annotation, as kopf does. That record is a copy of the spec, and Kubernetes
+holds all of an object's annotations together to 256 KiB: a resource whose record would not fit could never
+be handled again (kopf's patch is refused), so admission refuses it first (`bookkeeping_problem`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -26,6 +29,10 @@ from steadfast.api.kinds import Kind
 
 PREFIX = "steadfast.dev"
 START = "start"  # the id of the handler that starts a resource's workflow (steadfast.binding)
+LAST_HANDLED = "last-handled-configuration"
+ANNOTATIONS_LIMIT = 256 * 1024  # Kubernetes: bytes of all of an object's annotations together, keys and values
+# Room kept for the retry records kopf writes while a handler fails (a few hundred bytes each).
+PROGRESS_RESERVE = 4 * 1024
 
 
 class ProgressStorage(kopf.AnnotationsProgressStorage):
@@ -70,3 +77,45 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         if not self._is_immutable(body):
             super().store(body=body, patch=patch, essence=essence)
+
+
+def annotation_bytes(kind: Kind, obj: Mapping[str, Any]) -> int:
+    """The bytes `obj`'s annotations would hold once the operator has recorded it as handled (and some retries).
+
+    Computed by letting this module's own storage write its record into a patch, as kopf does after a handler.
+    """
+    body = kopf.Body(cast(Any, obj))
+    storage = DiffBaseStorage([kind], ProgressStorage())
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    annotations = {**((obj.get("metadata") or {}).get("annotations") or {})}
+    annotations.update(patch.get("metadata", {}).get("annotations", {}))
+    total = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items() if v is not None)
+    return total + PROGRESS_RESERVE
+
+
+def bookkeeping_problem(
+    kind: Kind, old: Mapping[str, Any] | None, new: Mapping[str, Any], *, added: Mapping[str, str] | None = None
+) -> str | None:
+    """Why `new` (with the `added` annotations admission is about to stamp) cannot be kept track of, if it cannot.
+
+    On UPDATE (`old` given) only a change that makes the bookkeeping grow is refused: one that shrinks it or
+    leaves it as it was (removing the finalizer, kopf's own writes) must pass even for a resource admitted
+    before this check existed.
+    """
+    if added:
+        meta = dict(new.get("metadata") or {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), **added}
+        new = {**new, "metadata": meta}
+    size = annotation_bytes(kind, new)
+    if size <= ANNOTATIONS_LIMIT or (old is not None and size <= annotation_bytes(kind, old)):
+        return None
+    spec = len(json.dumps(new.get("spec") or {}, separators=(",", ":")).encode())
+    copy = "" if kind.spec_immutable else f", with the copy of the spec the operator keeps in {PREFIX}/{LAST_HANDLED}"
+    return (
+        f"this {kind.kind} is too large for the operator to keep track of: its annotations would hold {size} bytes"
+        f"{copy} and {PROGRESS_RESERVE} bytes for retries, over Kubernetes' limit of {ANNOTATIONS_LIMIT} bytes "
+        f"(256 KiB) for all annotations of an object together; the spec is {spec} bytes of JSON: make it smaller "
+        "(kubectl apply also keeps a copy of the whole object, in kubectl.kubernetes.io/last-applied-configuration, "
+        "unless --server-side)"
+    )
