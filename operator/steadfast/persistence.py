@@ -80,7 +80,7 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def annotation_bytes(kind: Kind, obj: Mapping[str, Any]) -> int:
-    """The bytes `obj`'s annotations would hold once the operator has recorded it as handled (and some retries).
+    """The bytes `obj`'s annotations would hold once the operator has recorded it as handled.
 
     Computed by letting this module's own storage write its record into a patch, as kopf does after a handler.
     """
@@ -90,32 +90,39 @@ def annotation_bytes(kind: Kind, obj: Mapping[str, Any]) -> int:
     storage.store(body=body, patch=patch, essence=storage.build(body=body))
     annotations = {**((obj.get("metadata") or {}).get("annotations") or {})}
     annotations.update(patch.get("metadata", {}).get("annotations", {}))
-    total = sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items() if v is not None)
-    return total + PROGRESS_RESERVE
+    return sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items() if v is not None)
 
 
 def bookkeeping_problem(
-    kind: Kind, old: Mapping[str, Any] | None, new: Mapping[str, Any], *, added: Mapping[str, str] | None = None
+    kind: Kind,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    *,
+    defined: bool,
+    added: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why `new` (with the `added` annotations admission is about to stamp) cannot be kept track of, if it cannot.
 
-    On UPDATE (`old` given) only a change that makes the bookkeeping grow is refused: one that shrinks it or
-    leaves it as it was (removing the finalizer, kopf's own writes) must pass even for a resource admitted
-    before this check existed.
+    `defined`: a creation or a change of the spec, which must leave PROGRESS_RESERVE free for kopf's retry
+    records (and, having no marker, they are copied into its record too). Any other update (`old` given) is
+    refused only if it makes the bookkeeping grow past the limit itself: kopf's own progress records may use
+    the reserve, and an edit that shrinks the bookkeeping or leaves it as it was (removing the finalizer) must
+    pass even for a resource admitted before this check existed.
     """
     if added:
         meta = dict(new.get("metadata") or {})
         meta["annotations"] = {**(meta.get("annotations") or {}), **added}
         new = {**new, "metadata": meta}
+    reserve = PROGRESS_RESERVE if defined else 0
     size = annotation_bytes(kind, new)
-    if size <= ANNOTATIONS_LIMIT or (old is not None and size <= annotation_bytes(kind, old)):
+    if size + reserve <= ANNOTATIONS_LIMIT or (not defined and old is not None and size <= annotation_bytes(kind, old)):
         return None
     spec = len(json.dumps(new.get("spec") or {}, separators=(",", ":")).encode())
-    copy = "" if kind.spec_immutable else f", with the copy of the spec the operator keeps in {PREFIX}/{LAST_HANDLED}"
+    copy = "" if kind.spec_immutable else f", with the copy of the spec the operator keeps in {PREFIX}/{LAST_HANDLED},"
+    room = f" and {reserve} bytes kept for its retry records" if reserve else ""
     return (
         f"this {kind.kind} is too large for the operator to keep track of: its annotations would hold {size} bytes"
-        f"{copy} and {PROGRESS_RESERVE} bytes for retries, over Kubernetes' limit of {ANNOTATIONS_LIMIT} bytes "
-        f"(256 KiB) for all annotations of an object together; the spec is {spec} bytes of JSON: make it smaller "
-        "(kubectl apply also keeps a copy of the whole object, in kubectl.kubernetes.io/last-applied-configuration, "
-        "unless --server-side)"
+        f"{copy}{room}, over Kubernetes' limit of {ANNOTATIONS_LIMIT} bytes (256 KiB) for all annotations of an "
+        f"object together; the spec is {spec} bytes of JSON: make it smaller (kubectl apply also keeps a copy of the "
+        "whole object, in kubectl.kubernetes.io/last-applied-configuration, unless --server-side)"
     )

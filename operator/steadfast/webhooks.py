@@ -99,19 +99,21 @@ def check_spec(
     - UPDATE: the model only when the spec changed. Metadata edits (labels, the finalizer's removal at
       deletion, kopf's own bookkeeping) of a resource admitted under an older release, whose spec a newer
       model refuses, must still pass: refusing them would leave it undeletable. Status is a subresource the
-      webhooks never see. The size whenever it grows past the limit (persistence.bookkeeping_problem).
+      webhooks never see. The size as persistence.bookkeeping_problem says (a spec change keeps room for
+      kopf's retry records; other edits are refused only if they grow it past the limit).
 
     `added`: the annotations a mutating webhook is about to stamp (they count towards the size).
     """
-    before = old if operation == "UPDATE" else None
-    if operation == "CREATE" or (operation == "UPDATE" and identity.spec_of(old) != identity.spec_of(new)):
+    if operation not in ("CREATE", "UPDATE"):
+        return None
+    defined = operation == "CREATE" or identity.spec_of(old) != identity.spec_of(new)
+    if defined:
         try:
             kind.parse_spec((new or {}).get("spec") or {})
         except ValidationError as exc:
             return invalid_spec(exc)
-    if operation in ("CREATE", "UPDATE"):
-        return persistence.bookkeeping_problem(kind, before, new or {}, added=added)
-    return None
+    before = old if operation == "UPDATE" else None
+    return persistence.bookkeeping_problem(kind, before, new or {}, defined=defined, added=added)
 
 
 # ---- HealthMonitor -------------------------------------------------------------------------------
