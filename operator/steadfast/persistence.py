@@ -31,8 +31,9 @@ PREFIX = "steadfast.dev"
 START = "start"  # the id of the handler that starts a resource's workflow (steadfast.binding)
 LAST_HANDLED = "last-handled-configuration"
 ANNOTATIONS_LIMIT = 256 * 1024  # Kubernetes: bytes of all of an object's annotations together, keys and values
-# Room kept for the retry records kopf writes while a handler fails (a few hundred bytes each).
+# Room kept for the progress records kopf writes while handlers run or retry (a few hundred bytes each).
 PROGRESS_RESERVE = 4 * 1024
+_PROGRESS_FIELDS = frozenset(kopf.ProgressRecord.__annotations__)
 
 
 class ProgressStorage(kopf.AnnotationsProgressStorage):
@@ -103,8 +104,9 @@ def bookkeeping_problem(
 ) -> str | None:
     """Why `new` (with the `added` annotations admission is about to stamp) cannot be kept track of, if it cannot.
 
-    `defined`: a creation or a change of the spec, which must leave PROGRESS_RESERVE free for kopf's retry
-    records (and, having no marker, they are copied into its record too). Any other update (`old` given) is
+    `defined`: a creation or a change of the spec, which must leave PROGRESS_RESERVE for kopf's progress
+    records (having no marker, they are copied into its record too); those present now count against it. Any
+    other update (`old` given) is
     refused only if it makes the bookkeeping grow past the limit itself: kopf's own progress records may use
     the reserve, and an edit that shrinks the bookkeeping or leaves it as it was (removing the finalizer) must
     pass even for a resource admitted before this check existed.
@@ -115,7 +117,10 @@ def bookkeeping_problem(
         new = {**new, "metadata": meta}
     reserve = PROGRESS_RESERVE if defined else 0
     size = annotation_bytes(kind, new)
-    if size + reserve <= ANNOTATIONS_LIMIT or (not defined and old is not None and size <= annotation_bytes(kind, old)):
+    progress = size - annotation_bytes(kind, _without_progress(new)) if defined else 0
+    if size - min(progress, reserve) + reserve <= ANNOTATIONS_LIMIT:
+        return None
+    if not defined and old is not None and size <= annotation_bytes(kind, old):
         return None
     spec = len(json.dumps(new.get("spec") or {}, separators=(",", ":")).encode())
     copy = "" if kind.spec_immutable else f", with the copy of the spec the operator keeps in {PREFIX}/{LAST_HANDLED},"
@@ -126,3 +131,20 @@ def bookkeeping_problem(
         f"object together; the spec is {spec} bytes of JSON: make it smaller (kubectl apply also keeps a copy of the "
         "whole object, in kubectl.kubernetes.io/last-applied-configuration, unless --server-side)"
     )
+
+
+def _without_progress(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`obj` without the progress records kopf keeps in annotations under our prefix."""
+
+    def progress(key: str, value: Any) -> bool:
+        if not key.startswith(f"{PREFIX}/") or not isinstance(value, str):
+            return False
+        try:
+            record = json.loads(value)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and "started" in record and set(record) <= _PROGRESS_FIELDS
+
+    meta = dict(obj.get("metadata") or {})
+    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if not progress(k, v)}
+    return {**obj, "metadata": meta}

@@ -170,6 +170,15 @@ def test_a_spec_whose_record_would_not_fit_the_annotations_is_refused() -> None:
     progress = _monitor(limit - persistence.PROGRESS_RESERVE - 2000, **{"steadfast.dev/start": "x" * 1000})
     assert check_spec(HEALTH_MONITOR, "CREATE", None, progress) is not None  # no room left for retries
     assert check_spec(HEALTH_MONITOR, "UPDATE", fits, progress) is None  # but kopf may write them
+
+    # a spec change while kopf's progress records are there: they count against the reserve, not on top of it
+    def running(size: int, **fields: Any) -> dict[str, Any]:
+        record = {"started": "2026-01-01T00:00:00Z", "purpose": "update", "message": "x" * 500, **fields}
+        return _monitor(size, **{"steadfast.dev/signal-x": json.dumps(record)})
+
+    base = limit - persistence.PROGRESS_RESERVE - 400
+    assert check_spec(HEALTH_MONITOR, "UPDATE", running(base), running(base + 10)) is None
+    assert check_spec(HEALTH_MONITOR, "UPDATE", running(base, extra=""), running(base + 10, extra="")) is not None
     grown = _monitor(limit - persistence.PROGRESS_RESERVE, note="x" * persistence.PROGRESS_RESERVE)
     assert check_spec(HEALTH_MONITOR, "UPDATE", big, grown) is not None
     # an older over-large resource can still lose its finalizer (the size does not grow)
