@@ -105,11 +105,10 @@ def bookkeeping_problem(
     """Why `new` (with the `added` annotations admission is about to stamp) cannot be kept track of, if it cannot.
 
     `defined`: a creation or a change of the spec, which must leave PROGRESS_RESERVE for kopf's progress
-    records (having no marker, they are copied into its record too); those present now count against it. Any
-    other update (`old` given) is
-    refused only if it makes the bookkeeping grow past the limit itself: kopf's own progress records may use
-    the reserve, and an edit that shrinks the bookkeeping or leaves it as it was (removing the finalizer) must
-    pass even for a resource admitted before this check existed.
+    records (having no marker, they are copied into its record too); those present now count against it.
+    Any other update (`old` given) is refused only if it makes the bookkeeping grow past the limit itself:
+    kopf's own progress records may use the reserve, and an edit that shrinks the bookkeeping or leaves it as
+    it was (removing the finalizer) must pass even for a resource admitted before this check existed.
     """
     if added:
         meta = dict(new.get("metadata") or {})
@@ -124,7 +123,7 @@ def bookkeeping_problem(
         return None
     spec = len(json.dumps(new.get("spec") or {}, separators=(",", ":")).encode())
     copy = "" if kind.spec_immutable else f", with the copy of the spec the operator keeps in {PREFIX}/{LAST_HANDLED},"
-    room = f" and {reserve} bytes kept for its retry records" if reserve else ""
+    room = f" and {reserve} bytes kept for its progress records" if reserve else ""
     return (
         f"this {kind.kind} is too large for the operator to keep track of: its annotations would hold {size} bytes"
         f"{copy}{room}, over Kubernetes' limit of {ANNOTATIONS_LIMIT} bytes (256 KiB) for all annotations of an "

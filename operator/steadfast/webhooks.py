@@ -100,7 +100,7 @@ def check_spec(
       deletion, kopf's own bookkeeping) of a resource admitted under an older release, whose spec a newer
       model refuses, must still pass: refusing them would leave it undeletable. Status is a subresource the
       webhooks never see. The size as persistence.bookkeeping_problem says (a spec change keeps room for
-      kopf's retry records; other edits are refused only if they grow it past the limit).
+      kopf's progress records; other edits are refused only if they grow it past the limit).
 
     `added`: the annotations a mutating webhook is about to stamp (they count towards the size).
     """

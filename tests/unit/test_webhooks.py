@@ -164,7 +164,7 @@ def test_a_spec_whose_record_would_not_fit_the_annotations_is_refused() -> None:
     assert check_spec(HEALTH_MONITOR, "CREATE", None, half) is None
     applied = _monitor(limit // 2 - 1000, **{"kubectl.kubernetes.io/last-applied-configuration": "x" * (limit // 2)})
     assert check_spec(HEALTH_MONITOR, "CREATE", None, applied) is not None
-    # kopf's own retry records may use the reserve; an edit that grows the bookkeeping past the limit may not
+    # kopf's own progress records may use the reserve; an edit that grows the bookkeeping past the limit may not
     fits = _monitor(limit - persistence.PROGRESS_RESERVE - 2000)
     assert check_spec(HEALTH_MONITOR, "CREATE", None, fits) is None
     progress = _monitor(limit - persistence.PROGRESS_RESERVE - 2000, **{"steadfast.dev/start": "x" * 1000})
