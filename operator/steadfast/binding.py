@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from steadfast import persistence
 from steadfast.api.common import ApiModel, StatusBase
-from steadfast.api.errors import describe
+from steadfast.api.errors import invalid_spec
 from steadfast.api.kinds import Kind
 from steadfast.conditions import State, conditions
 from steadfast.records import Actor, ObjectRef, WorkflowInput
@@ -172,7 +172,7 @@ class Bindings:
         try:
             spec = kind.parse_spec(body.get("spec") or {})
         except ValidationError as exc:
-            problems = "; ".join(describe(exc, prefix="spec"))
+            problems = invalid_spec(exc)  # what admission says too (steadfast.webhooks)
             # No phase: not every kind has a "Failed" one; the Stalled condition carries the reason.
             await self._write(ref, reporting("stalled", "InvalidSpec", problems))
             raise kopf.PermanentError(f"invalid spec: {problems}") from None

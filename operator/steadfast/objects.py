@@ -26,7 +26,8 @@ import urllib3
 from kubernetes import client
 
 from steadfast import metrics
-from steadfast.api.object_action import OBJECT, ObjectAction, ObjectOperation
+from steadfast.api import kube_names
+from steadfast.api.object_action import OBJECT, SECRETS_REFUSED, ObjectAction, ObjectOperation
 from steadfast.api.saga import MAX_OUTPUT_BYTES
 from steadfast.expressions.language import ExpressionError, left_operand
 from steadfast.expressions.sandbox import Sandbox
@@ -73,6 +74,15 @@ class Resource:
     plural: str
     namespaced: bool
 
+    @property
+    def group(self) -> str:
+        return self.group_version.rpartition("/")[0]
+
+    @property
+    def is_secrets(self) -> bool:
+        """The core group's Secrets, however the kind was spelled to reach them."""
+        return self.group == "" and self.plural == "secrets"
+
     def collection(self, namespace: str | None) -> str:
         base = f"/api/{self.group_version}" if "/" not in self.group_version else f"/apis/{self.group_version}"
         if self.namespaced and namespace:
@@ -87,6 +97,18 @@ class Target:
     resource: Resource
     namespace: str | None
     name: str
+
+    def __post_init__(self) -> None:
+        """Only Kubernetes names reach a request path: a `..` would ask for another collection (a whole cluster's)."""
+        problem = kube_names.name_problem(self.name)
+        if problem:
+            raise ObjectError(f"the object's metadata.name {self.name!r} {problem}")
+        if self.resource.namespaced:
+            problem = kube_names.namespace_problem(self.namespace or "")
+            if problem:
+                raise ObjectError(f"the object's metadata.namespace {self.namespace!r} {problem}")
+        elif self.namespace is not None:
+            raise ObjectError(f"{self.resource.plural} are not namespaced")
 
     @property
     def collection(self) -> str:
@@ -173,10 +195,22 @@ class KubeRequests:
         return Answer(int(response.status), parsed)
 
     def resource(self, api_version: str, kind: str) -> Resource:
-        """The resource serving `kind` in `api_version` (discovery, cached; refreshed once on a miss)."""
+        """The resource serving `kind` in `api_version` (discovery, cached; refreshed once on a miss).
+
+        Refused: names that are not Kubernetes names (they would change the discovery path), a kind
+        discovery does not resolve, and Secrets (group "", resource "secrets"), whatever the spelling.
+        """
+        problem = kube_names.api_version_problem(api_version)
+        if problem:
+            raise ObjectError(f"the object's apiVersion {api_version!r} {problem}")
+        problem = kube_names.kind_problem(kind)
+        if problem:
+            raise ObjectError(f"the object's kind {kind!r} {problem}")
         for fresh in (False, True):
             found = self._kinds(api_version, fresh).get(kind)
             if found is not None:
+                if found.is_secrets:
+                    raise ObjectError(f"{kind} in {api_version} is Secrets: {SECRETS_REFUSED}")
                 return found
         raise ObjectError(f"the API server serves no kind {kind} in {api_version}")
 
@@ -190,7 +224,7 @@ class KubeRequests:
         kinds: dict[str, Resource] = {}
         if answer.ok and isinstance(answer.body, dict):
             for item in answer.body.get("resources") or []:
-                if "/" not in item.get("name", ""):  # not a subresource
+                if kube_names.DNS_LABEL.match(item.get("name", "")):  # not a subresource ("pods/log")
                     kinds[item["kind"]] = Resource(api_version, item["name"], bool(item.get("namespaced")))
         elif answer.status != 404:
             raise ObjectError(f"cannot discover {api_version}: {answer.reason()}")
@@ -271,21 +305,20 @@ class Objects:
         return Target(resource, ns, str(meta.get("name")))
 
     def render(self, action: ObjectAction, variables: dict[str, Any]) -> dict[str, Any]:
-        """The object with its placeholders filled in (one sandbox batch)."""
+        """The object with its placeholders filled in (one sandbox batch), its names checked as Kubernetes names."""
         strings = strings_in(action.object)
-        if not needs_rendering(strings):
-            return dict(action.object)
-        try:
-            done = iter(render([(t, None) for t in strings], variables, self._sandbox()))
-        except ExpressionError as exc:
-            raise ObjectError(f"cannot render the object: {exc}") from None
-        rendered = map_strings(action.object, lambda _: next(done))
-        for field in ("apiVersion", "kind"):
-            if not isinstance(rendered.get(field), str):
-                raise ObjectError(f"the rendered object's {field} is not a string")
-        meta = rendered.get("metadata")
-        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
-            raise ObjectError("the rendered object's metadata.name is not a non-empty string")
+        rendered: Any = action.object
+        if needs_rendering(strings):
+            try:
+                done = iter(render([(t, None) for t in strings], variables, self._sandbox()))
+            except ExpressionError as exc:
+                raise ObjectError(f"cannot render the object: {exc}") from None
+            rendered = map_strings(action.object, lambda _: next(done))
+        if not isinstance(rendered.get("metadata"), dict):
+            raise ObjectError("the rendered object's metadata is not an object")
+        found = kube_names.problems(rendered, "the rendered kubernetes.object")
+        if found:
+            raise ObjectError("; ".join(found))
         return dict(rendered)
 
     def locate(

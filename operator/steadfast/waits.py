@@ -4,7 +4,9 @@ A waiting action registers here (after its impersonated read proved the creator 
 its activity ends; the workflow then waits for an event. Each collection (e.g. Jobs in namespace `team-a`)
 has one list-then-watch loop as the operator, whose cache holds the collection's objects; every change to a
 registered name is judged, and a decided wait raises the workflow's event. A collection nobody waits on
-closes at its next reconnect.
+closes at its next reconnect. A collection is never wider than one namespace for a namespaced resource:
+`objects.Target` accepts only Kubernetes names (a namespace `..` would have made the path a cluster-wide
+one), and an object is judged for a wait only if its namespace and name are the wait's.
 
 Registrations live in memory: after an operator restart the workflows register again (the binding raises
 their re-arm event on resume, and a waiting workflow re-arms every few minutes anyway), from their recorded
@@ -25,7 +27,7 @@ import urllib3
 
 from steadfast import metrics
 from steadfast.api.object_action import ObjectAction
-from steadfast.objects import KubeRequests, Target
+from steadfast.objects import KubeRequests, ObjectError, Target
 from steadfast.records import Outcome
 
 log = logging.getLogger(__name__)
@@ -60,11 +62,20 @@ RaiseEvent = Callable[[str, str, dict[str, Any]], None]
 class _Collection:
     path: str
     waiting: dict[tuple[str, str], Registration] = field(default_factory=dict)
-    objects: dict[str, Any] = field(default_factory=dict)
+    objects: dict[tuple[str, str], Any] = field(default_factory=dict)  # by (namespace or "", name)
     synced: bool = False
 
-    def for_name(self, name: str) -> list[Registration]:
-        return [r for r in self.waiting.values() if r.target.name == name]
+    def for_object(self, key: tuple[str, str]) -> list[Registration]:
+        return [r for r in self.waiting.values() if _key_of(r.target) == key]
+
+
+def _key_of(target: Target) -> tuple[str, str]:
+    return target.namespace or "", target.name
+
+
+def _object_key(obj: Any) -> tuple[str, str]:
+    meta = (obj.get("metadata") if isinstance(obj, dict) else None) or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 class WatchHub:
@@ -76,7 +87,10 @@ class WatchHub:
         self._collections: dict[str, _Collection] = {}
 
     def register(self, registration: Registration) -> None:
-        path = registration.target.collection
+        target = registration.target
+        if target.resource.namespaced and not target.namespace:  # a Target checks the name; never cluster-wide
+            raise ObjectError(f"a wait on {target.resource.plural} needs a namespace")
+        path = target.collection
         with self._lock:
             collection = self._collections.get(path)
             if collection is None:
@@ -84,7 +98,7 @@ class WatchHub:
                 threading.Thread(target=self._run, args=(collection,), name=f"watch {path}", daemon=True).start()
                 metrics.OBJECT_WATCHES.set(len(self._collections))
             collection.waiting[registration.key] = registration
-            cached = collection.objects.get(registration.target.name) if collection.synced else None
+            cached = collection.objects.get(_key_of(target)) if collection.synced else None
             metrics.OBJECT_WAITS.set(sum(len(c.waiting) for c in self._collections.values()))
         if cached is not None:  # a change the watch saw before this registration
             self._consider(collection, [registration], cached)
@@ -144,13 +158,13 @@ class WatchHub:
             self._refused(collection, answer.reason())
         if not answer.ok or not isinstance(answer.body, dict):
             raise RuntimeError(f"list: {answer.reason()}")
-        items = {item["metadata"]["name"]: item for item in answer.body.get("items") or []}
+        items = {_object_key(item): item for item in answer.body.get("items") or []}
         with self._lock:
             collection.objects = items
             collection.synced = True
             waiting = list(collection.waiting.values())
         for registration in waiting:
-            found = items.get(registration.target.name)
+            found = items.get(_key_of(registration.target))
             if found is not None:
                 self._consider(collection, [registration], found)
         return str(answer.body.get("metadata", {}).get("resourceVersion") or "")
@@ -205,13 +219,13 @@ class WatchHub:
         seen = str(meta.get("resourceVersion") or version)
         if kind == "BOOKMARK":
             return seen
-        name = str(meta.get("name") or "")
+        key = _object_key(obj)
         with self._lock:
             if kind == "DELETED":
-                collection.objects.pop(name, None)
+                collection.objects.pop(key, None)
             else:
-                collection.objects[name] = obj
-            waiting = collection.for_name(name)
+                collection.objects[key] = obj
+            waiting = collection.for_object(key)
         if waiting and kind != "DELETED":
             self._consider(collection, waiting, obj)
         return seen

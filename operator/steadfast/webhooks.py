@@ -6,6 +6,10 @@ a mutating webhook stamps the authenticated creator (`steadfast.dev/requested-by
 change the stamps do not back. The rules are pure functions of (operation, user, old, new), tested without
 a cluster: the approval rules in `steadfast.approval.admission`, the saga's and the nesting check here.
 
+Every kind's spec is checked at admission against the kind's model (`check_spec`) and against what the
+operator's bookkeeping can record (`steadfast.persistence.bookkeeping_problem`), so a spec the operator would
+only mark Stalled, or could never handle again, is refused at `kubectl apply` with the same message.
+
 On CREATE the mutating webhooks also set the operator's finalizer, so that kopf need not patch every new
 resource to add it (see steadfast.persistence).
 
@@ -31,12 +35,12 @@ from typing import Any
 
 import kopf
 from kubernetes import client
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from steadfast import certs, identity
+from steadfast import certs, identity, persistence
 from steadfast.api.action import BODY_DEPTH_MESSAGE
-from steadfast.api.approval import ApprovalRequestSpec
 from steadfast.api.common import MAX_BODY_DEPTH, json_depth
+from steadfast.api.errors import invalid_spec
 from steadfast.api.kinds import (
     APPROVAL_REQUEST,
     FINALIZER,
@@ -45,9 +49,8 @@ from steadfast.api.kinds import (
     REQUESTED_GROUPS,
     SEAL,
     TASK_SAGA,
+    Kind,
 )
-from steadfast.api.monitor import HealthMonitorSpec
-from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.admission import approval_stamps, check_approval
 
 log = logging.getLogger(__name__)
@@ -81,18 +84,37 @@ def check_depth(new: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def check_expressions(model: type[BaseModel], new: Mapping[str, Any] | None) -> str | None:
-    """Refuse expressions that do not compile (syntax, unknown variables, outputs not produced yet).
+def check_spec(
+    kind: Kind,
+    operation: str,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    *,
+    added: Mapping[str, str] | None = None,
+) -> str | None:
+    """Refuse a spec the kind's model refuses, or one too large to keep track of, with the operator's own words.
 
-    The schema cannot see inside CEL strings; the kind's model compiles them. Other problems the model finds
-    are left to the schema, whose messages users know.
+    The model's message is `invalid_spec`'s, the very one a Stalled (InvalidSpec) condition would show. When:
+
+    - CREATE: always.
+    - UPDATE: the model only when the spec changed. Metadata edits (labels, the finalizer's removal at
+      deletion, kopf's own bookkeeping) of a resource admitted under an older release, whose spec a newer
+      model refuses, must still pass: refusing them would leave it undeletable. Status is a subresource the
+      webhooks never see. The size as persistence.bookkeeping_problem says (a spec change keeps room for
+      kopf's progress records; other edits are refused only if they grow it past the limit).
+
+    `added`: the annotations a mutating webhook is about to stamp (they count towards the size).
     """
-    try:
-        model.model_validate((new or {}).get("spec") or {})
-    except ValidationError as exc:
-        found = [str(e["msg"]) for e in exc.errors() if e["type"] == "expression"]
-        return "; ".join(found) or None
-    return None
+    if operation not in ("CREATE", "UPDATE"):
+        return None
+    defined = operation == "CREATE" or identity.spec_of(old) != identity.spec_of(new)
+    if defined:
+        try:
+            kind.parse_spec((new or {}).get("spec") or {})
+        except ValidationError as exc:
+            return invalid_spec(exc)
+    before = old if operation == "UPDATE" else None
+    return persistence.bookkeeping_problem(kind, before, new or {}, defined=defined, added=added)
 
 
 # ---- HealthMonitor -------------------------------------------------------------------------------
@@ -192,8 +214,8 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
     @kopf.on.mutate(*monitors, id="monitor-rules", **common)
     def _monitor_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
-        refuse(check_expressions(HealthMonitorSpec, kw["new"]), 422)
         stamps = monitor_stamps(kw["operation"], user(kw), kw["old"], kw["new"], namespace=namespace(kw))
+        refuse(check_spec(HEALTH_MONITOR, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
         if stamps is None:
             for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
                 refuse(identity.stamp_unchanged(key, kw["old"], kw["new"]))
@@ -214,7 +236,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
     @kopf.on.validate(*apr, id="approval-rules", **common)
     def _approval_rules(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)
-        refuse(check_expressions(ApprovalRequestSpec, kw["new"]), 422)
+        refuse(check_spec(APPROVAL_REQUEST, kw["operation"], kw["old"], kw["new"]), 422)
         refuse(
             check_approval(
                 kw["operation"], user(kw), kw["old"], kw["new"], operator=operator, now=dt.datetime.now(dt.UTC)
@@ -226,7 +248,8 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
     @kopf.on.mutate(*sagas, id="saga-identity", **{**common, "operations": ["CREATE"]})
     def _saga_identity(**kw: Any) -> None:
         refuse(check_depth(kw["new"]), 422)  # a saga's spec never changes, so CREATE is the one place to look
-        refuse(check_expressions(TaskSagaSpec, kw["new"]), 422)
+        stamps = saga_stamps(kw["operation"], user(kw), kw["new"], namespace=namespace(kw))
+        refuse(check_spec(TASK_SAGA, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
         if saga_gate is not None:
             new = dict(kw["new"] or {})
             new["metadata"] = {**(new.get("metadata") or {}), "namespace": kw.get("namespace")}
@@ -237,7 +260,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
             else:
                 if warning:
                     kw["warnings"].append(warning)
-        stamp(kw["patch"], saga_stamps(kw["operation"], user(kw), kw["new"], namespace=namespace(kw)))
+        stamp(kw["patch"], stamps)
         finalize(kw["patch"], kw["operation"])
 
     @kopf.on.validate(*sagas, id="saga-rules", **{**common, "operations": ["UPDATE"]})

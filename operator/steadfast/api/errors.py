@@ -16,5 +16,19 @@ def _path(loc: tuple[int | str, ...], prefix: str) -> str:
 
 
 def describe(exc: ValidationError, prefix: str = "spec") -> list[str]:
-    """One `path: message` line per error, with wire (camelCase) field names."""
-    return [f"{_path(tuple(e['loc']), prefix)}: {e['msg']}" for e in exc.errors(include_url=False)]
+    """One `path: message` line per error, with wire (camelCase) field names.
+
+    A model-wide error whose message already names its field (an expression's, `spec.steps[0].outputs.id: ...`)
+    is shown as it is, not behind a second `spec: `.
+    """
+    out = []
+    for e in exc.errors(include_url=False):
+        message = str(e["msg"])
+        named = not e["loc"] and prefix and message.startswith((f"{prefix}.", f"{prefix}["))
+        out.append(message if named else f"{_path(tuple(e['loc']), prefix)}: {message}")
+    return out
+
+
+def invalid_spec(exc: ValidationError) -> str:
+    """The one message for a spec the models refuse: admission's refusal and the Stalled condition's message."""
+    return "; ".join(describe(exc, prefix="spec"))

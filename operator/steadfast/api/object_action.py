@@ -13,10 +13,12 @@ from typing import Annotated, Any
 from pydantic import Field, JsonValue, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
+from steadfast.api import kube_names
 from steadfast.api.common import MAX_BODY_DEPTH, ApiModel, json_depth
 from steadfast.api.duration import DurationCheck
 from steadfast.expressions.language import (
     MAX_LENGTH,
+    OPEN,
     problems_in,
     sources_in,
     strings_of,
@@ -55,8 +57,11 @@ _NAMED = {
 KubeObject = Annotated[dict[str, JsonValue], WithJsonSchema(_NAMED)]
 
 # Secrets are never read or written by these actions: their data would reach conditions, outputs and status.
-# Header values take a Secret through `valueFrom` instead.
+# Header values take a Secret through `valueFrom` instead. Admission refuses the literal spelling early; the
+# operator refuses the resource itself (group "", resource "secrets") after rendering and discovery, whatever
+# the spelling (steadfast.objects).
 REFUSED_KINDS = frozenset({("v1", "Secret")})
+SECRETS_REFUSED = "kubernetes actions do not touch Secrets; send a Secret's value with http valueFrom"
 
 # What a condition or an output over the object sees.
 OBJECT = "object"
@@ -142,10 +147,12 @@ class ObjectAction(ApiModel):
                 "kubernetes.object.metadata.name is required: a step must reach the same object on every retry "
                 "(generateName is not supported)",
             )
+        templated = frozenset(f for f in kube_names.FIELDS if OPEN in str(kube_names.field_value(self.object, f) or ""))
+        found = kube_names.problems(self.object, "kubernetes.object", skip=templated)
+        if found:
+            raise PydanticCustomError("object", "; ".join(found))
         if (self.api_version, self.kind) in REFUSED_KINDS:
-            raise PydanticCustomError(
-                "object", "kubernetes actions do not touch Secrets; send a Secret's value with http valueFrom"
-            )
+            raise PydanticCustomError("object", SECRETS_REFUSED)
         if self.operation == ObjectOperation.WAIT and self.success_when is None:
             raise PydanticCustomError("object", "kubernetes.operation wait needs successWhen")
         if self.operation in (ObjectOperation.DELETE, ObjectOperation.WAIT):
