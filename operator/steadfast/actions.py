@@ -243,9 +243,9 @@ class ActionRunner:
         if reason is not None:
             raise ActionError(reason)
         try:
-            return stored.value(key)
-        except KeyError as exc:
-            raise ActionError(str(exc.args[0])) from None
+            return stored.header_value(key)
+        except ValueError as exc:
+            raise ActionError(str(exc)) from None
 
     def _render(self, http: HttpAction, variables: dict[str, Any]) -> tuple[str, dict[str, str], Any]:
         """The request's url, inline header values and body with their placeholders filled in."""

@@ -100,11 +100,18 @@ class StoredSecret:
     def ref(self) -> str:
         return f"Secret {self.namespace}/{self.name}"
 
-    def value(self, key: str) -> str:
-        """The decoded value of `key`; ask `refusal` first."""
+    def header_value(self, key: str) -> str:
+        """The decoded value of `key` as a header value; ask `refusal` first. Raises ValueError naming the key,
+        never quoting the value (an HTTP library's own error for a bad header would quote it)."""
         if key not in self.data:
-            raise KeyError(f"{self.ref} has no key {key!r}")
-        return base64.b64decode(self.data[key]).decode()
+            raise ValueError(f"{self.ref} has no key {key!r}")
+        try:
+            text = base64.b64decode(self.data[key]).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{self.ref} key {key!r} is not UTF-8 text") from None
+        if any(c in text for c in "\r\n\0"):
+            raise ValueError(f"{self.ref} key {key!r} holds a line break or NUL, which a header value cannot")
+        return text
 
 
 def refusal(secret: StoredSecret, to: Destination, view: ClusterView | None) -> str | None:

@@ -161,3 +161,12 @@ def test_the_default_is_a_service_of_the_secrets_namespace_by_address() -> None:
         assert reason is not None and "goes only to Services of its own namespace (team-a)" in reason
     unlabelled = StoredSecret("team-a", "notify", {}, {SEND_TO: "*"}, {})
     assert "is not referable" in (refusal(unlabelled, _to("a.b"), view) or "")
+
+
+def test_a_value_that_cannot_be_a_header_is_refused_without_quoting_it() -> None:
+    bad = StoredSecret("team-a", "notify", data={"a": "c2VjcmV0CngtaW5qZWN0ZWQ6IDE=", "b": "/w=="})  # "secret\n..."
+    for key, why in (("a", "line break"), ("b", "not UTF-8"), ("c", "has no key")):
+        with pytest.raises(ValueError, match=why) as caught:
+            bad.header_value(key)
+        assert "secret" not in str(caught.value).replace("Secret", "")
+    assert _secret().header_value("token") == "s3cr3t"
