@@ -2,7 +2,11 @@
 
 Routes: POST /records, DELETE /records/{id}; POST /capacity/reserve, POST /capacity/release;
 POST /notices, DELETE /notices/{id}; POST /dashboard; GET /healthz and /healthz/{name};
-POST /alerts, /approvals, /deploy.
+POST /alerts, /approvals, /deploy; GET and POST /echo/{name}.
+
+`/echo/{name}` is the careless service the Secret tests need: it answers 200 with the request's headers in the
+body (`{"headers": {...}}`), as an `X-Echo-Authorization` header, and base64-encoded as the reason phrase;
+`?to=URL` answers 302 to URL instead. Its deliveries record the headers received.
 
 Effects answer with the IDs they created, as real services do: `POST /records` -> {"id"} (the body's `id`
 if given, else `rec-N`), `POST /capacity/reserve` -> {"reservationId": "res-N"} (released by
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -151,6 +156,20 @@ def make_app() -> web.Application:
             return web.json_response(answer, status=fault.status)
         return web.json_response({"healthy": True, "status": "UP"})
 
+    async def echo(request: web.Request) -> web.Response:
+        received = dict(request.headers)
+        state.deliveries.append(
+            {"route": _route_key(request), "path": request.path, "key": "", "at": time.time(), "headers": received}
+        )
+        if "to" in request.query:
+            return web.Response(status=302, headers={"Location": request.query["to"]})
+        auth = request.headers.get("Authorization", "")
+        return web.json_response(
+            {"headers": received},
+            headers={"X-Echo-Authorization": auth},
+            reason="OK " + base64.b64encode(auth.encode()).decode(),
+        )
+
     async def set_fault(request: web.Request) -> web.Response:
         spec = await request.json()
         state.faults[spec["route"]] = Fault(
@@ -178,6 +197,7 @@ def make_app() -> web.Application:
 
     for method, path in sorted(EFFECT_ROUTES):
         app.router.add_route(method, path, effect)
+    app.router.add_route("*", "/echo/{name}", echo)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/healthz/{name}", healthz)
     app.router.add_post("/_faults", set_fault)

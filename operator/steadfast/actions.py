@@ -3,12 +3,14 @@ Kubernetes object (as the creator, see `objects`; waits handed to the shared wat
 
 Activities are delivered at least once, so every request carries an `Idempotency-Key` that is the same
 on every retry and after an operator restart; receivers deduplicate on it. Secret values go only into
-the request: never into results, messages, Events or logs.
+the request, and only where the Secret's writer allows (`secret_refs`); a response to a request that
+carried one is sealed: conditions and outputs see only its status and duration, and its message has
+the status code alone (no reason phrase, no error text from the server).
 """
 
 from __future__ import annotations
 
-import base64
+import ipaddress
 import json
 import logging
 import time
@@ -28,7 +30,7 @@ from steadfast.api.object_action import ObjectAction, ObjectOperation
 from steadfast.api.saga import MAX_OUTPUT_BYTES
 from steadfast.cluster_view import ClusterWatch
 from steadfast.egress import EgressDenied, EgressPolicy, IPAddress
-from steadfast.egress_rules import refusal
+from steadfast.egress_rules import ClusterView, refusal
 from steadfast.expressions.language import ExpressionError, left_operand, responding
 from steadfast.expressions.sandbox import Sandbox
 from steadfast.expressions.sandbox import shared as shared_sandbox
@@ -37,11 +39,12 @@ from steadfast.objects import KubeRequests, ObjectError, Objects, Undo
 from steadfast.records import Actor
 from steadfast.records import Outcome as Outcome  # re-exported: the result type of ActionRunner.run
 from steadfast.records import idempotency_key as idempotency_key
+from steadfast.secret_refs import Destination, StoredSecret
+from steadfast.secret_refs import refusal as secret_refusal
 from steadfast.waits import RaiseEvent, Registration, WatchHub
 
 log = logging.getLogger(__name__)
 
-REFERABLE_LABEL = "steadfast.dev/referable"
 USER_AGENT = "steadfast/0.1"
 
 
@@ -67,10 +70,13 @@ class ActionRunner:
         cluster: ClusterWatch | None = None,
         raise_event: RaiseEvent | None = None,
         kubernetes_off: str | None = None,
+        secrets: Callable[[str, str], StoredSecret] | None = None,
     ) -> None:
         """`kubernetes_off`: why Kubernetes actions are refused. Without the admission webhooks nobody vouches
-        for the recorded creator: anyone could write `requested-by: <an admin>`."""
+        for the recorded creator: anyone could write `requested-by: <an admin>`. `secrets` reads a Secret by
+        namespace and name (default: from the API server), raising ActionError when it cannot."""
         self._core = client.CoreV1Api(api) if api is not None else None
+        self._read_secret = secrets or self._secret_from_api
         self._egress = egress
         self._sandbox = sandbox
         self._cluster = cluster
@@ -91,6 +97,9 @@ class ActionRunner:
             variables=registration.variables,
             outputs=registration.outputs,
         )
+
+    def _view(self) -> ClusterView | None:
+        return self._cluster.view() if self._cluster is not None else None
 
     def _inside(self, namespace: str) -> Callable[[str, IPAddress], str | None] | None:
         """The namespace layer of the egress check (own Services, admins' rules); None without a cluster."""
@@ -216,25 +225,28 @@ class ActionRunner:
             False, answer.status, f"{said}: waiting for {action.success_when}", pending=True, undo=undo_record
         )
 
-    def _header_value(self, namespace: str, secret: str, key: str) -> str:
+    def _secret_from_api(self, namespace: str, name: str) -> StoredSecret:
         if self._core is None:
-            raise ActionError(f"Secret {secret} cannot be read: no Kubernetes client")
+            raise ActionError(f"Secret {namespace}/{name} cannot be read: no Kubernetes client")
         try:
-            obj = self._core.read_namespaced_secret(secret, namespace)
+            obj = self._core.read_namespaced_secret(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
-                raise ActionError(f"Secret {namespace}/{secret} does not exist") from None
-            raise ActionError(f"Secret {namespace}/{secret} cannot be read (HTTP {exc.status})") from None
-        labels = obj.metadata.labels or {}
-        if labels.get(REFERABLE_LABEL) != "true":
-            raise ActionError(
-                f"Secret {namespace}/{secret} is not referable: label it {REFERABLE_LABEL}=true "
-                "to let Steadfast send it"
-            )
-        data = obj.data or {}
-        if key not in data:
-            raise ActionError(f"Secret {namespace}/{secret} has no key {key!r}")
-        return base64.b64decode(data[key]).decode()
+                raise ActionError(f"Secret {namespace}/{name} does not exist") from None
+            raise ActionError(f"Secret {namespace}/{name} cannot be read (HTTP {exc.status})") from None
+        meta = obj.metadata
+        return StoredSecret(namespace, name, meta.labels or {}, meta.annotations or {}, obj.data or {})
+
+    def _header_value(self, namespace: str, secret: str, key: str, to: Destination) -> str:
+        """The value of a Secret's key, once its label and its writer's destinations allow sending it to `to`."""
+        stored = self._read_secret(namespace, secret)
+        reason = secret_refusal(stored, to, self._view())
+        if reason is not None:
+            raise ActionError(reason)
+        try:
+            return stored.header_value(key)
+        except ValueError as exc:
+            raise ActionError(str(exc)) from None
 
     def _render(self, http: HttpAction, variables: dict[str, Any]) -> tuple[str, dict[str, str], Any]:
         """The request's url, inline header values and body with their placeholders filled in."""
@@ -268,6 +280,8 @@ class ActionRunner:
             raise ActionError(f"the rendered url {url!r} is not an absolute http(s) URL")
         https = parts.scheme == "https"
         addresses = self._egress.check(host, port, refuse=self._inside(namespace))
+        # The Secrets' destinations are checked on the address the connection goes to, after every placeholder.
+        to = Destination(parts.scheme, host.lower().rstrip("."), port, ipaddress.ip_address(addresses[0]))
         headers = {"User-Agent": USER_AGENT, "Idempotency-Key": key, "Accept": "application/json, */*"}
         secrets: list[str] = []
         for header in http.headers:
@@ -275,8 +289,9 @@ class ActionRunner:
                 headers[header.name] = inline[header.name]
             elif header.value_from is not None:
                 ref = header.value_from.secret_key_ref
-                headers[header.name] = self._header_value(namespace, ref.name, ref.key)
+                headers[header.name] = self._header_value(namespace, ref.name, ref.key, to)
                 secrets.append(headers[header.name])
+        sealed = bool(http.secret_headers)
         body: bytes | None = None
         if body_data is not None:
             body = json.dumps(body_data).encode()
@@ -305,6 +320,7 @@ class ActionRunner:
         what = f"{http.method.value} {url}"
         started = time.perf_counter()
         try:
+            # No redirect is followed (a Location could name any host, and the Secret headers would go along).
             response = pool.urlopen(
                 http.method.value,
                 path,
@@ -315,7 +331,7 @@ class ActionRunner:
                 timeout=urllib3.Timeout(total=limit),
                 preload_content=False,
             )
-            data = response.read(MAX_RESPONSE) if plan.reads_response(http) else b""
+            data = response.read(MAX_RESPONSE) if plan.reads_response(http) and not sealed else b""
             response.drain_conn()
         except urllib3.exceptions.NewConnectionError as exc:  # before TimeoutError: it subclasses it
             return Outcome(False, message=f"{what}: cannot connect: {_short(str(exc))}")
@@ -323,22 +339,23 @@ class ActionRunner:
             return Outcome(False, message=f"{what}: no answer within {limit:g}s")
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
+            if sealed:  # the error may quote what the server sent (a malformed status line, a header)
+                return Outcome(False, message=f"{what}: the request failed ({type(reason).__name__})")
             return Outcome(False, message=f"{what}: {_short(str(reason))}")
         finally:
             pool.close()
         elapsed_ms = round((time.perf_counter() - started) * 1000)
         status = int(response.status)
         # The body never goes into a message: status would show any service's answer to whoever can
-        # create a resource. Only declared outputs and a failed condition's value reach status.
-        said = f"{what}: HTTP {status}" + (f" {response.reason}" if response.reason else "")
+        # create a resource. Only declared outputs and a failed condition's value reach status. The reason
+        # phrase is the server's text too: not shown when the request carried a Secret.
+        said = f"{what}: HTTP {status}" + (f" {response.reason}" if response.reason and not sealed else "")
         if not plan.reads_response(http):
             return Outcome(http.accepts(status), status, said)
-        answer = {
-            "status": status,
-            "headers": {k.lower(): v for k, v in response.headers.items()},
-            "body": _parse(data, response.headers.get("content-type", "")),
-            "durationMs": elapsed_ms,
-        }
+        answer: dict[str, Any] = {"status": status, "durationMs": elapsed_ms}
+        if not sealed:  # admission refuses conditions and outputs that read more of a sealed response
+            answer["headers"] = {k.lower(): v for k, v in response.headers.items()}
+            answer["body"] = _parse(data, response.headers.get("content-type", ""))
         return plan.judge(http, status, said, answer, self.sandbox, secrets)
 
 

@@ -641,7 +641,11 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
     core.create_namespaced_secret(
         namespace,
         {
-            "metadata": {"name": "notify", "labels": {"steadfast.dev/referable": "true"}},
+            "metadata": {
+                "name": "notify",
+                "labels": {"steadfast.dev/referable": "true"},
+                "annotations": {"steadfast.dev/send-to": "127.0.0.1"},  # the task service's address
+            },
             "stringData": {"token": "s3cret"},
         },
     )

@@ -164,7 +164,12 @@ def test_secret_headers_need_an_opt_in_and_never_show(
     core.create_namespaced_secret(
         sagas.namespace,
         {
-            "metadata": {"name": "shared", "labels": {"steadfast.dev/referable": "true"}},
+            # Its writer allows the task service's address (the operator connects to 127.0.0.1).
+            "metadata": {
+                "name": "shared",
+                "labels": {"steadfast.dev/referable": "true"},
+                "annotations": {"steadfast.dev/send-to": "127.0.0.1"},
+            },
             "stringData": {"token": "s3cret-shared"},
         },
     )

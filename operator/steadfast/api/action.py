@@ -31,11 +31,13 @@ from steadfast.api.object_action import OBJECT, ObjectAction
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
 from steadfast.expressions.language import (
     MAX_LENGTH,
+    ExpressionError,
     problems_in,
     responding,
     sources_in,
     strings_of,
 )
+from steadfast.expressions.reads import reads
 
 # Go's RE2 `\s` is ASCII only, so the Unicode spaces Python's `str.isspace` also refuses are listed too.
 _URL_SPACE = r"\s\v\x1c-\x1f\x85\p{Z}"
@@ -44,6 +46,9 @@ URL_MAX_LENGTH = 2048
 HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
 CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 ACTION_KINDS = ("http", "kubernetes")  # add a kind here and as a field of Action
+# What conditions and outputs may read of a response to a request that carried a Secret: a body or a header
+# could echo the Secret back, in any encoding (docs/security.md, "Secrets stay where their writer sends them").
+SEALED_FIELDS = ("status", "durationMs")
 URL_MESSAGE = "http.url must be an absolute http:// or https:// URL with a host, e.g. http://tasks.svc/records"
 
 
@@ -134,7 +139,8 @@ class UrlCheck:
 
 
 class SecretKeyRef(ApiModel):
-    """A key of a Secret in the resource's namespace; the Secret must opt in to being referenced."""
+    """A key of a Secret in the resource's namespace; the Secret must opt in to being referenced, and says
+    where it may be sent (see steadfast.secret_refs)."""
 
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret.")
     key: str = Field(max_length=253, pattern=CONFIG_KEY_PATTERN, description="Key within the Secret.")
@@ -157,7 +163,14 @@ class Header(ApiModel):
 
     name: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN, description="Header name.")
     value: str | None = Field(None, max_length=8192, description="Inline header value.")
-    value_from: HeaderValueSource | None = Field(None, description="Take the value from a Secret.")
+    value_from: HeaderValueSource | None = Field(
+        None,
+        description=(
+            "Take the value from a Secret labelled steadfast.dev/referable=true, sent only where its "
+            "steadfast.dev/send-to annotation allows (without it: Services of its namespace). Conditions and "
+            "outputs of the action then read only response.status and response.durationMs."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Header:
@@ -212,12 +225,45 @@ class HttpAction(ApiModel):
         description=(
             "CEL condition over response.status, response.headers (lower-case names), response.body (parsed "
             "JSON, else text) and response.durationMs that means success, instead of expectedStatus; "
-            'e.g. response.status == 200 && response.body.state == "done".'
+            'e.g. response.status == 200 && response.body.state == "done". Only response.status and '
+            "response.durationMs when a header comes from a Secret."
         ),
     )
     timeout: Annotated[str, DurationCheck("http.timeout", maximum="1h")] = Field(
         "10s", description="Time limit for one request, e.g. 10s."
     )
+
+    @property
+    def secret_headers(self) -> list[str]:
+        """The names of the headers whose value comes from a Secret."""
+        return [h.name for h in self.headers if h.value_from is not None]
+
+    def sealed_problems(self, scope: frozenset[str], expressions: list[tuple[str, str | None]]) -> list[str]:
+        """Why `expressions` (field, source) may not read this request's response: only the status and the
+        duration, when the request carries a Secret. Nothing when it carries none."""
+        carried = ", ".join(
+            f"header {h.name} from Secret {h.value_from.secret_key_ref.name}"
+            for h in self.headers
+            if h.value_from is not None
+        )
+        if not carried:
+            return []
+        allowed = " and ".join(f"response.{f}" for f in SEALED_FIELDS)
+        problems = []
+        for field, source in expressions:
+            if source is None:
+                continue
+            try:
+                used = reads(source, responding(scope), "response")
+            except ExpressionError:
+                continue  # reported by the compile check
+            bad = list(dict.fromkeys(r.describe("response") for r in used if r.field not in SEALED_FIELDS))
+            if bad:
+                problems.append(
+                    f"{field}: reads {', '.join(bad)}, but the request carries a Secret ({carried}): a response "
+                    f"to it may be read only as {allowed}, since any other part could echo the Secret back"
+                )
+        return problems
 
     def templates(self, where: str) -> list[tuple[str, str]]:
         """The strings that may hold placeholders, by field: url, header values, body strings and keys."""
@@ -227,8 +273,10 @@ class HttpAction(ApiModel):
         return texts
 
     def expression_problems(self, scope: frozenset[str], where: str) -> list[str]:
-        """What does not compile in this request's placeholders (in `scope`) and successWhen, by field."""
-        return problems_in(self.templates(where), [(f"{where}.successWhen", self.success_when)], responding(scope))
+        """What does not compile in this request's placeholders (in `scope`) and successWhen, by field, and
+        what successWhen may not read of a response to a request that carries a Secret."""
+        condition = [(f"{where}.successWhen", self.success_when)]
+        return problems_in(self.templates(where), condition, responding(scope)) + self.sealed_problems(scope, condition)
 
     def expression_sources(self) -> list[str]:
         """The source of every expression the request holds (placeholders, then successWhen)."""
@@ -283,6 +331,11 @@ class Action(ApiModel):
         if self.kubernetes is not None:
             return self.kubernetes.expression_problems(scope, f"{where}.kubernetes")
         return self.http.expression_problems(scope, f"{where}.http") if self.http is not None else []
+
+    def sealed_problems(self, scope: frozenset[str], expressions: list[tuple[str, str | None]]) -> list[str]:
+        """Why `expressions` (field, source), conditions or outputs of this action, may not read its answer
+        (an http request that carries a Secret; see HttpAction.sealed_problems)."""
+        return self.http.sealed_problems(scope, expressions) if self.http is not None else []
 
     def expression_sources(self) -> list[str]:
         if self.kubernetes is not None:

@@ -87,6 +87,9 @@ class HealthMonitorSpec(ApiModel):
                 compile_expression(condition, responding(MONITOR, self.target.answer))
             except ExpressionError as exc:
                 problems.append(f"spec.conditions[{n}]: {exc}")
+        problems += self.target.sealed_problems(
+            MONITOR, [(f"spec.conditions[{n}]", c) for n, c in enumerate(self.conditions)]
+        )
         if self.alert is not None and self.alert.webhook is not None:
             problems += self.alert.webhook.expression_problems(ALERT, "spec.alert.webhook")
         refuse_expressions(problems)

@@ -207,6 +207,9 @@ class TaskSagaSpec(ApiModel):
                     compile_expression(source, responding(TASK, step.action.answer))
                 except ExpressionError as exc:
                     problems.append(f"{where}.outputs.{name}: {exc}")
+            problems += step.action.sealed_problems(
+                TASK, [(f"{where}.outputs.{name}", source) for name, source in step.outputs.items()]
+            )
             problems += _uses(step.action, earlier, f"{where}.action", "an earlier step's")
             owners.update(dict.fromkeys(step.outputs, step.name))
             if step.compensation is not None:
