@@ -19,6 +19,19 @@ from steadfast.dev.engines import Engine
 
 GROUP, VERSION = "steadfast.dev", "v1alpha1"
 
+# The loopback ports tests may call: the operator allows exactly these of its own host (as the README's local
+# command allows only the sample task service's port), so the control plane and the engine beside them stay refused.
+TASK_SERVICE_PORT = processes.free_port()
+TEST_SERVER_PORT = processes.free_port()  # for a test's own server (one that redirects, echoes, ...)
+CLOSED_PORT = 1  # nothing listens there: a step that calls it fails to connect
+EGRESS_ALLOW = (
+    f"127.0.0.1:{TASK_SERVICE_PORT}",
+    f"127.0.0.1:{TEST_SERVER_PORT}",
+    f"127.0.0.1:{CLOSED_PORT}",
+    # The control plane's Service network (cluster.py): the namespace layer of egress decides there.
+    "10.96.0.0/16",
+)
+
 
 def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
@@ -75,6 +88,7 @@ class Operator:
         *,
         kubeconfig: str | None = None,
         extra_args: Sequence[str] = (),
+        egress_allow: Sequence[str] = EGRESS_ALLOW,
     ) -> None:
         """`kubeconfig` replaces the admin one (e.g. a ServiceAccount token's); `extra_args` go to `steadfast run`."""
         self.env = {
@@ -88,6 +102,7 @@ class Operator:
         }
         self.log = log
         self.extra_args = list(extra_args)
+        self.egress_allow = list(egress_allow)
         self.pid: int | None = None
         self.metrics_url = f"http://127.0.0.1:{processes.free_port()}/metrics"
 
@@ -101,11 +116,7 @@ class Operator:
                 "steadfast.cli",
                 "run",
                 "-A",
-                "--egress-allow",
-                "127.0.0.0/8",
-                # The control plane's Service network (cluster.py): the namespace layer of egress decides there.
-                "--egress-allow",
-                "10.96.0.0/16",
+                *(f"--egress-allow={a}" for a in self.egress_allow),
                 "--metrics",
                 metrics_address,
                 *self.extra_args,

@@ -19,6 +19,7 @@ from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, REQUESTED_BY, REQU
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate
 from steadfast.records import ObjectRef, Record, WorkflowInput
+from steadfast.text import shown
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def gate_request(saga: Mapping[str, Any], gate: EffectiveGate) -> dict[str, Any]
         f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'})"
         + (f"; required by SteadfastPolicy {', '.join(gate.rules)}." if gate.rules else "."),
     }
+    subject = {key: shown(value)[: 256 if key == "title" else 4096] for key, value in subject.items()}
     if requester:
         subject["requester"] = requester
     return {
