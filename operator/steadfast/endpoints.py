@@ -101,7 +101,7 @@ def dapr(env: Mapping[str, str]) -> Endpoints:
     for name, value in sorted(env.items()):
         if not name.startswith("DAPR_"):
             continue
-        what = f"the Dapr sidecar ({name})"
+        what = f"the Dapr sidecar, the workflow engine ({name})"
         if name.endswith("_PORT") and value.strip().isdigit() and 0 < int(value) < 65536:
             out |= _address("127.0.0.1", int(value), what)
         elif name.endswith("_ENDPOINT") and (found := _host_port(value.strip())) is not None:

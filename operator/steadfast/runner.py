@@ -154,11 +154,11 @@ def _protected(args: argparse.Namespace, api: client.ApiClient) -> dict[tuple[IP
         webhook = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
     own = [(webhook, "the operator's admission webhook"), (args.metrics or "", "the operator's metrics")]
     own.append((args.liveness or "", "the operator's liveness probe"))
-    return {
-        **endpoints.published(endpoints.kubeconfig_paths(env)),
+    return {  # the last label of an endpoint wins: the control plane's names its components best
         **endpoints.api_server(api.configuration.host, env),
         **endpoints.dapr(env),
         **endpoints.listeners(own),
+        **endpoints.published(endpoints.kubeconfig_paths(env)),
     }
 
 

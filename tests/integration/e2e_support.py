@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from steadfast.dev.controlplane import cluster, processes
 from steadfast.dev.engines import Engine
+from steadfast.endpoints import EXTENSION, Endpoint, extension
 
 GROUP, VERSION = "steadfast.dev", "v1alpha1"
 
@@ -77,6 +79,23 @@ class TaskService:
         ]
 
 
+def publishing(kubeconfig: str, engine: Engine, path: Path) -> str:
+    """A copy of `kubeconfig` whose clusters also publish the engine's ports (as `steadfast dev up` publishes what
+    it started): the operator refuses them as action destinations. Returns the copy's path."""
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    mine = [Endpoint(host=engine.host, port=port, what=what) for port, what in engine.endpoints()]
+    for entry in doc.get("clusters") or []:
+        extensions = entry["cluster"].setdefault("extensions", [])
+        found = next((e for e in extensions if e.get("name") == EXTENSION), None)
+        if found is None:
+            extensions.append(extension(mine))
+        else:
+            found["extension"]["endpoints"] += [e.model_dump() for e in mine]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
+    return str(path)
+
+
 class Operator:
     """`steadfast run` as a separate process, as in production; restartable and killable."""
 
@@ -93,7 +112,7 @@ class Operator:
         """`kubeconfig` replaces the admin one (e.g. a ServiceAccount token's); `extra_args` go to `steadfast run`."""
         self.env = {
             **os.environ,
-            "KUBECONFIG": kubeconfig or state.kubeconfig,
+            "KUBECONFIG": publishing(kubeconfig or state.kubeconfig, engine, log.with_name(f"{log.stem}.kubeconfig")),
             "DAPR_GRPC_ENDPOINT": engine.address,
             "PYTHONUNBUFFERED": "1",
             # Chaos tests leave daprd without this app's actor types now and then (see steadfast.worker):

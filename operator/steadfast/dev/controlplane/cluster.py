@@ -228,7 +228,7 @@ class ControlPlane:
             log=logs / "kube-apiserver.log",
         )
 
-        self._published.append(Endpoint(host="127.0.0.1", port=api_port, what="the control plane's kube-apiserver"))
+        self._published.append(Endpoint(host="127.0.0.1", port=api_port, what="the Kubernetes API server"))
         kubeconfig = self.directory / "kubeconfig"
         kubeconfig.write_text(identities.kubeconfig(server, ca_pem, people))
         kubeconfig.chmod(0o600)
