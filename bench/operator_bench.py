@@ -211,6 +211,7 @@ class Bed:
         self.engine = engines.start(engines.parse(engine)[0], workdir / "engine")
         port = processes.free_port()
         self.task_url = f"http://127.0.0.1:{port}"
+        self.egress_allow = f"127.0.0.1:{port}"  # of this host, actions may call the task service only
         self.task = processes.launch(
             [sys.executable, str(REPO / "examples" / "task_service.py"), "--port", str(port)],
             workdir / "task.log",
@@ -268,7 +269,17 @@ class Bed:
         address = self.metrics_url.removeprefix("http://").removesuffix("/metrics")
         log = self.workdir / "operator.log"
         self.operator = self.processes.launch(
-            [sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow", "127.0.0.0/8", "--metrics", address],
+            [
+                sys.executable,
+                "-m",
+                "steadfast.cli",
+                "run",
+                "-A",
+                "--egress-allow",
+                self.egress_allow,
+                "--metrics",
+                address,
+            ],
             log,
             detach=False,
             env=self.env,

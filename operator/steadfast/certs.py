@@ -28,6 +28,12 @@ class Pki:
     serving_key: Path
     sa_public: Path
     sa_private: Path
+    # etcd's own CA (as kubeadm does it): a certificate the cluster CA signs never opens etcd.
+    etcd_ca: Path
+    etcd_cert: Path  # etcd's serving and peer certificate
+    etcd_key: Path
+    etcd_client_cert: Path  # the API server's client certificate for etcd
+    etcd_client_key: Path
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
@@ -73,9 +79,16 @@ def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 
 
 def make_serving_cert(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str, hosts: list[str]
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    hosts: list[str],
+    usages: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.SERVER_AUTH,),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A server certificate for loopback names; also used for the operator's admission webhooks."""
+    """A certificate for loopback names (server by default; `usages` adds client auth, e.g. for etcd peers).
+
+    Also used for the operator's admission webhooks.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     sans: list[x509.GeneralName] = []
@@ -94,7 +107,7 @@ def make_serving_cert(
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key
@@ -126,6 +139,11 @@ def generate(directory: Path) -> Pki:
         serving_key=directory / "apiserver.key",
         sa_public=directory / "sa.pub",
         sa_private=directory / "sa.key",
+        etcd_ca=directory / "etcd-ca.crt",
+        etcd_cert=directory / "etcd.crt",
+        etcd_key=directory / "etcd.key",
+        etcd_client_cert=directory / "apiserver-etcd-client.crt",
+        etcd_client_key=directory / "apiserver-etcd-client.key",
     )
     ca_cert, ca_key = make_ca("steadfast-dev-ca")
     write_pem(pki.ca_cert, ca_cert)
@@ -134,6 +152,15 @@ def generate(directory: Path) -> Pki:
     cert, key = make_serving_cert(ca_cert, ca_key, "kube-apiserver", hosts)
     write_pem(pki.serving_cert, cert)
     _write_key(pki.serving_key, key)
+    etcd_ca, etcd_ca_key = make_ca("steadfast-dev-etcd-ca")
+    write_pem(pki.etcd_ca, etcd_ca)
+    both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    cert, key = make_serving_cert(etcd_ca, etcd_ca_key, "etcd", ["127.0.0.1", "localhost"], both)
+    write_pem(pki.etcd_cert, cert)
+    _write_key(pki.etcd_key, key)
+    cert, key = make_serving_cert(etcd_ca, etcd_ca_key, "kube-apiserver-etcd-client", ["kube-apiserver"], (both[1],))
+    write_pem(pki.etcd_client_cert, cert)
+    _write_key(pki.etcd_client_key, key)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_private, sa_key)
     pki.sa_public.write_bytes(

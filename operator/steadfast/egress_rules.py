@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from steadfast.addresses import forms, refused_form
 from steadfast.api.policy import EgressRule, SteadfastPolicySpec
 from steadfast.egress import IPAddress, IPNetwork
 
@@ -45,7 +46,22 @@ def _host_matches(pattern: str, host: str) -> bool:
 
 
 def refusal(view: ClusterView, namespace: str, host: str, ip: IPAddress) -> str | None:
-    """Why an action of `namespace` may not reach `host` at `ip`, or None when it may."""
+    """Why an action of `namespace` may not reach `host` at `ip`, or None when it may.
+
+    An IPv6 address that carries an IPv4 one (NAT64, 6to4, Teredo, mapped) is judged as each address it carries
+    too: `64:ff9b::10.96.0.20` is another namespace's Service if `10.96.0.20` is.
+    """
+    odd = refused_form(ip)
+    if odd is not None:
+        return f"destination {host} ({ip}) is {odd}, which Steadfast never calls"
+    for form in forms(ip):
+        reason = _refusal(view, namespace, host, form)
+        if reason is not None:
+            return reason if form == ip else reason.replace(f"({form})", f"({ip}, which carries {form})", 1)
+    return None
+
+
+def _refusal(view: ClusterView, namespace: str, host: str, ip: IPAddress) -> str | None:
     service = view.services.get(ip)
     if service is not None and service[0] == namespace:
         return None  # a Service of the resource's own namespace

@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast import kubeconfig
 from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, REQUESTED_BY, TASK_SAGA, Kind
+from steadfast.text import shown
 
 OPEN = {"", "Pending", "Approved", "Executing"}
 
@@ -89,6 +90,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
+    rows = [[shown(cell) for cell in row] for row in rows]  # titles and reasons users wrote
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -98,7 +100,7 @@ def _show(api: client.CustomObjectsApi, namespace: str, name: str) -> int:
     try:
         obj = kubeconfig.get(api, APPROVAL_REQUEST, namespace, name)
     except ApiException as exc:
-        print(f"error: ApprovalRequest {namespace}/{name}: {kubeconfig.api_message(exc)}", file=sys.stderr)
+        print(shown(f"error: ApprovalRequest {namespace}/{name}: {kubeconfig.api_message(exc)}"), file=sys.stderr)
         return 1
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     approvers = spec.get("approvers") or {}
@@ -117,8 +119,8 @@ def _show(api: client.CustomObjectsApi, namespace: str, name: str) -> int:
         ("Reason", status.get("reason") or "-"),
     ]
     for label, value in lines:
-        print(f"{label + ':':<14}{value}")
+        print(f"{label + ':':<14}{shown(str(value))}")
     for record in status.get("approvals") or []:
         verdict = "approved" if record.get("approved") else "rejected"
-        print(f"  - {record.get('user')} {verdict} at {record.get('at')}: {record.get('reason') or ''}")
+        print(shown(f"  - {record.get('user')} {verdict} at {record.get('at')}: {record.get('reason') or ''}"))
     return 0

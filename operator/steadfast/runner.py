@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -13,19 +12,18 @@ import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
 import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 from kubernetes import client
 
-from steadfast import catalog, metrics, persistence, seal_key, webhooks
+from steadfast import catalog, endpoints, metrics, persistence, seal_key, webhooks
 from steadfast.actions import ActionRunner
 from steadfast.api.kinds import FINALIZER, KINDS
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.binding import Bindings
 from steadfast.cluster_view import ClusterWatch
-from steadfast.egress import EgressPolicy, IPAddress, endpoints_of
+from steadfast.egress import EgressPolicy, IPAddress
 from steadfast.egress_rules import DEFAULT_CLUSTER_NETWORKS
 from steadfast.kube import api_client
 from steadfast.seals import SEALER
@@ -52,9 +50,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--egress-allow",
         action="append",
         default=[],
-        metavar="CIDR|HOST",
-        help="allow HTTP actions only to these networks or hosts (repeatable); loopback is "
-        "refused unless listed. Also $STEADFAST_EGRESS_ALLOW, comma-separated",
+        metavar="CIDR|HOST[:PORT]",
+        help="allow HTTP actions only to these networks or hosts, optionally on one port (repeatable; e.g. "
+        "10.1.0.0/16, api.example.com:443, 127.0.0.1:8089, [::1]:8089); this host's own addresses (loopback) are "
+        "refused unless listed. The API server, the Dapr sidecar, the operator's own ports and a dev control "
+        "plane's components stay refused whatever is listed. Also $STEADFAST_EGRESS_ALLOW, comma-separated",
     )
     run.add_argument(
         "--cluster-network",
@@ -147,30 +147,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _egress(args: argparse.Namespace, api: client.ApiClient) -> EgressPolicy:
     allow = list(args.egress_allow)
     allow += [a.strip() for a in os.environ.get("STEADFAST_EGRESS_ALLOW", "").split(",") if a.strip()]
-    return EgressPolicy.parse(allow=allow, deny=args.egress_deny).protecting(_protected(api))
+    try:
+        policy = EgressPolicy.parse(allow=allow, deny=args.egress_deny)
+    except ValueError as exc:
+        raise SystemExit(f"--egress-allow/--egress-deny: {exc}") from None
+    return policy.protecting(_protected(args, api), endpoints.local_addresses())
 
 
-def _protected(api: client.ApiClient) -> dict[tuple[IPAddress, int], str]:
-    """The Kubernetes API server's and the workflow engine's addresses: no action may reach them.
-
-    The API server as the operator reaches it (its kubeconfig or in-cluster host) and as pods name it (the
-    kubernetes Service); the engine at DAPR_GRPC_ENDPOINT and the sidecar's HTTP endpoint.
-    """
-    out: dict[tuple[IPAddress, int], str] = {}
-    server = urlsplit(api.configuration.host)
-    if server.hostname:
-        default = 443 if server.scheme == "https" else 80
-        out |= endpoints_of(server.hostname, server.port or default, "the Kubernetes API server")
-    service_host, service_port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if service_host and (service_port or "").isdigit():
-        out |= endpoints_of(service_host, int(service_port or 443), "the Kubernetes API server")
-    for variable in ("DAPR_GRPC_ENDPOINT", "DAPR_HTTP_ENDPOINT"):
-        endpoint = os.environ.get(variable, "")
-        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
-        with contextlib.suppress(ValueError):
-            if parts.hostname and parts.port:
-                out |= endpoints_of(parts.hostname, parts.port, "the workflow engine (Dapr)")
-    return out
+def _protected(args: argparse.Namespace, api: client.ApiClient) -> dict[tuple[IPAddress, int], str]:
+    """What no action may reach (see `endpoints`): the API server, the sidecar, this operator, the control plane."""
+    env = dict(os.environ)
+    webhook = ""
+    if not args.no_webhooks:
+        addr, port = webhooks.listen_address(args)
+        webhook = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    own = [(webhook, "the operator's admission webhook"), (args.metrics or "", "the operator's metrics")]
+    own.append((args.liveness or "", "the operator's liveness probe"))
+    return {  # the last label of an endpoint wins: the control plane's names its components best
+        **endpoints.api_server(api.configuration.host, env),
+        **endpoints.dapr(env),
+        **endpoints.listeners(own),
+        **endpoints.published(endpoints.kubeconfig_paths(env)),
+    }
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:

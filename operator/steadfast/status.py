@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast import metrics
 from steadfast.records import EventSpec, ObjectRef
+from steadfast.text import shown
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ class StatusWriter:
                 "uid": ref.uid,
             },
             "reason": event.reason,
-            "message": event.message[:1024],
+            "message": shown(event.message)[:1024],  # names and titles users wrote, read by others
             "type": event.type,
             "source": {"component": self._component},
             "reportingComponent": self._component,

@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -324,6 +325,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def listen_address(args: argparse.Namespace) -> tuple[str, int]:
+    """Where the webhook server listens: `--webhook-addr`/`--webhook-port`, else 0.0.0.0:9443 in a cluster and
+    a free loopback port outside. Chosen once (kept in `args`), so the egress policy can refuse it before it opens.
+    """
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")
+    addr = args.webhook_addr or ("0.0.0.0" if in_cluster else "127.0.0.1")
+    if not args.webhook_port:
+        if in_cluster:
+            args.webhook_port = 9443
+        else:
+            with socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET) as probe:
+                probe.bind((addr, 0))
+                args.webhook_port = int(probe.getsockname()[1])
+    return addr, int(args.webhook_port)
+
+
 def configure(
     args: argparse.Namespace,
     settings: kopf.OperatorSettings,
@@ -337,8 +354,7 @@ def configure(
         return
     operator = whoami(api)
     register(registry, operator=operator, saga_gate=saga_gate)
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")
-    addr = args.webhook_addr or ("0.0.0.0" if in_cluster else "127.0.0.1")
+    addr, port = listen_address(args)
     host = args.webhook_host or addr
     cert, key, ca = args.webhook_cert, args.webhook_key, args.webhook_ca
     if not (cert and key):
@@ -349,7 +365,7 @@ def configure(
         cert, key, ca = make_certificate(Path(directory), [host, addr])
     settings.admission.server = kopf.WebhookServer(
         addr=addr,
-        port=args.webhook_port or (9443 if in_cluster else None),
+        port=port,
         host=host,
         certfile=cert,
         pkeyfile=key,

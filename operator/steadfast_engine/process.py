@@ -83,6 +83,10 @@ class EngineProcess:
             raise RuntimeError("engine is not running")
         return self._proc.pid
 
+    def endpoints(self) -> list[tuple[int, str]]:
+        """Every port the engine listens on, with what it is (an operator refuses them as action destinations)."""
+        return [(self.port, "the local workflow engine")]
+
     @property
     def pids(self) -> dict[str, int]:
         """The engine's processes by name (one), for CPU and memory accounting."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import Operator, TaskService
+from e2e_support import TASK_SERVICE_PORT, Operator, TaskService
 from kubernetes import client, config
 
 from steadfast.dev import engines
@@ -33,7 +33,7 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def task_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskService]:
-    port = processes.free_port()
+    port = TASK_SERVICE_PORT  # the operator's egress allows it (e2e_support.EGRESS_ALLOW)
     log = tmp_path_factory.mktemp("task-service") / "task-service.log"
     proc = processes.launch(
         [sys.executable, str(REPO / "examples" / "task_service.py"), "--port", str(port)], log, detach=False

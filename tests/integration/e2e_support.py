@@ -11,13 +11,28 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from steadfast.dev.controlplane import cluster, processes
 from steadfast.dev.engines import Engine
+from steadfast.endpoints import EXTENSION, Endpoint, extension
 
 GROUP, VERSION = "steadfast.dev", "v1alpha1"
+
+# The loopback ports tests may call: the operator allows exactly these of its own host (as the README's local
+# command allows only the sample task service's port), so the control plane and the engine beside them stay refused.
+TASK_SERVICE_PORT = processes.free_port()
+TEST_SERVER_PORT = processes.free_port()  # for a test's own server (one that redirects, echoes, ...)
+CLOSED_PORT = 1  # nothing listens there: a step that calls it fails to connect
+EGRESS_ALLOW = (
+    f"127.0.0.1:{TASK_SERVICE_PORT}",
+    f"127.0.0.1:{TEST_SERVER_PORT}",
+    f"127.0.0.1:{CLOSED_PORT}",
+    # The control plane's Service network (cluster.py): the namespace layer of egress decides there.
+    "10.96.0.0/16",
+)
 
 
 def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> Any:
@@ -64,6 +79,23 @@ class TaskService:
         ]
 
 
+def publishing(kubeconfig: str, engine: Engine, path: Path) -> str:
+    """A copy of `kubeconfig` whose clusters also publish the engine's ports (as `steadfast dev up` publishes what
+    it started): the operator refuses them as action destinations. Returns the copy's path."""
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    mine = [Endpoint(host=engine.host, port=port, what=what) for port, what in engine.endpoints()]
+    for entry in doc.get("clusters") or []:
+        extensions = entry["cluster"].setdefault("extensions", [])
+        found = next((e for e in extensions if e.get("name") == EXTENSION), None)
+        if found is None:
+            extensions.append(extension(mine))
+        else:
+            found["extension"]["endpoints"] += [e.model_dump() for e in mine]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
+    return str(path)
+
+
 class Operator:
     """`steadfast run` as a separate process, as in production; restartable and killable."""
 
@@ -75,11 +107,12 @@ class Operator:
         *,
         kubeconfig: str | None = None,
         extra_args: Sequence[str] = (),
+        egress_allow: Sequence[str] = EGRESS_ALLOW,
     ) -> None:
         """`kubeconfig` replaces the admin one (e.g. a ServiceAccount token's); `extra_args` go to `steadfast run`."""
         self.env = {
             **os.environ,
-            "KUBECONFIG": kubeconfig or state.kubeconfig,
+            "KUBECONFIG": publishing(kubeconfig or state.kubeconfig, engine, log.with_name(f"{log.stem}.kubeconfig")),
             "DAPR_GRPC_ENDPOINT": engine.address,
             "PYTHONUNBUFFERED": "1",
             # Chaos tests leave daprd without this app's actor types now and then (see steadfast.worker):
@@ -88,6 +121,7 @@ class Operator:
         }
         self.log = log
         self.extra_args = list(extra_args)
+        self.egress_allow = list(egress_allow)
         self.pid: int | None = None
         self.metrics_url = f"http://127.0.0.1:{processes.free_port()}/metrics"
 
@@ -101,11 +135,7 @@ class Operator:
                 "steadfast.cli",
                 "run",
                 "-A",
-                "--egress-allow",
-                "127.0.0.0/8",
-                # The control plane's Service network (cluster.py): the namespace layer of egress decides there.
-                "--egress-allow",
-                "10.96.0.0/16",
+                *(f"--egress-allow={a}" for a in self.egress_allow),
                 "--metrics",
                 metrics_address,
                 *self.extra_args,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dapr.ext.workflow as wf
 import pytest
+from dapr.conf import settings
 
 from steadfast.dev import engines
 from steadfast.dev.controlplane import processes
@@ -77,13 +78,17 @@ def test_up_with_an_engine_serves_workflows_and_down_stops_it(tmp_path: Path, en
         assert info["running"] is True
         expected = {"engine"} if engine == "local" else {"daprd", "placement", "scheduler"}
         assert expected <= set(info["components"])
-        # The exported address is a workflow API the unmodified SDK can use.
+        # The exported address (with daprd's exported API token) is a workflow API the unmodified SDK can use.
         host, port = exports["DAPR_GRPC_ENDPOINT"].rsplit(":", 1)
+        assert ("DAPR_API_TOKEN" in exports) == (engine == "daprd")
+        previous = settings.DAPR_API_TOKEN
+        settings.DAPR_API_TOKEN = exports.get("DAPR_API_TOKEN")  # type: ignore[attr-defined]  # read from the env at import
         client = wf.DaprWorkflowClient(host=host, port=port)
         try:
             assert client.get_workflow_state("nothing-here") is None
         finally:
             client.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
+            settings.DAPR_API_TOKEN = previous  # type: ignore[attr-defined]
     finally:
         steadfast("dev", "down", "--dir", str(state_dir))
     assert not any(processes.alive(c["pid"]) for c in info["components"].values())

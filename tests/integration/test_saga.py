@@ -130,10 +130,10 @@ def test_transient_failure_is_retried_to_success(
 def test_unreachable_url_is_a_step_failure_with_a_message(
     operator: Operator, task_service: TaskService, sagas: Resources
 ) -> None:
-    from steadfast.dev.controlplane.processes import free_port
+    from e2e_support import CLOSED_PORT
 
     plan = steps(task_service, "t-u")
-    plan[1]["action"]["http"]["url"] = f"http://127.0.0.1:{free_port()}/nothing-listens"
+    plan[1]["action"]["http"]["url"] = f"http://127.0.0.1:{CLOSED_PORT}/nothing-listens"
     sagas.create("unreachable", {"task": {"id": "t-u"}, "steps": plan})
     status = sagas.wait_phase("unreachable", "Compensated", "Failed", "Succeeded")["status"]
     assert status["phase"] == "Compensated"

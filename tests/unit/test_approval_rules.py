@@ -160,3 +160,14 @@ def test_gate_outcome_comes_from_the_workflow_output_once_decided() -> None:
     assert approved is not None and approved.approved is True
     rejected = gate_outcome({"phase": "TimedOut", "reason": "no decision"})
     assert rejected == GateOutcome(approved=False, phase=ApprovalPhase.TIMED_OUT, approver=None, reason="no decision")
+
+
+def test_gate_request_shows_the_authors_title_with_controls_escaped() -> None:
+    """A bidi override in the title cannot make approvers read another text than the author wrote."""
+    body = saga("high")
+    body["spec"]["task"]["title"] = "Rotate keys \u202eyap.knab\u202c " + "\u200b" * 200
+    gate = effective_gate(TaskSagaSpec.model_validate(body["spec"]), {}, {}, [])
+    assert gate is not None
+    subject = ApprovalRequestSpec.model_validate(gate_request(body, gate, now=time.time())["spec"]).subject
+    assert subject.title.startswith("Run TaskSaga s1: Rotate keys \\u202eyap.knab\\u202c \\u200b")
+    assert len(subject.title) <= 256 and "\u202e" not in (subject.description or "")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import pytest
+
 from steadfast.api.policy import SteadfastPolicySpec
 from steadfast.egress_rules import ClusterView, refusal
 
@@ -43,3 +45,17 @@ def test_rules_open_namespaces_networks_and_hosts_to_the_namespaces_they_select(
     assert refusal(open_view, "team-a", "10.244.2.7", IP("10.244.2.7")) is not None
     # ops is not selected by shared-payments: team-b's Service stays closed to it.
     assert refusal(open_view, "ops", "payments.team-b.svc", IP("10.96.0.20")) is not None
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::10.96.0.20", "::ffff:10.96.0.20", "2002:a60:14::1", "64:ff9b::10.244.1.7"]
+)
+def test_ipv6_forms_of_another_namespaces_addresses_are_refused(address: str) -> None:
+    reason = refusal(view(), "team-a", address, IP(address))
+    assert reason is not None and "which carries 10." in reason
+
+
+def test_ipv6_forms_of_own_services_and_the_internet_pass() -> None:
+    assert refusal(view(), "team-a", "x", IP("64:ff9b::10.96.0.10")) is None
+    assert refusal(view(), "team-a", "x", IP("64:ff9b::8.8.8.8")) is None
+    assert refusal(view(), "team-a", "x", IP("::10.0.0.1")) is not None  # IPv4-compatible: refused as a form

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from steadfast.api.policy import SteadfastPolicySpec
 from steadfast.api.saga import TaskSagaSpec
@@ -88,3 +89,29 @@ def test_several_rules_the_highest_quorum_decides_who() -> None:
 def test_policy_rule_names_are_unique() -> None:
     with pytest.raises(ValueError, match="rule names must be unique"):
         policy(MANAGERS, MANAGERS)
+
+
+@pytest.mark.parametrize("priority", ["High", "HIGH", "Critical"])
+def test_priorities_match_without_case(priority: str) -> None:
+    gate = effective_gate(saga(priority), {}, PROD, [("org", policy(MANAGERS))])
+    assert gate is not None and gate.rules == ["org/high-needs-manager"]
+
+
+@pytest.mark.parametrize(
+    "priority", [" high", "high ", "\u04bbigh", "\uff48\uff49\uff47\uff48", "hi\u200bgh", "high\n"]
+)
+def test_a_priority_that_could_slip_past_a_rule_is_refused(priority: str) -> None:
+    """Spaces, a Cyrillic look-alike, full-width letters, a zero-width space: refused, not an unmatched priority."""
+    with pytest.raises(ValidationError, match="pattern"):
+        saga(priority)
+
+
+@pytest.mark.parametrize("operator", ["NotIn", "DoesNotExist"])
+def test_negative_operators_on_saga_labels_are_refused(operator: str) -> None:
+    """The author writes the saga's labels: a rule 'every saga except those labelled x' is escaped by adding x."""
+    rule = {**MANAGERS, "match": {"labelSelector": {"matchExpressions": [{"key": "exempt", "operator": operator}]}}}
+    with pytest.raises(ValidationError, match="pattern"):
+        policy(rule)
+    # On namespace labels, which a namespace's editors cannot write, they stay allowed.
+    rule = {**MANAGERS, "match": {"namespaceSelector": {"matchExpressions": [{"key": "exempt", "operator": operator}]}}}
+    assert policy(rule).approvals[0].match.namespace_selector.match_expressions[0].operator == operator

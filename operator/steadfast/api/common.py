@@ -12,6 +12,9 @@ from steadfast.api.schema import list_map
 
 # Names the API server checks as DNS labels/subdomains; bounded so CEL cost estimates stay small.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A priority as a label value is written (ASCII letters, digits, `-_.` inside): policies match it case-insensitively,
+# so "High" is "high", and " high" or a look-alike with a Cyrillic letter is refused rather than slipping past a rule.
+PRIORITY = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 # Timestamps must carry a zone: a naive one would serialise without one, and the API server's
 # date-time format (RFC 3339) refuses it.
 Timestamp = AwareDatetime

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections import Counter
 from typing import Annotated
 
@@ -22,7 +23,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from steadfast.api.approval import Approvers
-from steadfast.api.common import DNS_LABEL, ApiModel, StatusBase
+from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase
 from steadfast.api.duration import DurationCheck
 from steadfast.api.schema import LIST_SET, Cel, list_map, rules
 
@@ -66,15 +67,53 @@ class LabelSelector(ApiModel):
         return True
 
 
+class PositiveRequirement(SelectorRequirement):
+    """A requirement on a saga's labels: In or Exists only.
+
+    A saga's labels are its author's: NotIn or DoesNotExist would gate every saga except those that carry a label,
+    and the author escapes the gate by adding it.
+    """
+
+    operator: str = Field(
+        pattern=r"^(In|Exists)$",
+        description="In or Exists (NotIn and DoesNotExist are refused: the saga's author would escape them by "
+        "adding a label).",
+    )
+
+
+class SagaLabelSelector(LabelSelector):
+    """A label selector on a saga's own labels, which its author writes: positive requirements only."""
+
+    match_expressions: list[PositiveRequirement] = Field(  # type: ignore[assignment]
+        default_factory=list, max_length=16, description="Requirements that must all hold (In, Exists)."
+    )
+
+
+def same_priority(a: str, b: str) -> bool:
+    """Priorities compare without case (and, for anything stored before the pattern, NFKC-normalised, stripped)."""
+
+    def key(text: str) -> str:
+        return unicodedata.normalize("NFKC", text).strip().casefold()
+
+    return key(a) == key(b)
+
+
 class ApprovalMatch(ApiModel):
     """Which TaskSagas a rule gates: all conditions must hold; an empty match gates every saga."""
 
     namespace_selector: LabelSelector = Field(
         default_factory=LabelSelector, description="Labels of the saga's namespace."
     )
-    label_selector: LabelSelector = Field(default_factory=LabelSelector, description="Labels of the saga.")
-    priorities: Annotated[list[Annotated[str, Field(min_length=1, max_length=63)]], LIST_SET] = Field(
-        default_factory=list, max_length=16, description="spec.task.priority is one of these (empty: any)."
+    label_selector: SagaLabelSelector = Field(
+        default_factory=SagaLabelSelector,
+        description="Labels of the saga, which its author writes: a rule that must hold for every saga of a "
+        "namespace selects the namespace instead.",
+    )
+    priorities: Annotated[list[Annotated[str, Field(min_length=1, max_length=63, pattern=PRIORITY)]], LIST_SET] = Field(
+        default_factory=list,
+        max_length=16,
+        description="spec.task.priority is one of these, ignoring case (empty: any). The saga's author picks "
+        "its priority.",
     )
 
 

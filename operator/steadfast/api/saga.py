@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.approval import Approvers
-from steadfast.api.common import DNS_LABEL, ApiModel, StatusBase, Timestamp
+from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck, parse_duration
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
 from steadfast.expressions.language import MAX_LENGTH, TASK, ExpressionError, compile_expression, responding
@@ -36,7 +36,11 @@ class Task(ApiModel):
     title: str | None = Field(None, max_length=256, description="Human-readable title.")
     assignee: str | None = Field(None, max_length=253, description="Who the task is for.")
     priority: str | None = Field(
-        None, max_length=63, description="Free-form priority, e.g. low, medium, high, critical."
+        None,
+        max_length=63,
+        pattern=PRIORITY,
+        description="Priority, e.g. low, medium, high, critical (ASCII letters, digits and -_. inside; policies "
+        "match it case-insensitively).",
     )
 
 

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast import kubeconfig
 from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY
+from steadfast.text import shown
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,9 +54,9 @@ def _decide(args: argparse.Namespace) -> int:
         if exc.status == 404:
             print(f"error: {where} not found", file=sys.stderr)
         else:
-            print(f"error: {where}: {kubeconfig.api_message(exc)}", file=sys.stderr)
+            print(shown(f"error: {where}: {kubeconfig.api_message(exc)}"), file=sys.stderr)
         return 1
     who = ((patched.get("metadata") or {}).get("annotations") or {}).get(DECIDED_BY, "?")
     verb = "approved" if args.approved else "rejected"
-    print(f"{where} {verb} by {who}")
+    print(shown(f"{where} {verb} by {who}"))
     return 0

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from steadfast.api.approval import Approvers
 from steadfast.api.duration import parse_duration
-from steadfast.api.policy import ApprovalRule, SteadfastPolicySpec
+from steadfast.api.policy import ApprovalRule, SteadfastPolicySpec, same_priority
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.records import Record
 
@@ -40,7 +40,8 @@ def matching(
     for name, policy in sorted(policies, key=lambda p: p[0]):
         for rule in policy.approvals:
             match = rule.match
-            if match.priorities and spec.task.priority not in match.priorities:
+            priority = spec.task.priority
+            if match.priorities and not (priority and any(same_priority(priority, p) for p in match.priorities)):
                 continue
             if match.namespace_selector.matches(dict(namespace_labels)) and match.label_selector.matches(dict(labels)):
                 found.append((f"{name}/{rule.name}", rule))

@@ -21,6 +21,7 @@ from steadfast.api.kinds import APPROVAL_REQUEST, DECISION_SEAL, REQUESTED_BY, R
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate
 from steadfast.records import Actor, ObjectRef, Record, WorkflowInput
+from steadfast.text import shown
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def gate_request(saga: Mapping[str, Any], gate: EffectiveGate, *, now: float) ->
         f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'})"
         + (f"; required by SteadfastPolicy {', '.join(gate.rules)}." if gate.rules else "."),
     }
+    subject = {key: shown(value)[: 256 if key == "title" else 4096] for key, value in subject.items()}
     if requester:
         subject["requester"] = requester
     manifest: dict[str, Any] = {

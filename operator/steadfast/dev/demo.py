@@ -158,7 +158,16 @@ class Demo:
             _start_extra(
                 self.state,
                 "operator",
-                [sys.executable, "-m", "steadfast.cli", "run", "-A", "--egress-allow", "127.0.0.0/8"],
+                # Of this host, actions may call the sample task service only: not the control plane beside it.
+                [
+                    sys.executable,
+                    "-m",
+                    "steadfast.cli",
+                    "run",
+                    "-A",
+                    "--egress-allow",
+                    f"127.0.0.1:{TASK_SERVICE_PORT}",
+                ],
                 self.env,
             )
             log = Path(self.state.logs["operator"])

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import Any
 
@@ -15,9 +16,23 @@ from dapr.ext.workflow._durabletask.internal import protos as pb
 from google.protobuf import json_format
 
 
+class _Token(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds `dapr-api-token` to every call, as the SDK's clients do."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("dapr-api-token", token)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or []), self._metadata]
+        return continuation(details._replace(metadata=metadata), request)
+
+
 class WorkflowAPI:
     def __init__(self, address: str) -> None:
         self._channel = grpc.insecure_channel(address)
+        token = os.environ.get("DAPR_API_TOKEN")
+        if token:  # daprd's API token (see controlplane.daprd.api_token); the local engine ignores it
+            self._channel = grpc.intercept_channel(self._channel, _Token(token))
         self._stub = stubs.TaskHubSidecarServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def instance_ids(self) -> list[str]:

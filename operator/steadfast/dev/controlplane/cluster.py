@@ -22,6 +22,7 @@ from steadfast import certs
 from steadfast.dev.controlplane import binaries, identities, processes
 from steadfast.dev.controlplane.daprd import DaprdEngine
 from steadfast.dev.engines import EngineName
+from steadfast.endpoints import Endpoint
 
 STATE_FILE = "state.json"
 DEFAULT_DIR = Path(".steadfast/dev")
@@ -37,6 +38,7 @@ class State:
     etcd: str
     kubeconfig: str
     engine: str | None = None
+    api_token: str | None = None  # daprd's (DAPR_API_TOKEN); the local engine has none
     pids: dict[str, int] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
     users: list[dict[str, Any]] = field(default_factory=list)
@@ -47,6 +49,8 @@ class State:
         out = {"KUBECONFIG": self.kubeconfig}
         if self.engine:
             out["DAPR_GRPC_ENDPOINT"] = self.engine
+        if self.api_token:
+            out["DAPR_API_TOKEN"] = self.api_token
         return out
 
     def exports(self) -> str:
@@ -113,6 +117,7 @@ class ControlPlane:
         self.crds = crds
         self.state: State | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._published: list[Endpoint] = []  # what the kubeconfig tells an operator never to call
         self._commands: dict[str, list[str]] = {}
         self._log = log or (lambda msg: print(f"[steadfast dev] {msg}", file=sys.stderr, flush=True))
 
@@ -141,8 +146,17 @@ class ControlPlane:
         tokens = self.directory / "tokens.csv"
         identities.write_token_file(tokens, people)
 
+        # etcd requires client certificates from its own CA, as a cluster runs it: a request without one (an
+        # HTTP action of a saga, anything else on this host) reads and writes nothing.
         etcd_port, peer_port = processes.free_port(), processes.free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = f"https://127.0.0.1:{etcd_port}"
+        peer_url = f"https://127.0.0.1:{peer_port}"
+        tls = [f"--cert-file={pki.etcd_cert}", f"--key-file={pki.etcd_key}", f"--trusted-ca-file={pki.etcd_ca}"]
+        peer_tls = [
+            f"--peer-cert-file={pki.etcd_cert}",
+            f"--peer-key-file={pki.etcd_key}",
+            f"--peer-trusted-ca-file={pki.etcd_ca}",
+        ]
         self._spawn(
             "etcd",
             [
@@ -151,16 +165,25 @@ class ControlPlane:
                 f"--data-dir={self.directory / 'etcd'}",
                 f"--listen-client-urls={etcd_url}",
                 f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-cluster=steadfast=http://127.0.0.1:{peer_port}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=steadfast={peer_url}",
+                *tls,
+                "--client-cert-auth=true",
+                *peer_tls,
+                "--peer-client-cert-auth=true",
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
             ],
             logs,
         )
+        self._published = [
+            Endpoint(host="127.0.0.1", port=etcd_port, what="the control plane's etcd"),
+            Endpoint(host="127.0.0.1", port=peer_port, what="the control plane's etcd (peer port)"),
+        ]
+        etcd_client = (pki.etcd_client_cert, pki.etcd_client_key)
         processes.wait_until(
-            lambda: processes.http_ok(f"{etcd_url}/health"),
+            lambda: processes.http_ok(f"{etcd_url}/health", ca_file=pki.etcd_ca, client_cert=etcd_client),
             what="etcd",
             timeout=timeout,
             pid=self._procs["etcd"].pid,
@@ -174,6 +197,9 @@ class ControlPlane:
             [
                 str(paths["kube-apiserver"]),
                 f"--etcd-servers={etcd_url}",
+                f"--etcd-cafile={pki.etcd_ca}",
+                f"--etcd-certfile={pki.etcd_client_cert}",
+                f"--etcd-keyfile={pki.etcd_client_key}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
                 f"--secure-port={api_port}",
@@ -202,6 +228,7 @@ class ControlPlane:
             log=logs / "kube-apiserver.log",
         )
 
+        self._published.append(Endpoint(host="127.0.0.1", port=api_port, what="the Kubernetes API server"))
         kubeconfig = self.directory / "kubeconfig"
         kubeconfig.write_text(identities.kubeconfig(server, ca_pem, people))
         kubeconfig.chmod(0o600)
@@ -237,12 +264,18 @@ class ControlPlane:
             log=logs / "kube-controller-manager.log",
         )
 
+        self._published.append(
+            Endpoint(host="127.0.0.1", port=kcm_port, what="the control plane's kube-controller-manager")
+        )
+
         engine_address: str | None = None
+        api_token: str | None = None
         if self.engine == "daprd":
             self._log("starting daprd, placement and scheduler")
             daprd = DaprdEngine(self.directory / "daprd", detach=self.detach, start_timeout=timeout).start()
             self._procs.update(daprd.children)
-            engine_address = daprd.address
+            engine_address, api_token = daprd.address, daprd.token
+            self._published += [Endpoint(host=daprd.host, port=p, what=w) for p, w in daprd.endpoints()]
         elif self.engine and _engine_available():
             engine_port = processes.free_port()
             engine_address = f"127.0.0.1:{engine_port}"
@@ -261,6 +294,7 @@ class ControlPlane:
                 ],
                 logs,
             )
+            self._published.append(Endpoint(host="127.0.0.1", port=engine_port, what="the local workflow engine"))
             processes.wait_until(
                 lambda: _grpc_ready(engine_address or ""),
                 what="workflow engine",
@@ -270,6 +304,8 @@ class ControlPlane:
             )
         elif self.engine:
             self._log("the local workflow engine is not part of this build; skipping it")
+        # The kubeconfig publishes every endpoint opened here: an operator run with it refuses them all.
+        kubeconfig.write_text(identities.kubeconfig(server, ca_pem, people, protected=self._published))
 
         self.state = State(
             directory=str(self.directory),
@@ -277,6 +313,7 @@ class ControlPlane:
             etcd=etcd_url,
             kubeconfig=str(kubeconfig),
             engine=engine_address,
+            api_token=api_token,
             pids={n: p.pid for n, p in self._procs.items()},
             logs={n: str(logs / f"{n}.log") for n in self._procs},
             users=[{"name": i.name, "groups": list(i.groups)} for i in people],
@@ -380,6 +417,7 @@ class ControlPlane:
 def write_state(state: State) -> None:
     path = Path(state.directory) / STATE_FILE
     tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)  # it may hold daprd's API token
     tmp.write_text(json.dumps(asdict(state), indent=2))
     os.replace(tmp, path)
 

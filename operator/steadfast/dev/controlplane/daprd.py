@@ -8,7 +8,9 @@ restarted unit continues where it stopped, like the local engine on its SQLite f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import secrets
 import signal
 import subprocess
 import urllib.error
@@ -56,6 +58,23 @@ class _Ports:
     etcd_peer: int = field(default_factory=processes.free_port)
 
 
+def api_token() -> str:
+    """The Dapr API token of the daprd engines this process tree starts: `$DAPR_API_TOKEN`, else a new random one.
+
+    daprd then answers its HTTP and gRPC APIs only to requests that carry it (`dapr-api-token`), so a process on
+    this host that does not know it (an HTTP action of a saga) gets nothing. A new token is exported to this
+    process's environment and the SDK's settings, so the clients and child processes it starts send it.
+    """
+    token = os.environ.get("DAPR_API_TOKEN")
+    if not token:
+        from dapr.conf import settings
+
+        token = secrets.token_urlsafe(32)
+        os.environ["DAPR_API_TOKEN"] = token
+        settings.DAPR_API_TOKEN = token  # type: ignore[attr-defined]  # set from the env at import
+    return token
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL we built)
@@ -89,6 +108,7 @@ class DaprdEngine:
         self.start_timeout = start_timeout
         self.log_level = log_level
         self.ports = _Ports()
+        self.token = api_token()
         self.log_file = self.directory / "daprd.log"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -100,6 +120,14 @@ class DaprdEngine:
     def address(self) -> str:
         """`host:port` of daprd's gRPC API, as `DAPR_GRPC_ENDPOINT` takes it."""
         return f"{self.host}:{self.ports.grpc}"
+
+    def endpoints(self) -> list[tuple[int, str]]:
+        """Every port the unit listens on, with what it is: published so that the operator refuses them all."""
+        ports = self.ports
+        return [
+            (getattr(ports, f.name), f"the Dapr engine's {f.name.replace('_', ' ')} port")
+            for f in dataclasses.fields(ports)
+        ]
 
     @property
     def pid(self) -> int:
@@ -128,7 +156,7 @@ class DaprdEngine:
         return proc is not None and proc.poll() is None
 
     def _launch(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "NAMESPACE": NAMESPACE, "DAPR_HOST_IP": self.host}
+        env = {**os.environ, "NAMESPACE": NAMESPACE, "DAPR_HOST_IP": self.host, "DAPR_API_TOKEN": self.token}
         proc = processes.launch(args, self.directory / f"{name}.log", detach=self.detach, env=env)
         self._procs[name] = proc
         return proc

@@ -11,10 +11,14 @@ import csv
 import io
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from steadfast.endpoints import Endpoint, extension
 
 ADMIN = "admin"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.@]*[a-z0-9])?$")
@@ -59,13 +63,21 @@ def write_token_file(path: Path, identities: list[Identity]) -> None:
     path.chmod(0o600)
 
 
-def kubeconfig(server: str, ca_pem: bytes, identities: list[Identity], current: str = ADMIN) -> str:
-    """One context per identity, named after it; `current` is selected."""
+def kubeconfig(
+    server: str, ca_pem: bytes, identities: list[Identity], current: str = ADMIN, protected: Sequence[Endpoint] = ()
+) -> str:
+    """One context per identity, named after it; `current` is selected.
+
+    `protected`: the control plane's endpoints, published in the cluster's extension for the operator to refuse.
+    """
     ca = base64.b64encode(ca_pem).decode()
+    cluster: dict[str, Any] = {"server": server, "certificate-authority-data": ca}
+    if protected:
+        cluster["extensions"] = [extension(protected)]
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "steadfast-dev", "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "clusters": [{"name": "steadfast-dev", "cluster": cluster}],
         "users": [{"name": i.name, "user": {"token": i.token}} for i in identities],
         "contexts": [
             {"name": i.name, "context": {"cluster": "steadfast-dev", "user": i.name, "namespace": "default"}}

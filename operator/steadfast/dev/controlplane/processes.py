@@ -146,7 +146,15 @@ def wait_until(check: Callable[[], bool], *, what: str, timeout: float, pid: int
         delay = min(delay * 1.5, 0.5)
 
 
-def http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None, insecure: bool = False) -> bool:
+def http_ok(
+    url: str,
+    *,
+    token: str | None = None,
+    ca_file: Path | None = None,
+    insecure: bool = False,
+    client_cert: tuple[Path, Path] | None = None,
+) -> bool:
+    """Whether `url` answers 200; `client_cert` (cert, key) for servers that require one (etcd)."""
     request = urllib.request.Request(url)  # noqa: S310 (only http(s) URLs we built)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -156,6 +164,8 @@ def http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None, 
         if insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        if client_cert is not None:
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
     try:
         with urllib.request.urlopen(request, timeout=2, context=context) as response:  # noqa: S310
             return int(response.status) == 200
