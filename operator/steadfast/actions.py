@@ -37,6 +37,7 @@ from steadfast.objects import KubeRequests, ObjectError, Objects, Undo
 from steadfast.records import Actor
 from steadfast.records import Outcome as Outcome  # re-exported: the result type of ActionRunner.run
 from steadfast.records import idempotency_key as idempotency_key
+from steadfast.shares import on_behalf_of
 from steadfast.waits import RaiseEvent, Registration, WatchHub
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,14 @@ class ActionRunner:
 
     def _judge_waiting(self, registration: Registration, obj: Any) -> Outcome | None:
         assert self.objects is not None
-        return self.objects.judge(
-            registration.action,
-            obj,
-            said=registration.said,
-            variables=registration.variables,
-            outputs=registration.outputs,
-        )
+        with on_behalf_of(registration.namespace):
+            return self.objects.judge(
+                registration.action,
+                obj,
+                said=registration.said,
+                variables=registration.variables,
+                outputs=registration.outputs,
+            )
 
     def _inside(self, namespace: str) -> Callable[[str, IPAddress], str | None] | None:
         """The namespace layer of the egress check (own Services, admins' rules); None without a cluster."""
@@ -209,6 +211,7 @@ class ActionRunner:
                 outputs=outputs,
                 said=said,
                 expires=time.monotonic() + wait.seconds + 60,
+                namespace=namespace,
             )
         )
         return Outcome(
