@@ -41,6 +41,7 @@ from steadfast.records import Outcome as Outcome  # re-exported: the result type
 from steadfast.records import idempotency_key as idempotency_key
 from steadfast.secret_refs import Destination, StoredSecret
 from steadfast.secret_refs import refusal as secret_refusal
+from steadfast.shares import on_behalf_of
 from steadfast.waits import RaiseEvent, Registration, WatchHub
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,14 @@ class ActionRunner:
 
     def _judge_waiting(self, registration: Registration, obj: Any) -> Outcome | None:
         assert self.objects is not None
-        return self.objects.judge(
-            registration.action,
-            obj,
-            said=registration.said,
-            variables=registration.variables,
-            outputs=registration.outputs,
-        )
+        with on_behalf_of(registration.namespace):
+            return self.objects.judge(
+                registration.action,
+                obj,
+                said=registration.said,
+                variables=registration.variables,
+                outputs=registration.outputs,
+            )
 
     def _view(self) -> ClusterView | None:
         return self._cluster.view() if self._cluster is not None else None
@@ -219,6 +221,7 @@ class ActionRunner:
                 outputs=outputs,
                 said=said,
                 expires=time.monotonic() + wait.seconds + 60,
+                namespace=namespace,
             )
         )
         return Outcome(

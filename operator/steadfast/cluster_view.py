@@ -56,6 +56,23 @@ class ClusterWatch:
             services = {ip: key for key, ips in self._services.items() for ip in ips}
             return ClusterView(services, dict(self._labels), list(self._policies.items()), self._networks)
 
+    def limit(self, default: int) -> Callable[[str], int]:
+        """Actions a namespace may run at once: the lowest `limits` rule of the policies selecting it, else
+        `default`. Read from the watched copies at each admission (cheap: no API request)."""
+
+        def of(namespace: str) -> int:
+            with self._lock:
+                labels = self._labels.get(namespace, {})
+                found = [
+                    rule.actions_in_flight
+                    for spec in self._policies.values()
+                    for rule in spec.limits
+                    if rule.namespace_selector.matches(labels)
+                ]
+            return min(found) if found else default
+
+        return of
+
     # ---- list and watch -------------------------------------------------------------------------------
 
     def _lister(self, api: client.ApiClient, name: str) -> Callable[..., Any]:

@@ -8,6 +8,7 @@ redelivered transition is not counted twice.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +73,44 @@ API_ERRORS = Counter(
     ["operation", "code"],
     registry=REGISTRY,
 )
+
+SHARE_WAIT_SECONDS = Histogram(
+    "steadfast_share_wait_seconds",
+    "Time work waited for its namespace's share of a pool (actions: action threads; expressions: sandbox "
+    "children) before it started; 0 when it started at once.",
+    ["pool"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+SHARE_WAITED = Counter(
+    "steadfast_share_waited_seconds_total",
+    "Seconds the work of a namespace waited for its share of a pool (only namespaces that had to wait appear).",
+    ["pool", "namespace"],
+    registry=REGISTRY,
+)
+SHARE_IN_USE = Gauge("steadfast_share_in_use", "Places of a pool in use.", ["pool"], registry=REGISTRY)
+SHARE_WAITING = Gauge(
+    "steadfast_share_waiting", "Work waiting for its namespace's share of a pool.", ["pool"], registry=REGISTRY
+)
+
+
+def share_observer(pool: str) -> Callable[[str, float], None]:
+    """What a `shares.Shares` calls at each admission: the wait, by pool, and by namespace when it waited."""
+    histogram = SHARE_WAIT_SECONDS.labels(pool)
+
+    def observe(namespace: str, seconds: float) -> None:
+        histogram.observe(seconds)
+        if seconds >= 0.001:
+            SHARE_WAITED.labels(pool, namespace or "-").inc(seconds)
+
+    return observe
+
+
+def watch_shares(pool: str, in_use: Callable[[], float], waiting: Callable[[], float]) -> None:
+    """Export a pool's places in use and its waiters, read at each scrape."""
+    SHARE_IN_USE.labels(pool).set_function(in_use)
+    SHARE_WAITING.labels(pool).set_function(waiting)
+
 
 _SAGA_OUTCOMES = {
     "Started": "started",

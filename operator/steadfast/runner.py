@@ -25,14 +25,20 @@ from steadfast.binding import Bindings
 from steadfast.cluster_view import ClusterWatch
 from steadfast.egress import EgressPolicy, IPAddress
 from steadfast.egress_rules import DEFAULT_CLUSTER_NETWORKS
+from steadfast.expressions.sandbox import Sandbox
 from steadfast.kube import api_client
 from steadfast.seals import SEALER
 from steadfast.status import StatusWriter
 from steadfast.worker import Worker, registrable
-from steadfast.workflows.activities import Activities
+from steadfast.workflows.activities import ACTION_THREADS, ACTIONS_PER_NAMESPACE, Activities, action_shares
 
 log = logging.getLogger("steadfast")
 THREADS = 32
+# The SDK's cap on activities between delivery and completion. Ours wait for their namespace's share inside
+# that window (see workflows.activities), so the SDK's cap must never be the one reached: at its default
+# (100 per core) one namespace's waiting actions would fill it and queue everyone else's behind them. A
+# waiting activity costs a coroutine and its input; how many there are is bounded by the resources that exist.
+ACTIVITY_ITEMS = 1_000_000
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,6 +138,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="how often to check that the engine still routes work to this worker (reconnect if not)",
     )
     run.add_argument(
+        "--action-threads",
+        type=int,
+        default=int(os.environ.get("STEADFAST_ACTION_THREADS", str(ACTION_THREADS))),
+        metavar="N",
+        help="actions (HTTP calls, Kubernetes requests) running at once, all namespaces together; an eighth of "
+        "them is kept for namespaces that have nothing running",
+    )
+    run.add_argument(
+        "--actions-per-namespace",
+        type=int,
+        default=int(os.environ.get("STEADFAST_ACTIONS_PER_NAMESPACE", str(ACTIONS_PER_NAMESPACE))),
+        metavar="N",
+        help="actions one namespace may have running at once (more wait for its share without holding a thread); "
+        "a SteadfastPolicy `limits` rule can set another number for the namespaces it selects",
+    )
+    run.add_argument(
         "--seal-key-secret",
         default=os.environ.get("STEADFAST_SEAL_KEY_SECRET") or seal_key.default_location(),
         metavar="NAMESPACE/NAME",
@@ -218,7 +240,12 @@ def runtime_factory(
 
     def build() -> WorkflowRuntime:
         # Activities spend their time waiting (HTTP, the API server), so more threads than cores pay off.
-        runtime = WorkflowRuntime(host=host, port=port, maximum_thread_pool_workers=THREADS)
+        runtime = WorkflowRuntime(
+            host=host,
+            port=port,
+            maximum_thread_pool_workers=THREADS,
+            maximum_concurrent_activity_work_items=ACTIVITY_ITEMS,
+        )
         activities.register(runtime)
         for binding in catalog.BINDINGS:
             runtime.register_workflow(registrable(binding.workflow_fn), name=binding.workflow)
@@ -268,8 +295,18 @@ def main(args: argparse.Namespace) -> int:
             "kubernetes actions are off: the operator runs without its admission webhooks (--no-webhooks), so "
             "no creator is recorded that it could act as"
         )
-    runner = ActionRunner(api, _egress(args, api), cluster=cluster, raise_event=raise_event, kubernetes_off=off)
-    activities = Activities(runner, writer)
+    sandbox = Sandbox(observe=metrics.share_observer("expressions"))
+    metrics.watch_shares("expressions", lambda: sandbox.shares.in_use, lambda: sandbox.shares.waiting)
+    runner = ActionRunner(
+        api, _egress(args, api), sandbox=sandbox, cluster=cluster, raise_event=raise_event, kubernetes_off=off
+    )
+    shares = action_shares(
+        args.action_threads,
+        cluster.limit(args.actions_per_namespace),
+        observe=metrics.share_observer("actions"),
+    )
+    metrics.watch_shares("actions", lambda: shares.in_use, lambda: shares.waiting)
+    activities = Activities(runner, writer, shares)
     worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
     worker.start()
     log.info("workflow worker connected")
@@ -299,5 +336,7 @@ def main(args: argparse.Namespace) -> int:
         )
     finally:
         worker.stop()
+        activities.close()
+        sandbox.close()
         writer.stop()
     return 0

@@ -48,6 +48,7 @@ class Registration:
     outputs: dict[str, str]
     said: str
     expires: float  # monotonic; the workflow has given up by then
+    namespace: str = ""  # the waiting resource's namespace: judging it is charged to its share
 
     @property
     def key(self) -> tuple[str, str]:

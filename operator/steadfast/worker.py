@@ -33,16 +33,24 @@ def registrable(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A new function object that calls `fn`, for each runtime `fn` is registered on.
 
     The SDK marks every function it registers, for the whole process, and refuses it on a second runtime:
-    without this a reconnect (a new runtime) fails with "Activity execute already registered".
+    without this a reconnect (a new runtime) fails with "Activity execute already registered". A coroutine
+    function stays one, so the SDK still runs it on its event loop rather than on its thread pool.
     """
+    call: Callable[..., Any]
+    if inspect.iscoroutinefunction(fn):
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await fn(*args, **kwargs)
+
+    else:
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
 
     call.__name__ = getattr(fn, "__name__", "registered")
     call.__qualname__ = getattr(fn, "__qualname__", call.__name__)
     call.__doc__ = fn.__doc__
-    call.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    call.__signature__ = inspect.signature(fn)  # type: ignore[union-attr]
     return call
 
 

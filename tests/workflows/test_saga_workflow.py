@@ -6,8 +6,11 @@ the final status the workflow reports, its Events, and the calls the service rec
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
+import dapr.ext.workflow as wf
 import pytest
 from workflow_fakes import SERVICE, Harness, Subject
 
@@ -56,6 +59,13 @@ def finish(harness: Harness, subject: Subject, iid: str) -> tuple[dict[str, Any]
     assert status["result"] == result, "the last reported status must carry the workflow's result"
     assert status["workflowInstanceId"] == iid
     return result, status
+
+
+def wait_until(test: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not test():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.02)
 
 
 def phases(status: dict[str, Any]) -> list[str]:
@@ -269,6 +279,64 @@ def test_cancel_lets_the_running_step_finish_then_undoes_everything_done(harness
     assert subject.service.order() == ["reserve/action", "charge/action", "charge/compensation", "reserve/compensation"]
     assert phases(status) == ["Succeeded", "Succeeded", "Skipped"]
     assert status["phase"] == "Compensated"
+    assert result["error"] == "the TaskSaga was deleted while running"
+
+
+def test_cancel_stops_a_retrying_step_no_further_attempt_then_undoes_everything_done(harness: Harness) -> None:
+    """A step failing with hours of retries left: deleting the saga starts no further attempt and compensates now,
+    not after the retries (the backoff races the cancel event)."""
+    subject = harness.subject(TASK_SAGA)
+    subject.service.fail("/charge")
+    hourly = {"maxAttempts": 5, "initialInterval": "1h", "backoffCoefficient": 1, "maxInterval": "1h"}
+    iid = harness.start_saga(subject, spec(step("reserve"), step("charge", retry=hourly), step("ship")))
+    subject.log.wait_for(lambda s: s["steps"][1].get("attempts") == 1, "charge's first attempt")
+    harness.client.raise_workflow_event(iid, saga.CANCEL_EVENT, data={"reason": "deleted"})
+    result, status = finish(harness, subject, iid)
+
+    assert subject.service.order() == ["reserve/action", "charge/action", "reserve/compensation"]
+    assert phases(status) == ["Succeeded", "Failed", "Skipped"]
+    assert status["steps"][1]["attempts"] == 1
+    assert status["steps"][1]["message"].endswith("(deleted: no further attempt)")
+    assert status["phase"] == "Compensated"
+    assert result["error"] == "the TaskSaga was deleted while running"
+
+
+def test_an_instance_of_the_previous_release_replays_its_retries_unchanged(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versioning: an instance that reached its retry under the previous release (which had no such check) keeps
+    its old behaviour after the upgrade: the cancel waits for the backoff, and the replay raises no
+    non-determinism error (the instance stays Running, not Failed)."""
+    subject = harness.subject(TASK_SAGA)
+    subject.service.fail("/charge")
+    hourly = {"maxAttempts": 2, "initialInterval": "1h", "backoffCoefficient": 1, "maxInterval": "1h"}
+    with monkeypatch.context() as old_release:  # the previous release never asked: the patch is not in its history
+        old_release.setattr(wf.DaprWorkflowContext, "is_patched", lambda self, name: False)
+        iid = harness.start_saga(subject, spec(step("reserve"), step("charge", retry=hourly)))
+        subject.log.wait_for(lambda s: s["steps"][1].get("attempts") == 1, "charge's first attempt")
+        wait_until(lambda: len(subject.service.calls_to("/charge")) == 1, "charge called")
+        time.sleep(0.5)  # the failed attempt's result is recorded and the backoff timer created
+    harness.client.raise_workflow_event(iid, saga.CANCEL_EVENT, data={"reason": "deleted"})
+    time.sleep(1.0)
+    state = harness.client.get_workflow_state(iid, fetch_payloads=False)
+    assert state is not None and state.runtime_status == wf.WorkflowStatus.RUNNING
+    assert subject.service.order() == ["reserve/action", "charge/action"]  # still in its hour of backoff
+
+
+def test_cancel_during_an_attempt_lets_it_finish_and_undoes_it_if_it_succeeded(harness: Harness) -> None:
+    """The attempt in flight when the saga is deleted finishes; it succeeded, so its step is undone too."""
+    subject = harness.subject(TASK_SAGA)
+    subject.service.script("/charge", False, then=True)
+    entered, release = subject.service.hold("/charge")
+    fast = {"maxAttempts": 3, **FAST_RETRY}
+    iid = harness.start_saga(subject, spec(step("reserve"), step("charge", retry=fast), step("ship")))
+    assert entered.wait(10), "charge never started"
+    harness.client.raise_workflow_event(iid, saga.CANCEL_EVENT, data={"reason": "deleted"})
+    release.set()  # the first attempt fails after the cancel: no second one
+    result, status = finish(harness, subject, iid)
+
+    assert subject.service.order() == ["reserve/action", "charge/action", "reserve/compensation"]
+    assert status["steps"][1]["attempts"] == 1
     assert result["error"] == "the TaskSaga was deleted while running"
 
 

@@ -175,6 +175,22 @@ class EgressRule(ApiModel):
     allow: list[EgressDestination] = Field(min_length=1, max_length=64, description="What they may reach.")
 
 
+class LimitRule(ApiModel):
+    """How much of the operator's shared work the selected namespaces may hold at once."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Rule name.")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Namespaces the rule applies to ({}: all)."
+    )
+    actions_in_flight: int = Field(
+        ge=1,
+        le=4096,
+        description="Actions (HTTP calls, Kubernetes requests) one selected namespace may have running at once, "
+        "instead of the operator's --actions-per-namespace; more wait for their turn. Never more than the "
+        "operator's --action-threads. Where several rules select a namespace, the lowest number applies.",
+    )
+
+
 class SteadfastPolicySpec(ApiModel):
     """Rules platform admins set for every namespace."""
 
@@ -184,10 +200,15 @@ class SteadfastPolicySpec(ApiModel):
     egress: Annotated[list[EgressRule], list_map("name")] = Field(
         default_factory=list, max_length=64, description="Destinations opened to actions; every matching rule adds."
     )
+    limits: Annotated[list[LimitRule], list_map("name")] = Field(
+        default_factory=list, max_length=32, description="Per-namespace limits on the operator's shared work."
+    )
 
-    @field_validator("approvals", "egress")
+    @field_validator("approvals", "egress", "limits")
     @classmethod
-    def _unique(cls, rules: list[ApprovalRule] | list[EgressRule]) -> list[ApprovalRule] | list[EgressRule]:
+    def _unique(
+        cls, rules: list[ApprovalRule] | list[EgressRule] | list[LimitRule]
+    ) -> list[ApprovalRule] | list[EgressRule] | list[LimitRule]:
         dupes = sorted(n for n, c in Counter(r.name for r in rules).items() if c > 1)
         if dupes:
             raise PydanticCustomError(

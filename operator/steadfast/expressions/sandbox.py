@@ -4,6 +4,10 @@ CEL's runtime bounds iterations, not memory: `[1,2,3].map(a, s + s + s)` over a 
 without limit. Each child runs under an address-space limit and a CPU-time limit per batch (see `child`);
 the parent adds a wall-clock deadline, kills a child that misses it and starts a fresh one for the next
 batch. Children are reused (starting one costs ~100 ms), one caller at a time each.
+
+The children are shared fairly between namespaces (`steadfast.shares`): a namespace uses at most
+`per_namespace` of them at once (default 1 of 2), so expressions that burn their whole CPU limit in one
+namespace leave a child free for the others; its further batches wait for its own child, not theirs.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from steadfast.shares import Observe, Shares, current
+
 MEMORY = 256 * 1024 * 1024  # address space of one child (the Python runtime and CEL take ~40 MiB of it)
 CPU_SECONDS = 1.0  # per batch
 DEADLINE = 5.0  # wall clock per batch, start-up of a fresh child included
 CHILDREN = 2
+PER_NAMESPACE = 1  # children one namespace may use at once
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,14 @@ class Sandbox:
     """A small pool of evaluator children; `evaluate` is safe to call from many threads."""
 
     def __init__(
-        self, *, children: int = CHILDREN, memory: int = MEMORY, cpu: float = CPU_SECONDS, deadline: float = DEADLINE
+        self,
+        *,
+        children: int = CHILDREN,
+        memory: int = MEMORY,
+        cpu: float = CPU_SECONDS,
+        deadline: float = DEADLINE,
+        per_namespace: int = PER_NAMESPACE,
+        observe: Observe | None = None,
     ) -> None:
         self.memory = memory
         self.cpu = cpu
@@ -101,19 +115,25 @@ class Sandbox:
             self._idle.put(None)  # a slot; its child starts on first use
         self._all: list[_Child] = []
         self._lock = threading.Lock()
+        # One place per child: whoever is admitted finds an idle slot at once.
+        self.shares = Shares("expressions", children, per_namespace, observe=observe)
 
     def evaluate(self, items: Iterable[tuple[str, frozenset[str]]], data: Mapping[str, Any]) -> list[Result]:
-        """Each expression's result over `data`, in order; a batch that breaks a limit fails as a whole."""
+        """Each expression's result over `data`, in order; a batch that breaks a limit fails as a whole.
+
+        The batch is charged to the namespace of `shares.on_behalf_of` and waits for that namespace's share.
+        """
         batch = [[source, sorted(scope)] for source, scope in items]
         if not batch:
             return []
         line = (json.dumps({"items": batch, "data": data}, default=str) + "\n").encode()
-        slot = self._idle.get()
-        child = slot if slot is not None and slot.alive else self._start()
-        try:
-            answer = child.ask(line, time.monotonic() + self.deadline)
-        finally:
-            self._idle.put(child if child.alive else None)
+        with self.shares.hold(current()):
+            slot = self._idle.get()
+            child = slot if slot is not None and slot.alive else self._start()
+            try:
+                answer = child.ask(line, time.monotonic() + self.deadline)
+            finally:
+                self._idle.put(child if child.alive else None)
         if answer is None:
             reason = (
                 "the expressions exceeded their time or memory limit "

@@ -36,6 +36,8 @@ Step = Generator[Any, Any, Any]
 # (kept in memory) registers again. A waiting workflow also re-arms on its own every REARM_EVERY.
 REARM_EVENT = "steadfast.rearm"
 REARM_EVERY = timedelta(minutes=10)
+# Workflow versioning (`ctx.is_patched`): instances that reached a retry before this release replay without it.
+INTERRUPT_RETRIES = "steadfast.interrupt-retries"
 
 
 def utc(moment: datetime) -> datetime:
@@ -120,8 +122,14 @@ def run_action(
     can show it in status; the backoff is the same formula. `snapshot(attempt)` is the status to write
     as the attempt starts. `variables` (from the input and recorded results, so a replay renders the same
     request) feed its placeholders; `outputs` and `conditions` are evaluated over the response.
+
+    `interrupt` (a deleted saga's cancel event) ends the action early: a waiting Kubernetes action stops
+    waiting, and no further attempt starts once it has fired (the backoff between attempts races it). The
+    attempt in flight finishes; the caller undoes its effect if it succeeded.
     """
     ctx = reporter.ctx
+    # Patched in: instances of an earlier release that already passed this point replay as they ran.
+    interruptible = interrupt is not None and ctx.is_patched(INTERRUPT_RETRIES)
     policy = retry or RetryPolicy(max_attempts=1)
     started = ctx.current_utc_datetime
     deadline = started + parse_duration(timeout) if timeout else None
@@ -161,10 +169,17 @@ def run_action(
             outcome = Outcome(False, message=f"the action could not run: {exc}")
         if outcome.ok or attempt >= policy.max_attempts:
             return outcome, attempt
+        stopped = Outcome(False, outcome.status_code, f"{outcome.message} (deleted: no further attempt)")
+        if interruptible and interrupt.is_complete:
+            return stopped, attempt
         pause = backoff(policy, attempt)
         if deadline is not None and ctx.current_utc_datetime + pause >= deadline:
             return Outcome(False, outcome.status_code, f"{outcome.message} (time limit {timeout} reached)"), attempt
-        yield ctx.create_timer(ctx.current_utc_datetime + pause)
+        timer = ctx.create_timer(ctx.current_utc_datetime + pause)
+        if not interruptible:
+            yield timer
+        elif (yield when_any([timer, interrupt])) is interrupt:
+            return stopped, attempt
 
 
 def _await_object(

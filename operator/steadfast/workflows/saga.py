@@ -2,7 +2,8 @@
 
 A compensation is recorded the moment its step succeeds; a failing compensation is retried, then
 recorded as failed, and the others still run. Deleting a running saga (onDelete: Compensate) sends the
-`cancel` event: the step in flight finishes, then everything done is undone.
+`cancel` event: the attempt in flight finishes, no further attempt of its step starts (the retry backoff
+races the event), then everything done is undone.
 """
 
 from __future__ import annotations
