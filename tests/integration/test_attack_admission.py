@@ -120,7 +120,8 @@ def test_a_monitor_too_large_to_record_is_refused_and_one_under_the_limit_can_be
     assert "too large for the operator to keep track of" in over.stderr, over.stderr
     assert f"limit of {persistence.ANNOTATIONS_LIMIT} bytes (256 KiB)" in over.stderr, over.stderr
 
-    under = kubectl(kubectl_path, tmp_path, ["create"], padded_monitor(namespace, "under", -1024))
+    # 4 KiB under: admission's stamps and their seal (about 1 KiB) count too.
+    under = kubectl(kubectl_path, tmp_path, ["create"], padded_monitor(namespace, "under", -4096))
     assert under.returncode == 0, under.stderr
     monitors = Resources(kube, namespace, "healthmonitors", "HealthMonitor")
     monitors.wait_status("under", lambda s: bool(s.get("phase")), "a phase")
