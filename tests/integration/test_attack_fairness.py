@@ -58,15 +58,25 @@ def victim(kube: client.ApiClient) -> Iterator[Resources]:
         core.delete_namespace(name)
 
 
-def one_step(url: str, **http: Any) -> dict[str, Any]:
+SLOW_ROUTE = "DELETE /notices/{id}"  # the route the tests slow down or fail; each counts its own paths
+
+
+def one_step(url: str, method: str = "POST", **http: Any) -> dict[str, Any]:
     return {
         "task": {"id": "t"},
-        "steps": [{"name": "call", "action": {"http": {"method": "POST", "url": url, **http}}}],
+        "steps": [{"name": "call", "action": {"http": {"method": method, "url": url, **http}}}],
     }
 
 
-def deliveries(svc: TaskService, route: str, since: float) -> int:
-    return sum(1 for d in svc.stats()["deliveries"] if d["route"] == route and d["at"] >= since)
+def slow_step(svc: TaskService, namespace: str) -> dict[str, Any]:
+    """A call on the slowed route under a path of this test's own (`deliveries` counts only those)."""
+    return one_step(f"{svc.url}/notices/{namespace}-call", method="DELETE")
+
+
+def deliveries(svc: TaskService, namespace: str, since: float) -> int:
+    """Calls on this test's paths: leftovers of other tests (the task service is shared) never count."""
+    prefix = f"/notices/{namespace}-"
+    return sum(1 for d in svc.stats()["deliveries"] if d["path"].startswith(prefix) and d["at"] >= since)
 
 
 def time_victim(victim: Resources, svc: TaskService) -> float:
@@ -81,13 +91,13 @@ def test_slow_endpoints_of_one_namespace_do_not_delay_another(
     operator: Operator, faults: TaskService, attacker: Resources, victim: Resources
 ) -> None:
     since = time.time()
-    faults.fault("POST /notices", fail=0, delay=SLOW)  # answers, but only after SLOW seconds
+    faults.fault(SLOW_ROUTE, fail=0, delay=SLOW)  # answers, but only after SLOW seconds
     for i in range(40):
-        attacker.create(f"slow-{i}", one_step(f"{faults.url}/notices"))
+        attacker.create(f"slow-{i}", slow_step(faults, attacker.namespace))
     # The attacker's namespace holds its share of the action threads (8 calls in flight), no more.
-    eventually(lambda: deliveries(faults, "POST /notices", since) >= 8, timeout=60, what="the attacker's calls")
+    eventually(lambda: deliveries(faults, attacker.namespace, since) >= 8, timeout=60, what="the attacker's calls")
     took = time_victim(victim, faults)
-    in_flight = deliveries(faults, "POST /notices", since)
+    in_flight = deliveries(faults, attacker.namespace, since)
     assert took < VICTIM_BOUND, f"the other namespace's one-step saga took {took:.1f}s"
     assert in_flight == 8, f"the attacker had {in_flight} calls in flight at once, more than its share"
     # The other 32 wait for the attacker's share without holding a thread, and admins see them waiting.
@@ -174,14 +184,14 @@ def test_an_admins_policy_bounds_a_namespaces_actions_in_flight(
         },
     )
     try:
-        time.sleep(1.0)  # the operator's watch of policies and namespaces sees both
+        time.sleep(3.0)  # the operator's watch of policies and namespaces sees both
         since = time.time()
-        faults.fault("POST /notices", fail=0, delay=4.0)
+        faults.fault(SLOW_ROUTE, fail=0, delay=4.0)
         for i in range(5):
-            attacker.create(f"limited-{i}", one_step(f"{faults.url}/notices"))
-        eventually(lambda: deliveries(faults, "POST /notices", since) >= 2, timeout=60, what="the first calls")
+            attacker.create(f"limited-{i}", slow_step(faults, namespace))
+        eventually(lambda: deliveries(faults, namespace, since) >= 2, timeout=60, what="the first calls")
         time.sleep(2.0)
-        assert deliveries(faults, "POST /notices", since) == 2, "more than the policy's 2 actions ran at once"
+        assert deliveries(faults, namespace, since) == 2, "more than the policy's 2 actions ran at once"
         for i in range(5):  # the others follow, two at a time
             attacker.wait_phase(f"limited-{i}", "Succeeded", timeout=60)
     finally:
@@ -192,7 +202,6 @@ def test_deleting_a_saga_whose_step_is_retrying_compensates_promptly(
     operator: Operator, kube: client.ApiClient, faults: TaskService, attacker: Resources, namespace: str
 ) -> None:
     """A step failing with an hour between retries: deletion does not wait for them, it undoes what was done."""
-    faults.fault("POST /notices", fail=-1, status=500)
     since = time.time()
     hourly = {"maxAttempts": 10, "initialInterval": "1h", "backoffCoefficient": 1, "maxInterval": "1h"}
     spec = {
@@ -203,17 +212,28 @@ def test_deleting_a_saga_whose_step_is_retrying_compensates_promptly(
                 "action": {"http": {"method": "POST", "url": f"{faults.url}/records", "body": {"id": "t-retry"}}},
                 "compensation": {"http": {"method": "DELETE", "url": f"{faults.url}/records/t-retry"}},
             },
-            {"name": "notify", "action": {"http": {"method": "POST", "url": f"{faults.url}/notices"}}, "retry": hourly},
+            {
+                "name": "notify",
+                # Always answers 500 (X-Fail), for this request only.
+                "action": {
+                    "http": {
+                        "method": "DELETE",
+                        "url": f"{faults.url}/notices/{namespace}-notify",
+                        "headers": [{"name": "X-Fail", "value": "always"}],
+                    }
+                },
+                "retry": hourly,
+            },
         ],
     }
     attacker.create("retrying", spec)
     attacker.wait_status(
         "retrying", lambda s: (s.get("steps") or [{}, {}])[1].get("attempts") == 1, what="notify's first attempt"
     )
-    eventually(lambda: deliveries(faults, "POST /notices", since) == 1, what="notify called once")
+    eventually(lambda: deliveries(faults, namespace, since) == 1, what="notify called once")
     started = time.monotonic()
     Resources(kube, namespace, "tasksagas", "TaskSaga").delete("retrying")  # as an admin: bob may not delete
     attacker.wait_gone("retrying", timeout=60)
     assert time.monotonic() - started < 30
     assert "DELETE /records/t-retry" in faults.applied("/records/t-retry")
-    assert deliveries(faults, "POST /notices", since) == 1  # no attempt after the deletion
+    assert deliveries(faults, namespace, since) == 1  # no attempt after the deletion

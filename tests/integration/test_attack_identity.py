@@ -160,7 +160,7 @@ def create(api: client.ApiClient, namespace: str, plural: str, body: dict[str, A
 
 
 def http_step(svc: TaskService, name: str = "record") -> dict[str, Any]:
-    return {"name": name, "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}
+    return {"name": name, "action": {"http": {"method": "POST", "url": f"{svc.url}/records", "body": {"id": name}}}}
 
 
 def phase(resources: Resources, name: str) -> str | None:

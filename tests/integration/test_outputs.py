@@ -71,8 +71,9 @@ def monitors(kube: client.ApiClient, namespace: str, task_service: TaskService) 
     return Resources(kube, namespace, "healthmonitors", "HealthMonitor")
 
 
-def applied_bodies(svc: TaskService, route: str) -> list[Any]:
-    return [a["body"] for a in svc.stats()["applied"] if a["route"] == route]
+def applied_bodies(svc: TaskService, route: str) -> list[dict[str, Any]]:
+    """JSON object bodies applied on `route` (other tests share the service and may send none)."""
+    return [a["body"] for a in svc.stats()["applied"] if a["route"] == route and isinstance(a["body"], dict)]
 
 
 def outputs_of(status: dict[str, Any]) -> dict[str, Any]:

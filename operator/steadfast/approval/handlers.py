@@ -37,6 +37,9 @@ from steadfast.kube import api_client
 from steadfast.workflows.saga import SagaInput
 
 
+GATE_WAITS = 10  # times `outcome` waits for a decided gate request's workflow to end
+
+
 def _left_pending(body: kopf.Body, **_: Any) -> bool:
     """Cheap filter for the gate-outcome handler: a request whose status left Pending (the handler verifies)."""
     phase = (body.get("status") or {}).get("phase")
@@ -86,9 +89,20 @@ def register_handlers(
         """An instance's (state, input) as the engine holds it; `wait`: seconds to wait for it to finish."""
         iid = instance_id(kind, meta["namespace"], meta["name"], meta["uid"])
         if wait:
-            state = await asyncio.to_thread(
-                bindings.client.wait_for_workflow_completion, iid, fetch_payloads=True, timeout_in_seconds=int(wait)
-            )
+            # The request's status (what woke us) is written just before its workflow ends: wait for the end,
+            # a while longer under load (an event handler is not retried, so giving up would lose the outcome).
+            state = None
+            for _ in range(GATE_WAITS):
+                try:
+                    state = await asyncio.to_thread(
+                        bindings.client.wait_for_workflow_completion,
+                        iid,
+                        fetch_payloads=True,
+                        timeout_in_seconds=int(wait),
+                    )
+                    break
+                except TimeoutError:  # the SDK's way of saying the wait ran out
+                    continue
         else:
             state = await asyncio.to_thread(bindings.client.get_workflow_state, iid, fetch_payloads=True)
         return state, (state.serialized_input if state is not None else None)
