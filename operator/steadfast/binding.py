@@ -251,6 +251,9 @@ class Bindings:
                 )
             if state is not None:
                 await asyncio.to_thread(self.client.purge_workflow, iid)
+        except TimeoutError as exc:
+            # The SDK's waits end so (not as a gRPC DEADLINE_EXCEEDED): come back soon, not after kopf's 60 s.
+            raise kopf.TemporaryError(f"waiting for workflow {iid} to end", delay=1) from exc
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise kopf.TemporaryError(f"waiting for workflow {iid} to end", delay=1) from exc

@@ -62,6 +62,16 @@ class WorkflowAPI:
         """The history as event kinds (`executionStarted`, `taskScheduled`, ...), in order."""
         return [str(e.WhichOneof("eventType")) for e in self.history(instance_id)]
 
+    def runtime_status(self, instance_id: str) -> str:
+        """The instance's runtime status as the engine names it (`RUNNING`, `COMPLETED`, `STALLED`, ...), or
+        `MISSING`."""
+        response = self._stub.GetInstance(pb.GetInstanceRequest(instanceId=instance_id), timeout=30)
+        if not response.exists:
+            return "MISSING"
+        return str(pb.OrchestrationStatus.Name(response.workflowState.workflowStatus)).removeprefix(
+            "ORCHESTRATION_STATUS_"
+        )
+
     def close(self) -> None:
         self._channel.close()
 
