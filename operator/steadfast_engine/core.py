@@ -58,6 +58,14 @@ def _not_found(call: str = "") -> EngineError:
     return EngineError(grpc.StatusCode.UNKNOWN, f"{_NOT_FOUND_PREFIX.get(call, '')}no such instance exists")
 
 
+def _stalled(iid: str, call: str = "") -> EngineError:
+    """daprd's answer to a call on a stalled workflow: its actor holds the stall and takes no call."""
+    return EngineError(
+        grpc.StatusCode.UNKNOWN,
+        f"{_NOT_FOUND_PREFIX.get(call, '')}failed to invoke method for workflow '{iid}': actor is stalled",
+    )
+
+
 def _text(value: Any | None) -> str | None:
     """The payload of an optional StringValue, passed through as daprd does (the worker decodes it)."""
     return None if value is None else str(value.value)
@@ -269,7 +277,7 @@ class Engine(HistoryApplication):
             if inst is None:
                 raise EngineError(grpc.StatusCode.UNKNOWN, "no such instance exists")
             if inst.status == STALLED:
-                raise EngineError(grpc.StatusCode.UNKNOWN, "workflow is stalled")
+                raise _stalled(iid)
             ops: list[st.Op] = []
             ev = event(time.time(), eventRaised=pb.EventRaisedEvent(name=name, input=sv(text)))
             self._deliver(ops, iid, ev)
@@ -283,6 +291,8 @@ class Engine(HistoryApplication):
             inst = self._instances.get(iid)
             if inst is None:
                 raise _not_found(kind)
+            if inst.status == STALLED:
+                raise _stalled(iid, kind)
             if inst.terminal:
                 return st.DONE
             now = time.time()
@@ -305,6 +315,8 @@ class Engine(HistoryApplication):
             inst = self._instances.get(iid)
             if inst is None:
                 raise _not_found("purge")
+            if inst.status == STALLED:
+                raise _stalled(iid, "purge")
             victims = [iid, *(self._descendants(iid) if recursive else ())]
             for vid in victims:
                 victim = self._instances[vid]
