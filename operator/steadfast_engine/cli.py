@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from . import DEFAULT_PORT
+from .defaults import DEFAULT_APP_ID, DEFAULT_WORKER_WAIT
 from .protos import pb, status_name
 from .store import readonly
 
@@ -41,9 +42,31 @@ def _serve_parser() -> argparse.ArgumentParser:
         "survives power loss; NORMAL survives a crash of the engine process but not of the machine",
     )
     p.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024, help="gRPC message limit")
+    p.add_argument(
+        "--worker-wait",
+        type=_seconds_or_off,
+        default=DEFAULT_WORKER_WAIT,
+        help="as daprd: with no worker connected, a call on an instance waits this long for one, then is refused "
+        f"(FAILED_PRECONDITION), and a start waits until its deadline (default {DEFAULT_WORKER_WAIT:g}); "
+        "'off' answers every call at once, worker or not",
+    )
+    p.add_argument(
+        "--app-id",
+        default=DEFAULT_APP_ID,
+        help=f"the app ID daprd's messages name (default {DEFAULT_APP_ID})",
+    )
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
+
+
+def _seconds_or_off(value: str) -> float | None:
+    if value.lower() == "off":
+        return None
+    seconds = float(value)
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("must be 'off' or a number of seconds >= 0")
+    return seconds
 
 
 def _fmt_time(value: float | None) -> str:
@@ -162,4 +185,6 @@ def main(argv: list[str]) -> int:
         synchronous=args.synchronous,
         max_message_bytes=args.max_message_bytes,
         port_file=args.port_file,
+        app_id=args.app_id,
+        worker_wait=args.worker_wait,
     )

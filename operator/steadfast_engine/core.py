@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import threading
 import time
@@ -26,11 +25,22 @@ from typing import Any
 import grpc
 
 from . import store as st
+from .defaults import DEFAULT_APP_ID, DEFAULT_WORKER_WAIT
 from .history import HistoryApplication
-from .protos import pb, status_name, timestamp, to_epoch
-from .state import Activity, EngineError, Instance, Lease, Stream, event, invalid, sv
+from .protos import STALLED, pb, status_name, timestamp, to_epoch
+from .state import Activity, EngineError, Instance, Lease, Stream, event, sv
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Activity", "Engine", "EngineError", "Instance", "Lease", "Stream"]
+__all__ = [
+    "DEFAULT_APP_ID",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_WORKER_WAIT",
+    "Activity",
+    "Engine",
+    "EngineError",
+    "Instance",
+    "Lease",
+    "Stream",
+]
 
 log = logging.getLogger("steadfast.engine")
 
@@ -48,16 +58,17 @@ def _not_found(call: str = "") -> EngineError:
     return EngineError(grpc.StatusCode.UNKNOWN, f"{_NOT_FOUND_PREFIX.get(call, '')}no such instance exists")
 
 
-def _check_json(what: str, value: Any) -> str | None:
-    """Return the payload of a StringValue if set, refusing anything that is not JSON."""
-    if value is None:
-        return None
-    text: str = value.value
-    try:
-        json.loads(text)
-    except ValueError as exc:
-        raise invalid(f"{what} is not valid JSON: {exc}") from None
-    return text
+def _stalled(iid: str, call: str = "") -> EngineError:
+    """daprd's answer to a call on a stalled workflow: its actor holds the stall and takes no call."""
+    return EngineError(
+        grpc.StatusCode.UNKNOWN,
+        f"{_NOT_FOUND_PREFIX.get(call, '')}failed to invoke method for workflow '{iid}': actor is stalled",
+    )
+
+
+def _text(value: Any | None) -> str | None:
+    """The payload of an optional StringValue, passed through as daprd does (the worker decodes it)."""
+    return None if value is None else str(value.value)
 
 
 class Engine(HistoryApplication):
@@ -67,8 +78,17 @@ class Engine(HistoryApplication):
     (:meth:`complete_orchestration`, :meth:`complete_activity`) are inherited from the layers below.
     """
 
-    def __init__(self, store: st.Store, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        store: st.Store,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        app_id: str = DEFAULT_APP_ID,
+        worker_wait: float | None = DEFAULT_WORKER_WAIT,
+    ) -> None:
         super().__init__(store, max_message_bytes)
+        self.app_id = app_id
+        self.worker_wait = worker_wait
         with self._lock:
             self._recover()
         self._timer_thread = threading.Thread(target=self._timer_loop, name="engine-timers", daemon=True)
@@ -131,18 +151,17 @@ class Engine(HistoryApplication):
     # == client operations =========================================================================
 
     def start_instance(self, req: Any) -> tuple[str, st.Ticket]:
-        """Create an instance; an ID is free again once its instance and every descendant have finished."""
+        """Create an instance; an ID is free again once its instance and every descendant have finished.
+
+        As daprd does, the ID, the name and the input are taken as they come (an empty ID is an ID, an input that
+        is not JSON reaches the worker, which fails the workflow or not: its SDK decides).
+        """
         iid: str = req.instanceId
         name: str = req.name
-        if not iid:
-            raise invalid("instance ID must not be empty")
-        if not name:
-            raise invalid("workflow name must not be empty")
-        input_text = _check_json("workflow input", req.input if req.HasField("input") else None)
+        input_text = _text(req.input if req.HasField("input") else None)
         not_before = None
         if req.HasField("scheduledStartTimestamp"):
             not_before = to_epoch(req.scheduledStartTimestamp)
-        execution_id = req.executionId.value if req.HasField("executionId") and req.executionId.value else None
         with self._lock:
             self._check_open()
             taken = self._id_taken(iid)
@@ -156,16 +175,34 @@ class Engine(HistoryApplication):
             started = pb.ExecutionStartedEvent(
                 name=name,
                 input=sv(input_text),
-                workflowInstance=pb.WorkflowInstance(instanceId=iid, executionId=sv(execution_id or uuid.uuid4().hex)),
+                workflowInstance=pb.WorkflowInstance(instanceId=iid, executionId=sv(uuid.uuid4().hex)),
                 scheduledStartTimestamp=req.scheduledStartTimestamp if not_before is not None else None,
                 parentTraceContext=req.parentTraceContext if req.HasField("parentTraceContext") else None,
             )
-            if req.HasField("version"):
-                started.version.CopyFrom(req.version)
-            for key, value in req.tags.items():
-                started.tags[key] = value
+            # daprd 1.18.3 takes neither the request's version, tags nor execution ID into the history
             self._create_instance(ops, started, None, not_before)
             return iid, self.store.submit(ops)
+
+    def wait_for_worker(self, timeout: float | None, register_cancel: Callable[[Callable[[], None]], object]) -> bool:
+        """Block until a worker is connected (True) or ``timeout`` passes or the call is cancelled (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cancelled = threading.Event()
+        register_cancel(lambda: self._notify_cancel(self._joined, cancelled))
+        with self._lock:
+            while not self._streams:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if cancelled.is_set() or self._closed or (remaining is not None and remaining <= 0):
+                    return False
+                self._joined.wait(remaining)
+            return True
+
+    def unreachable(self, iid: str, prefix: str = "") -> EngineError:
+        """daprd's answer to a call on an instance while no worker (so no workflow actor) is there."""
+        return EngineError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"{prefix}failed to lookup actor: api error: code = FailedPrecondition desc = did not find address "
+            f"for actor 'dapr.internal.default.{self.app_id}.workflow/{iid}'",
+        )
 
     def get_state(self, iid: str, with_payloads: bool) -> Any | None:
         """The instance's WorkflowState message, or None when it does not exist."""
@@ -232,16 +269,15 @@ class Engine(HistoryApplication):
             cond.notify_all()
 
     def raise_event(self, iid: str, name: str, input_value: Any | None) -> st.Ticket:
-        """Append an external event: refused for an unknown instance, dropped by a finished one (as on daprd)."""
-        if not iid:
-            raise invalid("instance ID must not be empty")
-        if not name:
-            raise invalid("event name must not be empty")
-        text = _check_json("event data", input_value)
+        """Append an external event: refused by an unknown or stalled instance, dropped by a finished one (daprd)."""
+        text = _text(input_value)
         with self._lock:
             self._check_open()
-            if iid not in self._instances:
+            inst = self._instances.get(iid)
+            if inst is None:
                 raise EngineError(grpc.StatusCode.UNKNOWN, "no such instance exists")
+            if inst.status == STALLED:
+                raise _stalled(iid)
             ops: list[st.Op] = []
             ev = event(time.time(), eventRaised=pb.EventRaisedEvent(name=name, input=sv(text)))
             self._deliver(ops, iid, ev)
@@ -249,14 +285,14 @@ class Engine(HistoryApplication):
 
     def control(self, iid: str, kind: str, payload: Any | None, recursive: bool = False) -> st.Ticket:
         """Send terminate / suspend / resume to an instance (no-op once it has finished)."""
-        if not iid:
-            raise invalid("instance ID must not be empty")
-        text = _check_json("terminate output", payload) if kind == "terminate" else None
+        text = _text(payload) if kind == "terminate" else None
         with self._lock:
             self._check_open()
             inst = self._instances.get(iid)
             if inst is None:
                 raise _not_found(kind)
+            if inst.status == STALLED:
+                raise _stalled(iid, kind)
             if inst.terminal:
                 return st.DONE
             now = time.time()
@@ -274,13 +310,13 @@ class Engine(HistoryApplication):
 
     def purge(self, iid: str, recursive: bool) -> tuple[int, st.Ticket]:
         """Delete a finished instance (and its finished children when recursive)."""
-        if not iid:
-            raise invalid("instance ID must not be empty")
         with self._lock:
             self._check_open()
             inst = self._instances.get(iid)
             if inst is None:
                 raise _not_found("purge")
+            if inst.status == STALLED:
+                raise _stalled(iid, "purge")
             victims = [iid, *(self._descendants(iid) if recursive else ())]
             for vid in victims:
                 victim = self._instances[vid]
@@ -300,9 +336,9 @@ class Engine(HistoryApplication):
                 self._notify_watchers(vid)
             return len(victims), self.store.submit(ops)
 
-    def list_instance_ids(self, start_after: str, page_size: int) -> tuple[list[str], str | None]:
+    def list_instance_ids(self, start_after: str | None, page_size: int) -> tuple[list[str], str | None]:
         with self._lock:
-            ids = sorted(i for i in self._instances if i > start_after)
+            ids = sorted(i for i in self._instances if start_after is None or i > start_after)
         if page_size and len(ids) > page_size:
             return ids[:page_size], ids[page_size - 1]
         return ids, None
@@ -312,7 +348,7 @@ class Engine(HistoryApplication):
         with self._lock:
             inst = self._instances.get(iid)
             if inst is None:
-                raise _not_found("history")
+                raise EngineError(grpc.StatusCode.NOT_FOUND, f"workflow instance '{iid}' not found")
             if inst.history is not None:
                 return list(inst.history)
             barrier = self.store.barrier()
@@ -383,13 +419,15 @@ class Engine(HistoryApplication):
             state.scheduledStartTimestamp.CopyFrom(timestamp(inst.not_before))
         if inst.parent_id:
             state.parentInstanceId.value = inst.parent_id
-        if with_payloads:
-            if inst.input is not None:
-                state.input.value = inst.input
-            if inst.output is not None:
-                state.output.value = inst.output
-            if inst.custom_status is not None:
-                state.customStatus.value = inst.custom_status
+        if with_payloads:  # an empty payload is still a payload (daprd answers `input {}` for "")
+            for field_name, text in (
+                ("input", inst.input),
+                ("output", inst.output),
+                ("customStatus", inst.custom_status),
+            ):
+                if text is not None:
+                    getattr(state, field_name).SetInParent()
+                    getattr(state, field_name).value = text
             if inst.failure:
                 state.failureDetails.ParseFromString(inst.failure)
         return state

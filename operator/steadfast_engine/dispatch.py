@@ -35,6 +35,7 @@ class Dispatch(EngineState, ABC):
     def __init__(self, store: st.Store, max_message_bytes: int) -> None:
         super().__init__(store, max_message_bytes)
         self._work = threading.Condition(self._lock)  # worker streams wait here
+        self._joined = threading.Condition(self._lock)  # calls waiting for a worker to connect wait here
         self._ready: deque[tuple[str, str, int]] = deque()
         self._streams: dict[int, Stream] = {}
         self._stream_ids = itertools.count(1)
@@ -66,8 +67,21 @@ class Dispatch(EngineState, ABC):
             self._check_open()
             stream = Stream(next(self._stream_ids), peer)
             self._streams[stream.stream_id] = stream
+            self._joined.notify_all()
+            self._release_stalls()
             log.info("worker stream %d connected from %s (%d connected)", stream.stream_id, peer, len(self._streams))
             return stream
+
+    def _release_stalls(self) -> None:
+        """A worker connected: stalled instances try their held events again (its code may be newer).
+
+        daprd holds a stalled workflow actor until the actor is deactivated (as when the worker that stalled it
+        disconnects) and then runs its inbox again; a new worker connection is the local engine's equivalent.
+        """
+        for inst in self._instances.values():
+            if inst.stall_held:
+                inst.stall_held = False
+                self._maybe_enqueue(inst)
 
     def close_stream(self, stream: Stream) -> None:
         """Forget a disconnected worker and give its unfinished work items to others."""
@@ -120,7 +134,7 @@ class Dispatch(EngineState, ABC):
             self._work.notify()
 
     def _orchestration_ready(self, inst: Instance, now: float) -> bool:
-        if inst.terminal or inst.lease is not None or not inst.inbox:
+        if inst.terminal or inst.lease is not None or inst.stall_held or not inst.inbox:
             return False
         if inst.not_before is not None and inst.not_before > now:
             return any(ev.HasField("executionTerminated") for _, ev in inst.inbox)

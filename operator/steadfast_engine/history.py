@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import store as st
+from . import versioning
 from .dispatch import Dispatch
 from .protos import (
     COMPLETED,
@@ -100,11 +101,16 @@ class HistoryApplication(Dispatch):
             # 1. the delivered events move from the inbox into history
             delivered = set(lease.inbox_seqs)
             remaining = [(s, e) for s, e in inst.inbox if s not in delivered]
+            if res.HasField("version") and lease.new_events:
+                versioning.record(lease.new_events[0], res.version)
+            stalled = versioning.stall(inst.history, lease.new_events, actions)
+            if stalled is not None:
+                self._stall(ops, inst, stalled, now)
+                return self.store.submit(ops)
             for seq in lease.inbox_seqs:
                 ops.append(st.op_inbox_delete(inst.instance_id, seq))
             inst.inbox = remaining
-            if res.HasField("version") and lease.new_events:
-                lease.new_events[0].workflowStarted.version.CopyFrom(res.version)
+            versioning.compact(inst.history, lease.new_events)
             terminate_recurse = False
             for ev in lease.new_events:
                 self._append_history(ops, inst, ev)
@@ -126,6 +132,23 @@ class HistoryApplication(Dispatch):
                 self._maybe_enqueue(inst)
             ops.append(st.op_upsert_instance(inst.row()))
             return self.store.submit(ops)
+
+    def _stall(self, ops: list[st.Op], inst: Instance, why: tuple[int, str], now: float) -> None:
+        """The worker's code is older than the history: keep the turn's events for later, record why, hold.
+
+        As daprd does, the refused turn leaves no trace but one ``executionStalled`` event (not repeated while
+        the reason stays the same), and the instance is not dispatched again until a worker connects.
+        """
+        assert inst.history is not None
+        reason, description = why
+        last = inst.history[-1] if inst.history else None
+        if last is None or not last.HasField("executionStalled") or last.executionStalled.description != description:
+            stalled = pb.ExecutionStalledEvent(reason=reason, description=description)
+            self._append_history(ops, inst, event(now, executionStalled=stalled))
+        inst.stall_held = True
+        self._set_status(ops, inst, STALLED, now)
+        ops.append(st.op_upsert_instance(inst.row()))
+        log.warning("instance %s stalled: %s", inst.instance_id, description)
 
     def _validate_actions(self, actions: Iterable[Any]) -> None:
         for action in actions:
@@ -256,18 +279,6 @@ class HistoryApplication(Dispatch):
             inst.output = c.result.value if c.HasField("result") else None
             inst.failure = c.failureDetails.SerializeToString() if c.HasField("failureDetails") else None
             return int(c.workflowStatus)
-        elif kind == "workflowVersionNotAvailable":
-            self._append_history(
-                ops,
-                inst,
-                event(
-                    now,
-                    executionStalled=pb.ExecutionStalledEvent(
-                        reason=pb.VERSION_NOT_AVAILABLE, description="workflow version not available on the worker"
-                    ),
-                ),
-            )
-            return STALLED
         elif kind == "createDetachedWorkflow":
             d = action.createDetachedWorkflow
             target = d.instanceId or uuid.uuid4().hex

@@ -19,6 +19,7 @@ from typing import IO
 import grpc
 
 from .core import DEFAULT_MAX_MESSAGE_BYTES, Engine
+from .defaults import DEFAULT_APP_ID, DEFAULT_WORKER_WAIT
 from .protos import pb_grpc
 from .service import TaskHubService
 from .store import Store
@@ -46,12 +47,14 @@ class EngineServer:
         synchronous: str = "FULL",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         wait_for_start: bool = True,
+        app_id: str = DEFAULT_APP_ID,
+        worker_wait: float | None = DEFAULT_WORKER_WAIT,
     ) -> None:
         self.db = Path(db)
         self.db.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = self._take_lock(self.db)
         self.store = Store(self.db, synchronous=synchronous)
-        self.engine = Engine(self.store, max_message_bytes=max_message_bytes)
+        self.engine = Engine(self.store, max_message_bytes=max_message_bytes, app_id=app_id, worker_wait=worker_wait)
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -136,6 +139,8 @@ def serve(
     synchronous: str = "FULL",
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     port_file: Path | None = None,
+    app_id: str = DEFAULT_APP_ID,
+    worker_wait: float | None = DEFAULT_WORKER_WAIT,
 ) -> int:
     """Run in the foreground until SIGTERM or SIGINT; returns the process exit code."""
     stop = threading.Event()
@@ -146,7 +151,15 @@ def serve(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server = EngineServer(db, host=host, port=port, synchronous=synchronous, max_message_bytes=max_message_bytes)
+        server = EngineServer(
+            db,
+            host=host,
+            port=port,
+            synchronous=synchronous,
+            max_message_bytes=max_message_bytes,
+            app_id=app_id,
+            worker_wait=worker_wait,
+        )
     except (OSError, EngineLockedError) as exc:
         log.error("%s", exc)
         return 2

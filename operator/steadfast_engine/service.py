@@ -74,8 +74,24 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
     def Hello(self, request: Any, context: grpc.ServicerContext) -> Any:
         return empty_pb2.Empty()
 
+    def _reach(self, iid: str, context: grpc.ServicerContext, prefix: str = "") -> None:
+        """Refuse a call on an instance as daprd does when no worker connects within its lookup time."""
+        wait = self.engine.worker_wait
+        if wait is None:
+            return
+        timeout = _timeout(context)
+        if not self.engine.wait_for_worker(wait if timeout is None else min(wait, timeout), context.add_callback):
+            if timeout is not None and timeout <= wait:
+                raise EngineError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            raise self.engine.unreachable(iid, prefix)
+
     @_guard
     def StartInstance(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if self.engine.worker_wait is not None and not self.engine.wait_for_worker(
+            _timeout(context), context.add_callback
+        ):
+            # daprd creates nothing until a worker is there to host the workflow's actor, and keeps trying
+            raise EngineError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         iid, ticket = self.engine.start_instance(request)
         ticket.wait()
         if self.wait_for_start and not request.HasField("scheduledStartTimestamp"):
@@ -86,8 +102,6 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
 
     @_guard
     def GetInstance(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if not request.instanceId:
-            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID must not be empty")
         return _response(self.engine.get_state(request.instanceId, request.getInputsAndOutputs))
 
     @_guard
@@ -99,8 +113,6 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
         return self._wait(request, context, _finished)
 
     def _wait(self, request: Any, context: grpc.ServicerContext, predicate: Callable[[Instance], bool]) -> Any:
-        if not request.instanceId:
-            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID must not be empty")
         state = self.engine.wait_for(
             request.instanceId, predicate, request.getInputsAndOutputs, _timeout(context), context.add_callback
         )
@@ -111,12 +123,14 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
     @_guard
     def RaiseEvent(self, request: Any, context: grpc.ServicerContext) -> Any:
         value = request.input if request.HasField("input") else None
+        self._reach(request.instanceId, context)
         self.engine.raise_event(request.instanceId, request.name, value).wait()
         return pb.RaiseEventResponse()
 
     @_guard
     def TerminateInstance(self, request: Any, context: grpc.ServicerContext) -> Any:
         output = request.output if request.HasField("output") else None
+        self._reach(request.instanceId, context, "failed to submit termination request: ")
         self.engine.control(request.instanceId, "terminate", output, request.recursive).wait()
         self.engine.wait_for(
             request.instanceId, _finished, False, _timeout(context), context.add_callback, only_while_workers=True
@@ -126,6 +140,7 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
     @_guard
     def SuspendInstance(self, request: Any, context: grpc.ServicerContext) -> Any:
         reason = request.reason if request.HasField("reason") else None
+        self._reach(request.instanceId, context)
         self.engine.control(request.instanceId, "suspend", reason).wait()
         self.engine.wait_for(
             request.instanceId,
@@ -140,6 +155,7 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
     @_guard
     def ResumeInstance(self, request: Any, context: grpc.ServicerContext) -> Any:
         reason = request.reason if request.HasField("reason") else None
+        self._reach(request.instanceId, context)
         self.engine.control(request.instanceId, "resume", reason).wait()
         self.engine.wait_for(
             request.instanceId,
@@ -154,16 +170,17 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
     @_guard
     def PurgeInstances(self, request: Any, context: grpc.ServicerContext) -> Any:
         if request.WhichOneof("request") == "purgeInstanceFilter":
-            raise EngineError(
-                grpc.StatusCode.UNIMPLEMENTED, "multi-instance purge (purgeInstanceFilter) is not implemented"
-            )
+            # daprd 1.18.3's answer, word for word (durabletask-go's executor has no multi-instance purge)
+            raise EngineError(grpc.StatusCode.UNKNOWN, "multi-instance purge is not unimplemented")
+        self._reach(request.instanceId, context, "failed to purge workflow state: ")
         count, ticket = self.engine.purge(request.instanceId, request.recursive)
         ticket.wait()
         return pb.PurgeInstancesResponse(deletedInstanceCount=count, isComplete=wrappers_pb2.BoolValue(value=True))
 
     @_guard
     def ListInstanceIDs(self, request: Any, context: grpc.ServicerContext) -> Any:
-        ids, token = self.engine.list_instance_ids(request.continuationToken, request.pageSize)
+        start_after = request.continuationToken if request.HasField("continuationToken") else None
+        ids, token = self.engine.list_instance_ids(start_after, request.pageSize)
         response = pb.ListInstanceIDsResponse(instanceIds=ids)
         if token is not None:
             response.continuationToken = token
@@ -171,8 +188,6 @@ class TaskHubService(pb_grpc.TaskHubSidecarServiceServicer):  # type: ignore[mis
 
     @_guard
     def GetInstanceHistory(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if not request.instanceId:
-            raise EngineError(grpc.StatusCode.INVALID_ARGUMENT, "instance ID must not be empty")
         return pb.GetInstanceHistoryResponse(events=self.engine.history(request.instanceId))
 
     @_guard

@@ -100,6 +100,7 @@ class Instance:
     timers: dict[int, float] = field(default_factory=dict)
     lease: Lease | None = None
     queued: bool = False
+    stall_held: bool = False  # stalled by its worker: not dispatched again until a worker connects
 
     @property
     def terminal(self) -> bool:

@@ -30,7 +30,8 @@ logging.getLogger("durabletask-client").setLevel(logging.ERROR)
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[EngineProcess]:
-    proc = start_engine(tmp_path / "engine.db")
+    # the engine's own logic, also with no worker connected (fidelity with daprd: test_fidelity.py, beds)
+    proc = start_engine(tmp_path / "engine.db", extra_args=["--worker-wait", "off"])
     try:
         yield proc
     finally:
@@ -128,4 +129,19 @@ def beds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Bed]]:
         for engine, rt, c in reversed(started):
             c.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
             rt.shutdown()  # type: ignore[no-untyped-call]  # the SDK's shutdown() has no hints
+            engine.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_beds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Bed]]:
+    """Every selected engine at once with a client but no worker: tests connect the workers they need."""
+    started: list[tuple[engines.Engine, wf.DaprWorkflowClient]] = []
+    try:
+        for name in engines.selected():
+            engine = engines.start(name, tmp_path_factory.mktemp(f"bare-{name}"))
+            started.append((engine, wf.DaprWorkflowClient(host=engine.host, port=str(engine.port))))
+        yield [Bed(e.name, e, c, tmp_path_factory.mktemp(f"bare-marks-{e.name}")) for e, c in started]
+    finally:
+        for engine, c in reversed(started):
+            c.close()  # type: ignore[no-untyped-call]  # the SDK's close() has no hints
             engine.stop()

@@ -163,6 +163,8 @@ def register(rt: wf.WorkflowRuntime) -> None:
         winner = yield wf.when_any([timer, event])
         return "event" if winner == event else "timer"
 
+    register_echo(rt)
+
     @rt.workflow(name="bench4")
     def bench4(ctx: wf.DaprWorkflowContext, x: int) -> Any:
         for _ in range(2):
@@ -171,3 +173,11 @@ def register(rt: wf.WorkflowRuntime) -> None:
         for _ in range(2):
             x = yield ctx.call_activity(double, input=x)
         return x
+
+
+def register_echo(rt: wf.WorkflowRuntime) -> None:
+    """A workflow that returns its input as the worker decoded it (what other SDKs' inputs turn into)."""
+
+    @rt.workflow(name="echo")
+    def echo(ctx: wf.DaprWorkflowContext, value: Any) -> Any:
+        return value
