@@ -36,7 +36,6 @@ from steadfast.binding import Binding, Bindings, instance_id
 from steadfast.kube import api_client
 from steadfast.workflows.saga import SagaInput
 
-
 GATE_WAITS = 10  # times `outcome` waits for a decided gate request's workflow to end
 
 
