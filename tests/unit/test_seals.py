@@ -18,8 +18,11 @@ from steadfast.webhooks import monitor_stamps, saga_stamps
 
 ALICE = User("alice", frozenset({"approvers", "team,with,commas"}))
 MALLORY = User("mallory")
-NOW = time.time()
-CREATED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+
+
+def stamp_time(offset: float = 0) -> str:
+    """A creationTimestamp `offset` seconds from now (seals are checked against the time they were made)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset))
 
 
 def saga(
@@ -32,7 +35,7 @@ def saga(
             "namespace": namespace,
             "uid": "u-1",
             "generation": 1,
-            "creationTimestamp": CREATED,
+            "creationTimestamp": stamp_time(),
             "annotations": dict(stamps or {}),
         },
         "spec": spec if spec is not None else {"task": {"id": "1"}, "steps": [{"name": "a"}]},
@@ -72,14 +75,16 @@ def test_a_seal_cannot_be_moved_to_another_resource_or_spec() -> None:
 def test_a_creation_seal_is_not_replayed_onto_a_resource_made_later() -> None:
     body = stamped(saga())
     later = copy.deepcopy(body)
-    later["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW + 3600))
+    later["metadata"]["creationTimestamp"] = stamp_time(3600)
     assert Actor.of(later) is None
 
 
 def test_a_seal_from_another_key_is_refused() -> None:
     body = stamped(saga())
     other = Sealer(b"another-cluster-key-of-32-bytes!")
-    token = other.seal(seals.Sealed(role="creator", kind="TaskSaga", ns="team-a", name="s1", user="root", at=int(NOW)))
+    token = other.seal(
+        seals.Sealed(role="creator", kind="TaskSaga", ns="team-a", name="s1", user="root", at=int(time.time()))
+    )
     body["metadata"]["annotations"][SEAL] = token
     with pytest.raises(SealError, match="not made by this operator"):
         seals.verify_creator(body, token)
@@ -88,7 +93,13 @@ def test_a_seal_from_another_key_is_refused() -> None:
 def test_a_monitor_restamp_is_bound_to_its_uid_and_generation() -> None:
     old: dict[str, Any] = {
         "kind": "HealthMonitor",
-        "metadata": {"name": "m", "namespace": "team-a", "uid": "m-1", "generation": 3, "creationTimestamp": CREATED},
+        "metadata": {
+            "name": "m",
+            "namespace": "team-a",
+            "uid": "m-1",
+            "generation": 3,
+            "creationTimestamp": stamp_time(),
+        },
         "spec": {"target": 1},
     }
     new = {**old, "spec": {"target": 2}}
@@ -111,7 +122,13 @@ def test_a_monitor_restamp_is_bound_to_its_uid_and_generation() -> None:
 def test_a_decision_seal_binds_the_decider_verdict_and_generation() -> None:
     old: dict[str, Any] = {
         "kind": "ApprovalRequest",
-        "metadata": {"name": "r", "namespace": "team-a", "uid": "r-1", "generation": 1, "creationTimestamp": CREATED},
+        "metadata": {
+            "name": "r",
+            "namespace": "team-a",
+            "uid": "r-1",
+            "generation": 1,
+            "creationTimestamp": stamp_time(),
+        },
         "spec": {"approvers": {"users": ["alice"]}},
     }
     new = copy.deepcopy(old)
