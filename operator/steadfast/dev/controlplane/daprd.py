@@ -89,7 +89,7 @@ class DaprdEngine:
         host: str = "127.0.0.1",
         detach: bool = False,
         start_timeout: float = 60.0,
-        log_level: str = "warn",
+        log_level: str | None = None,
         store: statestores.StoreName = "sqlite",
     ) -> None:
         self.directory = Path(directory)
@@ -97,7 +97,8 @@ class DaprdEngine:
         self.host = host
         self.detach = detach
         self.start_timeout = start_timeout
-        self.log_level = log_level
+        # `$STEADFAST_DAPRD_LOG_LEVEL` (debug, info) to see what daprd does in a failing test; warn by default.
+        self.log_level = log_level or os.environ.get("STEADFAST_DAPRD_LOG_LEVEL") or "warn"
         self.ports = _Ports()
         self.token = api_token()
         self.log_file = self.directory / "daprd.log"
