@@ -8,7 +8,7 @@ ENGINE ?= local
 # source. Where the proxy serves it, `make STEADFAST_GO_REPLACE= ...` builds from the proxy (the same code).
 export STEADFAST_GO_REPLACE ?= github.com/dapr/durabletask-go=$(CURDIR)/third_party/durabletask-go-v0.12.4.tar.gz
 
-.PHONY: help venv binaries lint typecheck crds crds-check test unit integration demo dev-up dev-down clean e2e-kind
+.PHONY: help venv binaries lint typecheck crds crds-check test unit integration statestores demo dev-up dev-down clean e2e-kind
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,12 @@ unit: venv  ## tests that need no servers
 
 test: venv binaries lint  ## the full suite: lint, unit, engine and integration tests on a real control plane
 	$(BIN)/pytest
+	$(MAKE) statestores
+
+# The tier on daprd with the chart's PostgreSQL and Redis state-store components, servers started by the tests
+# (needs the Debian packages postgresql and redis-server). STEADFAST_STATESTORE_SAGAS=100 runs the restart test bigger.
+statestores: venv binaries  ## sagas, approval, monitor, engine SIGKILL and a database restart on daprd+PostgreSQL and daprd+Redis
+	STEADFAST_ENGINES=daprd-postgres,daprd-redis $(BIN)/pytest -m statestores tests/integration
 
 e2e-kind: venv  ## with Docker and kind: a kind cluster, Dapr by its chart, the image loaded, the chart and samples (tests/e2e)
 	$(BIN)/pytest tests/e2e -m e2e -v

@@ -177,9 +177,24 @@ class Bindings:
             await self._write(ref, reporting("stalled", "InvalidSpec", problems))
             raise kopf.PermanentError(f"invalid spec: {problems}") from None
         iid = instance_id(kind, ref.namespace, ref.name, ref.uid)
+
+        async def engine_unavailable(exc: grpc.RpcError) -> kopf.TemporaryError:
+            """Retry soon, saying why: a raw gRPC error would make kopf wait its default 60 s (daprd restarting,
+            its state store down: both pass in seconds)."""
+            message = f"cannot start workflow {iid}: {_grpc_message(exc)}"
+            if not status.get("phase"):
+                waiting = reporting(
+                    "progressing", "EngineUnavailable", message, **binding.initial_status, workflow_instance_id=iid
+                )
+                await self._write(ref, waiting)
+            return kopf.TemporaryError(message, delay=2)
+
         # Looked up on create too: daprd starts a *finished* instance's ID afresh, so a repeated create (every
         # event before the first status write counts as one, see persistence) must not schedule blindly.
-        existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
+        try:
+            existing = await asyncio.to_thread(self.client.get_workflow_state, iid, fetch_payloads=False)
+        except grpc.RpcError as exc:
+            raise await engine_unavailable(exc) from exc
         if existing is not None:
             logger.debug("workflow instance %s already exists (%s)", iid, existing.runtime_status.name)
             if binding.rearm_event and existing.runtime_status == WorkflowStatus.RUNNING:
@@ -210,13 +225,7 @@ class Bindings:
         except grpc.RpcError as exc:
             if "already exists" in str(exc).lower():
                 return  # started before (a redelivered create, or a resume after a crash)
-            message = f"cannot start workflow {iid}: {_grpc_message(exc)}"
-            if not status.get("phase"):
-                waiting = reporting(
-                    "progressing", "EngineUnavailable", message, **binding.initial_status, workflow_instance_id=iid
-                )
-                await self._write(ref, waiting)
-            raise kopf.TemporaryError(message, delay=2) from exc
+            raise await engine_unavailable(exc) from exc
         logger.info("workflow %s started for %s %s/%s", iid, kind.kind, ref.namespace, ref.name)
 
     async def signal(self, binding: Binding, body: kopf.Body, event: str, data: dict[str, Any]) -> None:

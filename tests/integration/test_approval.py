@@ -127,6 +127,7 @@ def refused(action: Callable[[], Any]) -> str:
     return str(caught.value.body)
 
 
+@pytest.mark.statestores  # also run on daprd with the chart's PostgreSQL and Redis stores
 def test_approve_runs_the_action_once(aprs: Resources, as_user: Any, task_service: TaskService) -> None:
     ns = aprs.namespace
     created = create(as_user("bob"), ns, "deploy", request(task_service, requester="bob"))

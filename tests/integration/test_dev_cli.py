@@ -80,7 +80,7 @@ def test_up_with_an_engine_serves_workflows_and_down_stops_it(tmp_path: Path, en
         assert expected <= set(info["components"])
         # The exported address (with daprd's exported API token) is a workflow API the unmodified SDK can use.
         host, port = exports["DAPR_GRPC_ENDPOINT"].rsplit(":", 1)
-        assert ("DAPR_API_TOKEN" in exports) == (engine == "daprd")
+        assert ("DAPR_API_TOKEN" in exports) == (engine != "local")
         previous = settings.DAPR_API_TOKEN
         settings.DAPR_API_TOKEN = exports.get("DAPR_API_TOKEN")  # type: ignore[attr-defined]  # read from the env at import
         client = wf.DaprWorkflowClient(host=host, port=port)

@@ -82,6 +82,7 @@ def alerts_for(svc: TaskService, monitors: Resources, monitor: str) -> list[dict
     ]
 
 
+@pytest.mark.statestores  # also run on daprd with the chart's PostgreSQL and Redis stores
 def test_one_alert_per_transition(
     soak: dict[str, Any], operator: Operator, task_service: TaskService, monitors: Resources
 ) -> None:

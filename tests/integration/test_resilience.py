@@ -127,6 +127,7 @@ def test_operator_sigkill_rounds(
         assert status["phase"] == "Healthy"
 
 
+@pytest.mark.statestores  # also run on daprd with the chart's PostgreSQL and Redis stores
 def test_engine_sigkill_mid_run_resumes(
     operator: Operator, engine: Engine, task_service: TaskService, kube: client.ApiClient, namespace: str
 ) -> None:

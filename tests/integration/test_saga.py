@@ -45,6 +45,7 @@ def sagas(kube: client.ApiClient, namespace: str) -> Resources:
     return Resources(kube, namespace, "tasksagas", "TaskSaga")
 
 
+@pytest.mark.statestores  # also run on daprd with the chart's PostgreSQL and Redis stores
 def test_happy_path(operator: Operator, task_service: TaskService, sagas: Resources) -> None:
     sagas.create("ok", {"task": {"id": "t-ok", "title": "Onboard Ada"}, "steps": steps(task_service, "t-ok")})
     obj = sagas.wait_phase("ok", "Succeeded", "Compensated", "Failed", "CompensationFailed")
@@ -68,6 +69,7 @@ def test_happy_path(operator: Operator, task_service: TaskService, sagas: Resour
     assert [m["operation"] for m in meta["managedFields"] if not m.get("subresource")] == ["Update"]  # the create
 
 
+@pytest.mark.statestores  # also run on daprd with the chart's PostgreSQL and Redis stores
 def test_failure_compensates_in_reverse(operator: Operator, task_service: TaskService, sagas: Resources) -> None:
     sagas.create("fails", {"task": {"id": "t-f"}, "steps": steps(task_service, "t-f", fail="notify-assignee")})
     status = sagas.wait_phase("fails", "Compensated", "CompensationFailed", "Succeeded")["status"]

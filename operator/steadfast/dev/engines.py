@@ -1,7 +1,10 @@
 """The two workflow engines the dev control plane, the tests and the benchmarks run on, behind one surface.
 
 `local` is the project's own engine (Dapr's workflow gRPC API on SQLite, one Python process); `daprd` is
-the real Dapr 1.18 sidecar with placement and scheduler, as in a cluster. Where they differ, daprd is right.
+the real Dapr 1.18 sidecar with placement and scheduler, as in a cluster, on the SQLite actor state store.
+`daprd-postgres` and `daprd-redis` are the same daprd on the chart's PostgreSQL or Redis state-store component,
+with a server of that database started in the engine's folder (docs/engine.md, "State stores").
+Where the engines differ, daprd is right.
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ import os
 from pathlib import Path
 from typing import Literal, Protocol, get_args
 
-EngineName = Literal["local", "daprd"]
+from steadfast.dev.statestores import StoreName
+
+EngineName = Literal["local", "daprd", "daprd-postgres", "daprd-redis"]
 NAMES: tuple[EngineName, ...] = get_args(EngineName)
+# The actor state store of each daprd engine.
+STORES: dict[EngineName, StoreName] = {"daprd": "sqlite", "daprd-postgres": "postgresql", "daprd-redis": "redis"}
 ENV = "STEADFAST_ENGINES"
 
 
@@ -49,16 +56,16 @@ def parse(value: str) -> list[EngineName]:
 
 
 def selected(default: str = "local,daprd") -> list[EngineName]:
-    """The engines a test run covers: `$STEADFAST_ENGINES`, else both."""
+    """The engines a test run covers: `$STEADFAST_ENGINES`, else `default` (the local engine and daprd on SQLite)."""
     return parse(os.environ.get(ENV) or default)
 
 
 def create(name: EngineName, directory: Path, *, detach: bool = False) -> Engine:
     """An engine whose state lives in `directory`, not yet started."""
-    if name == "daprd":
+    if name in STORES:
         from steadfast.dev.controlplane.daprd import DaprdEngine
 
-        return DaprdEngine(directory, detach=detach)
+        return DaprdEngine(directory, detach=detach, store=STORES[name])
     from steadfast_engine.process import EngineProcess
 
     return EngineProcess(directory / "engine.db", log_file=directory / "engine.log", synchronous="NORMAL")

@@ -68,7 +68,8 @@ KUBECTL = Component("kubectl", KUBERNETES_VERSION, "kubernetes")
 ETCD = Component("etcd", ETCD_VERSION, "etcd")
 HELM = Component("helm", HELM_VERSION, "helm", recipe="-r2")  # r2: release ldflags (Kubernetes version)
 
-DAPRD = Component("daprd", DAPR_VERSION, "dapr")
+# r2: also the PostgreSQL and Redis state stores and the Kubernetes secret store (the chart's components)
+DAPRD = Component("daprd", DAPR_VERSION, "dapr", recipe="-r2")
 PLACEMENT = Component("placement", DAPR_VERSION, "dapr")
 SCHEDULER = Component("scheduler", DAPR_VERSION, "dapr")
 
@@ -280,9 +281,16 @@ def _mkdir(path: Path) -> Path:
 
 
 # daprd registers its components in cmd/daprd/components, one file per component behind the build tags
-# `allcomponents || stablecomponents`, and panics on purpose without them. The tests need only the SQLite and
-# in-memory state stores, so our copy of the module keeps exactly those two files, untagged.
-_DAPR_COMPONENTS = ("state_sqlite.go", "state_in-memory.go")
+# `allcomponents || stablecomponents`, and panics on purpose without them. Our copy of the module keeps, untagged,
+# the state stores the tests run on (SQLite, in-memory, and the chart's PostgreSQL and Redis) and the Kubernetes
+# secret store through which the chart's components read their connection secrets.
+_DAPR_COMPONENTS = (
+    "state_sqlite.go",
+    "state_in-memory.go",
+    "state_postgres.go",
+    "state_redis.go",
+    "secretstores_kubernetes.go",
+)
 
 
 def _prepare_dapr(src: Path) -> None:
@@ -353,7 +361,9 @@ def _kube_ldflags() -> str:
 
 
 def _build(component: Component) -> None:
-    src = cache_dir() / "src" / f"{component.group}-{component.version}"
+    # a dapr source copy is trimmed per recipe (the components it registers), so it is keyed by the recipe too
+    recipe = component.recipe if component.group == "dapr" else ""
+    src = cache_dir() / "src" / f"{component.group}-{component.version}{recipe}"
     bin_dir().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=bin_dir(), prefix=f".{component.name}-"))
     out = tmp / component.name

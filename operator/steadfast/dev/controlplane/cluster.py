@@ -21,7 +21,7 @@ from typing import Any
 from steadfast import certs
 from steadfast.dev.controlplane import binaries, identities, processes
 from steadfast.dev.controlplane.daprd import DaprdEngine
-from steadfast.dev.engines import EngineName
+from steadfast.dev.engines import STORES, EngineName
 from steadfast.endpoints import Endpoint
 
 STATE_FILE = "state.json"
@@ -270,9 +270,12 @@ class ControlPlane:
 
         engine_address: str | None = None
         api_token: str | None = None
-        if self.engine == "daprd":
-            self._log("starting daprd, placement and scheduler")
-            daprd = DaprdEngine(self.directory / "daprd", detach=self.detach, start_timeout=timeout).start()
+        if isinstance(self.engine, str) and self.engine in STORES:
+            store = STORES[self.engine]
+            self._log(f"starting daprd, placement and scheduler ({store} state store)")
+            daprd = DaprdEngine(
+                self.directory / "daprd", detach=self.detach, start_timeout=timeout, store=store
+            ).start()
             self._procs.update(daprd.children)
             engine_address, api_token = daprd.address, daprd.token
             self._published += [Endpoint(host=daprd.host, port=p, what=w) for p, w in daprd.endpoints()]

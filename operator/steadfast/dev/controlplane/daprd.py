@@ -1,8 +1,9 @@
 """Real daprd (with placement and scheduler) on loopback, as one engine: what a cluster's sidecar runs.
 
 The three processes are pinned Dapr builds (see `binaries`). Their state lives in one folder: the actor
-state store is `state.sqlite` in `state.db`, timers and reminders in the scheduler's embedded etcd, so a
-restarted unit continues where it stopped, like the local engine on its SQLite file.
+state store is `state.sqlite` in `state.db` (or the chart's PostgreSQL or Redis component on a server started in
+that folder, see `statestores`), timers and reminders in the scheduler's embedded etcd, so a restarted unit
+continues where it stopped, like the local engine on its SQLite file.
 """
 
 from __future__ import annotations
@@ -18,24 +19,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steadfast.dev import statestores
 from steadfast.dev.controlplane import binaries, processes
 
 APP_ID = "steadfast"
 NAMESPACE = "default"
-
-_COMPONENT = """apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: statestore
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - name: connectionString
-    value: "{db}"
-  - name: actorStateStore
-    value: "true"
-"""
 
 
 @dataclass
@@ -88,7 +76,8 @@ class DaprdEngine:
 
     The same surface as the local engine's `EngineProcess` (address, start, stop, kill, restart,
     log_tail), so fixtures and benchmarks take either. `kill()` SIGKILLs daprd only, as when a sidecar
-    crashes: placement and scheduler are cluster services and keep running.
+    crashes: placement, scheduler and the state store's server are cluster services and keep running; `stop()`
+    stops them all.
     """
 
     name = "daprd"
@@ -100,13 +89,16 @@ class DaprdEngine:
         host: str = "127.0.0.1",
         detach: bool = False,
         start_timeout: float = 60.0,
-        log_level: str = "warn",
+        log_level: str | None = None,
+        store: statestores.StoreName = "sqlite",
     ) -> None:
         self.directory = Path(directory)
+        self.store = statestores.create(store, self.directory, detach=detach)
         self.host = host
         self.detach = detach
         self.start_timeout = start_timeout
-        self.log_level = log_level
+        # `$STEADFAST_DAPRD_LOG_LEVEL` (debug, info) to see what daprd does in a failing test; warn by default.
+        self.log_level = log_level or os.environ.get("STEADFAST_DAPRD_LOG_LEVEL") or "warn"
         self.ports = _Ports()
         self.token = api_token()
         self.log_file = self.directory / "daprd.log"
@@ -127,7 +119,7 @@ class DaprdEngine:
         return [
             (getattr(ports, f.name), f"the Dapr engine's {f.name.replace('_', ' ')} port")
             for f in dataclasses.fields(ports)
-        ]
+        ] + self.store.endpoints()
 
     @property
     def pid(self) -> int:
@@ -144,7 +136,7 @@ class DaprdEngine:
     @property
     def children(self) -> dict[str, subprocess.Popen[bytes]]:
         """The running processes by name (the dev control plane records and stops them with its own)."""
-        return {name: p for name, p in self._procs.items() if p.poll() is None}
+        return {name: p for name, p in self._procs.items() if p.poll() is None} | self.store.children()
 
     @property
     def running(self) -> bool:
@@ -175,10 +167,10 @@ class DaprdEngine:
         paths = binaries.ensure(*binaries.DAPR)
         self.directory.mkdir(parents=True, exist_ok=True)
         resources = self.directory / "resources"
-        resources.mkdir(exist_ok=True)
-        (resources / "statestore.yaml").write_text(_COMPONENT.format(db=self.directory / "state.db"))
         p, h = self.ports, self.host
         try:
+            self.store.start()
+            self.store.write_resources(resources, namespace=NAMESPACE, app_id=APP_ID)
             if not self._alive("placement"):
                 self._launch(
                     "placement",
@@ -289,13 +281,14 @@ class DaprdEngine:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM daprd, then scheduler and placement (SIGKILL after `timeout` each)."""
+        """SIGTERM daprd, then scheduler and placement (SIGKILL after `timeout` each), then the state store."""
         for name in ("daprd", "scheduler", "placement"):
             proc = self._procs.pop(name, None)
             if proc is not None:
                 processes.stop(proc.pid, timeout)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(1)
+        self.store.stop()
 
     def kill(self) -> None:
         """SIGKILL daprd: no chance to flush anything (the chaos tests' crash of the sidecar)."""
