@@ -8,7 +8,7 @@ ENGINE ?= local
 # source. Where the proxy serves it, `make STEADFAST_GO_REPLACE= ...` builds from the proxy (the same code).
 export STEADFAST_GO_REPLACE ?= github.com/dapr/durabletask-go=$(CURDIR)/third_party/durabletask-go-v0.12.4.tar.gz
 
-.PHONY: help venv binaries lint typecheck crds crds-check test unit integration statestores demo dev-up dev-down clean e2e-kind
+.PHONY: help venv binaries lint typecheck crds crds-check test unit integration statestores replicas demo dev-up dev-down clean e2e-kind
 
 help:  ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,11 @@ test: venv binaries lint  ## the full suite: lint, unit, engine and integration 
 # (needs the Debian packages postgresql and redis-server). STEADFAST_STATESTORE_SAGAS=100 runs the restart test bigger.
 statestores: venv binaries  ## sagas, approval, monitor, engine SIGKILL and a database restart on daprd+PostgreSQL and daprd+Redis
 	STEADFAST_ENGINES=daprd-postgres,daprd-redis $(BIN)/pytest -m statestores tests/integration
+
+# Two operator processes, each with its own daprd, on one placement, scheduler and PostgreSQL (not in `make test`
+# yet). STEADFAST_REPLICA_SAGAS=50 runs it bigger; bench/replicas_bench.py measures 1, 2 and 3 replicas.
+replicas: venv binaries  ## work spread over two replicas and SIGKILL of one with its daprd, on daprd+PostgreSQL
+	STEADFAST_ENGINES=daprd-postgres $(BIN)/pytest -m replicas tests/integration
 
 e2e-kind: venv  ## with Docker and kind: a kind cluster, Dapr by its chart, the image loaded, the chart and samples (tests/e2e)
 	$(BIN)/pytest tests/e2e -m e2e -v

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.request
@@ -281,3 +283,27 @@ def allow_users(kube: client.ApiClient, namespace: str, users: tuple[str, ...]) 
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in users],
         },
     )
+
+
+def activities(op: Operator, kind: str = "") -> int:
+    """Action attempts this operator process ran as workflow activities (all kinds, or one resource kind)."""
+    prefix = "steadfast_action_duration_seconds_count{"
+    return int(sum(v for k, v in op.metrics().items() if k.startswith(prefix) and (not kind or f'kind="{kind}"' in k)))
+
+
+def peering(kube: client.ApiClient, kubectl: Path, kubeconfig: str, name: str) -> None:
+    """kopf's ClusterKopfPeering CRD (from the chart) and the object `name`, as the chart installs them, and no
+    admission webhooks of a stopped operator left behind (they fail closed: every create would be refused)."""
+    repo = Path(__file__).resolve().parents[2]
+    admission = client.AdmissionregistrationV1Api(kube)
+    for delete in (admission.delete_validating_webhook_configuration, admission.delete_mutating_webhook_configuration):
+        with contextlib.suppress(ApiException):
+            delete("steadfast.dev")
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    crd = repo / "charts/steadfast/crds/clusterkopfpeerings.kopf.dev.yaml"
+    subprocess.run([str(kubectl), "apply", "--server-side", "-f", str(crd)], env=env, check=True)
+    wait = [str(kubectl), "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev"]
+    subprocess.run(wait, env=env, check=True)
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    with contextlib.suppress(ApiException):
+        client.CustomObjectsApi(kube).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)

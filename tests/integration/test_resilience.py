@@ -7,15 +7,13 @@ bigger by hand. Each test prints what it saw (raw deliveries versus applied effe
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import random
-import subprocess
 import time
 from typing import Any
 
 import pytest
-from e2e_support import Operator, Resources, TaskService, eventually
+from e2e_support import Operator, Resources, TaskService, eventually, peering
 from kubernetes import client
 
 from steadfast.dev.controlplane import cluster
@@ -186,39 +184,8 @@ def test_standby_replica_takes_over(
     tmp_path: Any,
 ) -> None:
     """Two peered replicas: one active, one paused; SIGKILL the active one and the other carries on."""
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig}
     operator.stop()
-    admission = client.AdmissionregistrationV1Api(kube)
-    for delete in (admission.delete_validating_webhook_configuration, admission.delete_mutating_webhook_configuration):
-        with contextlib.suppress(client.exceptions.ApiException):
-            delete("steadfast.dev")  # the stopped operator's fail-closed webhooks would refuse every create
-    subprocess.run(
-        [
-            str(kubectl_path),
-            "apply",
-            "--server-side",
-            "-f",
-            str(repo / "charts/steadfast/crds/clusterkopfpeerings.kopf.dev.yaml"),
-        ],
-        env=env,
-        check=True,
-    )
-    subprocess.run(
-        [str(kubectl_path), "wait", "--for=condition=Established", "crd/clusterkopfpeerings.kopf.dev"],
-        env=env,
-        check=True,
-    )
-    objects = client.CustomObjectsApi(kube)
-    with contextlib.suppress(client.exceptions.ApiException):
-        objects.create_cluster_custom_object(
-            "kopf.dev",
-            "v1",
-            "clusterkopfpeerings",
-            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "chaos-peers"}},
-        )
+    peering(kube, kubectl_path, control_plane.kubeconfig, "chaos-peers")
     common = ["--peering", "chaos-peers", "--peering-lifetime", "3", "--no-webhooks"]
     active = Operator(control_plane, engine, tmp_path / "active.log", extra_args=[*common, "--priority", "100"])
     standby = Operator(control_plane, engine, tmp_path / "standby.log", extra_args=[*common, "--priority", "50"])

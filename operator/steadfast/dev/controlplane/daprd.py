@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
 import signal
@@ -44,6 +45,20 @@ class _Ports:
     scheduler_metrics: int = field(default_factory=processes.free_port)
     etcd_client: int = field(default_factory=processes.free_port)
     etcd_peer: int = field(default_factory=processes.free_port)
+
+
+# The ports of the cluster services (placement, scheduler and its etcd) that every sidecar of one app shares.
+_SHARED = (
+    "placement",
+    "placement_raft",
+    "placement_healthz",
+    "placement_metrics",
+    "scheduler",
+    "scheduler_healthz",
+    "scheduler_metrics",
+    "etcd_client",
+    "etcd_peer",
+)
 
 
 def api_token() -> str:
@@ -91,18 +106,31 @@ class DaprdEngine:
         start_timeout: float = 60.0,
         log_level: str | None = None,
         store: statestores.StoreName = "sqlite",
+        cluster: DaprdEngine | None = None,
     ) -> None:
         self.directory = Path(directory)
-        self.store = statestores.create(store, self.directory, detach=detach)
+        # A sidecar (`cluster` given) uses that unit's placement, scheduler and state store and starts none of them.
+        self.cluster = cluster
+        self.store: statestores.StateStore = (
+            cluster.store if cluster else statestores.create(store, self.directory, detach=detach)
+        )
         self.host = host
         self.detach = detach
         self.start_timeout = start_timeout
         # `$STEADFAST_DAPRD_LOG_LEVEL` (debug, info) to see what daprd does in a failing test; warn by default.
         self.log_level = log_level or os.environ.get("STEADFAST_DAPRD_LOG_LEVEL") or "warn"
-        self.ports = _Ports()
+        self.ports: _Ports = _Ports(**{f: getattr(cluster.ports, f) for f in _SHARED}) if cluster else _Ports()
         self.token = api_token()
         self.log_file = self.directory / "daprd.log"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def sidecar(self, directory: Path) -> DaprdEngine:
+        """Another daprd of this app (own ports, own folder) on this unit's placement, scheduler and store."""
+        if self.cluster is not None:
+            return self.cluster.sidecar(directory)
+        return DaprdEngine(
+            directory, host=self.host, detach=self.detach, start_timeout=self.start_timeout, cluster=self
+        )
 
     @property
     def port(self) -> int:
@@ -136,7 +164,8 @@ class DaprdEngine:
     @property
     def children(self) -> dict[str, subprocess.Popen[bytes]]:
         """The running processes by name (the dev control plane records and stops them with its own)."""
-        return {name: p for name, p in self._procs.items() if p.poll() is None} | self.store.children()
+        mine = {name: p for name, p in self._procs.items() if p.poll() is None}
+        return mine if self.cluster else mine | self.store.children()
 
     @property
     def running(self) -> bool:
@@ -162,6 +191,90 @@ class DaprdEngine:
             log=self.directory / f"{name}.log",
         )
 
+    def _start_services(self) -> None:
+        """The state store's server, placement and scheduler: what the sidecars of this unit share."""
+        paths = binaries.ensure(*binaries.DAPR)
+        p, h = self.ports, self.host
+        self.store.start()
+        if not self._alive("placement"):
+            self._launch(
+                "placement",
+                [
+                    str(paths["placement"]),
+                    "--mode",
+                    "standalone",
+                    "--id",
+                    "dapr-placement-0",
+                    "--initial-cluster",
+                    f"dapr-placement-0={h}:{p.placement_raft}",
+                    "--port",
+                    str(p.placement),
+                    "--listen-address",
+                    h,
+                    "--healthz-port",
+                    str(p.placement_healthz),
+                    "--healthz-listen-address",
+                    h,
+                    "--metrics-port",
+                    str(p.placement_metrics),
+                    "--metrics-listen-address",
+                    h,
+                    "--log-level",
+                    self.log_level,
+                ],
+            )
+        if not self._alive("scheduler"):
+            self._launch(
+                "scheduler",
+                [
+                    str(paths["scheduler"]),
+                    "--mode",
+                    "standalone",
+                    "--id",
+                    "dapr-scheduler-server-0",
+                    "--port",
+                    str(p.scheduler),
+                    "--listen-address",
+                    h,
+                    "--override-broadcast-host-port",
+                    f"{h}:{p.scheduler}",
+                    "--healthz-port",
+                    str(p.scheduler_healthz),
+                    "--healthz-listen-address",
+                    h,
+                    "--metrics-port",
+                    str(p.scheduler_metrics),
+                    "--metrics-listen-address",
+                    h,
+                    "--etcd-data-dir",
+                    str(self.directory / "scheduler-etcd"),
+                    "--etcd-client-port",
+                    str(p.etcd_client),
+                    "--etcd-client-listen-address",
+                    h,
+                    "--etcd-initial-cluster",
+                    f"dapr-scheduler-server-0=http://{h}:{p.etcd_peer}",
+                    "--identity-directory-write",
+                    str(self.directory / "identity"),
+                    "--log-level",
+                    self.log_level,
+                ],
+            )
+
+    def _wait_services(self) -> None:
+        """Until the owner's placement and scheduler answer (a sidecar waits on its unit's)."""
+        owner = self.cluster or self
+        for name, port in (("placement", self.ports.placement_healthz), ("scheduler", self.ports.scheduler_healthz)):
+            url = f"http://{self.host}:{port}/healthz"
+            proc = owner._procs.get(name)
+            processes.wait_until(
+                functools.partial(_healthy, url),
+                what=name,
+                timeout=self.start_timeout,
+                pid=proc.pid if proc else None,
+                log=owner.directory / f"{name}.log",
+            )
+
     def start(self) -> DaprdEngine:
         """Start what is not running (placement, scheduler, then daprd) and wait until daprd is healthy."""
         paths = binaries.ensure(*binaries.DAPR)
@@ -169,74 +282,10 @@ class DaprdEngine:
         resources = self.directory / "resources"
         p, h = self.ports, self.host
         try:
-            self.store.start()
+            if self.cluster is None:
+                self._start_services()
             self.store.write_resources(resources, namespace=NAMESPACE, app_id=APP_ID)
-            if not self._alive("placement"):
-                self._launch(
-                    "placement",
-                    [
-                        str(paths["placement"]),
-                        "--mode",
-                        "standalone",
-                        "--id",
-                        "dapr-placement-0",
-                        "--initial-cluster",
-                        f"dapr-placement-0={h}:{p.placement_raft}",
-                        "--port",
-                        str(p.placement),
-                        "--listen-address",
-                        h,
-                        "--healthz-port",
-                        str(p.placement_healthz),
-                        "--healthz-listen-address",
-                        h,
-                        "--metrics-port",
-                        str(p.placement_metrics),
-                        "--metrics-listen-address",
-                        h,
-                        "--log-level",
-                        self.log_level,
-                    ],
-                )
-            if not self._alive("scheduler"):
-                self._launch(
-                    "scheduler",
-                    [
-                        str(paths["scheduler"]),
-                        "--mode",
-                        "standalone",
-                        "--id",
-                        "dapr-scheduler-server-0",
-                        "--port",
-                        str(p.scheduler),
-                        "--listen-address",
-                        h,
-                        "--override-broadcast-host-port",
-                        f"{h}:{p.scheduler}",
-                        "--healthz-port",
-                        str(p.scheduler_healthz),
-                        "--healthz-listen-address",
-                        h,
-                        "--metrics-port",
-                        str(p.scheduler_metrics),
-                        "--metrics-listen-address",
-                        h,
-                        "--etcd-data-dir",
-                        str(self.directory / "scheduler-etcd"),
-                        "--etcd-client-port",
-                        str(p.etcd_client),
-                        "--etcd-client-listen-address",
-                        h,
-                        "--etcd-initial-cluster",
-                        f"dapr-scheduler-server-0=http://{h}:{p.etcd_peer}",
-                        "--identity-directory-write",
-                        str(self.directory / "identity"),
-                        "--log-level",
-                        self.log_level,
-                    ],
-                )
-            self._wait("placement", f"http://{h}:{p.placement_healthz}/healthz")
-            self._wait("scheduler", f"http://{h}:{p.scheduler_healthz}/healthz")
+            self._wait_services()
             if not self._alive("daprd"):
                 self._launch(
                     "daprd",
@@ -281,14 +330,18 @@ class DaprdEngine:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM daprd, then scheduler and placement (SIGKILL after `timeout` each), then the state store."""
+        """SIGTERM daprd, then scheduler and placement (SIGKILL after `timeout` each), then the state store.
+
+        A sidecar stops its daprd only; stopping the unit that made it does not stop its sidecars.
+        """
         for name in ("daprd", "scheduler", "placement"):
             proc = self._procs.pop(name, None)
             if proc is not None:
                 processes.stop(proc.pid, timeout)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(1)
-        self.store.stop()
+        if self.cluster is None:  # a sidecar leaves its unit's store running
+            self.store.stop()
 
     def kill(self) -> None:
         """SIGKILL daprd: no chance to flush anything (the chaos tests' crash of the sidecar)."""
