@@ -210,6 +210,9 @@ def test_calls_with_no_worker_connected(
         with bed.raw() as stub:
             start = pb.CreateInstanceRequest(instanceId=iid, name="echo", input=text("1"))
             held = (refusal(lambda: stub.StartInstance(start, timeout=3)) or {}).get("code")  # details: the client's
+            # The call ends at the caller's deadline: the client says DEADLINE_EXCEEDED, or CANCELLED when daprd
+            # answers its propagated deadline first (a race, seen on daprd now and then). Both: not started.
+            held = "DEADLINE_EXCEEDED" if held == "CANCELLED" else held
             created = stub.GetInstance(pb.GetInstanceRequest(instanceId=iid)).exists
             began = time.monotonic()
             raised = refusal(lambda: stub.RaiseEvent(pb.RaiseEventRequest(instanceId=iid, name="go")))
