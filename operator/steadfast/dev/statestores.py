@@ -128,77 +128,84 @@ class Sqlite:
         (resources / "statestore.yaml").write_text(_SQLITE.format(db=self.db))
 
 
-class ChartPostgres:
+class _ChartServerStore:
+    """A chart-rendered state-store component on a database server this store starts and stops."""
+
+    name: StoreName
+    server: databases.Postgres | databases.Redis
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def endpoints(self) -> list[tuple[int, str]]:
+        return [(self.server.port, f"the Dapr engine's {self.name} state store")]
+
+    def children(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.server.children()
+
+    def values(self, secret: tuple[str, str]) -> list[str]:
+        """The chart values that select this store (besides those every store sets)."""
+        raise NotImplementedError
+
+    def secret(self) -> tuple[tuple[str, str], str]:
+        """The Secret (name, key) the chart's component refers to, and the value the test bed fills in."""
+        raise NotImplementedError
+
+    def write_resources(self, resources: Path, *, namespace: str, app_id: str) -> None:
+        ref, value = self.secret()
+        values = [
+            "dapr.components.stateStore.enabled=true",
+            f"dapr.components.stateStore.type={self.name}",
+            *self.values(ref),
+            "dapr.components.resiliency.enabled=true",
+            f"dapr.appId={app_id}",
+        ]
+        docs = render(values, namespace=namespace)
+        write(resources, [resolve_secrets(d, {ref: value}) for d in docs])
+
+
+class ChartPostgres(_ChartServerStore):
     """The chart's `state.postgresql` v2 component on a local PostgreSQL server."""
 
     name: StoreName = "postgresql"
+    server: databases.Postgres
 
     def __init__(self, directory: Path, *, detach: bool = False) -> None:
         self.server = databases.Postgres(Path(directory) / "postgres", detach=detach)
 
-    def start(self) -> None:
-        self.server.start()
+    def secret(self) -> tuple[tuple[str, str], str]:
+        return POSTGRES_SECRET, self.server.connection_string
 
-    def stop(self) -> None:
-        self.server.stop()
-
-    def endpoints(self) -> list[tuple[int, str]]:
-        return [(self.server.port, f"the Dapr engine's {self.name} state store")]
-
-    def children(self) -> dict[str, subprocess.Popen[bytes]]:
-        return self.server.children()
-
-    def write_resources(self, resources: Path, *, namespace: str, app_id: str) -> None:
-        name, key = POSTGRES_SECRET
-        docs = render(
-            [
-                "dapr.components.stateStore.enabled=true",
-                "dapr.components.stateStore.type=postgresql",
-                f"dapr.components.stateStore.postgresql.connectionStringSecret.name={name}",
-                f"dapr.components.stateStore.postgresql.connectionStringSecret.key={key}",
-                "dapr.components.resiliency.enabled=true",
-                f"dapr.appId={app_id}",
-            ],
-            namespace=namespace,
-        )
-        write(resources, [resolve_secrets(d, {POSTGRES_SECRET: self.server.connection_string}) for d in docs])
+    def values(self, secret: tuple[str, str]) -> list[str]:
+        name, key = secret
+        return [
+            f"dapr.components.stateStore.postgresql.connectionStringSecret.name={name}",
+            f"dapr.components.stateStore.postgresql.connectionStringSecret.key={key}",
+        ]
 
 
-class ChartRedis:
+class ChartRedis(_ChartServerStore):
     """The chart's `state.redis` component on a local Redis server with a password."""
 
     name: StoreName = "redis"
+    server: databases.Redis
 
     def __init__(self, directory: Path, *, detach: bool = False) -> None:
         self.server = databases.Redis(Path(directory) / "redis", detach=detach)
 
-    def start(self) -> None:
-        self.server.start()
+    def secret(self) -> tuple[tuple[str, str], str]:
+        return REDIS_SECRET, self.server.password
 
-    def stop(self) -> None:
-        self.server.stop()
-
-    def endpoints(self) -> list[tuple[int, str]]:
-        return [(self.server.port, f"the Dapr engine's {self.name} state store")]
-
-    def children(self) -> dict[str, subprocess.Popen[bytes]]:
-        return self.server.children()
-
-    def write_resources(self, resources: Path, *, namespace: str, app_id: str) -> None:
-        name, key = REDIS_SECRET
-        docs = render(
-            [
-                "dapr.components.stateStore.enabled=true",
-                "dapr.components.stateStore.type=redis",
-                f"dapr.components.stateStore.redis.host={self.server.address}",
-                f"dapr.components.stateStore.redis.passwordSecret.name={name}",
-                f"dapr.components.stateStore.redis.passwordSecret.key={key}",
-                "dapr.components.resiliency.enabled=true",
-                f"dapr.appId={app_id}",
-            ],
-            namespace=namespace,
-        )
-        write(resources, [resolve_secrets(d, {REDIS_SECRET: self.server.password}) for d in docs])
+    def values(self, secret: tuple[str, str]) -> list[str]:
+        name, key = secret
+        return [
+            f"dapr.components.stateStore.redis.host={self.server.address}",
+            f"dapr.components.stateStore.redis.passwordSecret.name={name}",
+            f"dapr.components.stateStore.redis.passwordSecret.key={key}",
+        ]
 
 
 def create(name: StoreName, directory: Path, *, detach: bool = False) -> StateStore:
