@@ -51,14 +51,15 @@ unit: venv  ## tests that need no servers
 test: venv binaries lint  ## the full suite: lint, unit, engine and integration tests on a real control plane
 	$(BIN)/pytest
 	$(MAKE) statestores
+	$(MAKE) replicas
 
 # The tier on daprd with the chart's PostgreSQL and Redis state-store components, servers started by the tests
 # (needs the Debian packages postgresql and redis-server). STEADFAST_STATESTORE_SAGAS=100 runs the restart test bigger.
 statestores: venv binaries  ## sagas, approval, monitor, engine SIGKILL and a database restart on daprd+PostgreSQL and daprd+Redis
 	STEADFAST_ENGINES=daprd-postgres,daprd-redis $(BIN)/pytest -m statestores tests/integration
 
-# Two operator processes, each with its own daprd, on one placement, scheduler and PostgreSQL (not in `make test`
-# yet). STEADFAST_REPLICA_SAGAS=50 runs it bigger; bench/replicas_bench.py measures 1, 2 and 3 replicas.
+# Two operator processes, each with its own daprd, on one placement, scheduler and PostgreSQL.
+# STEADFAST_REPLICA_SAGAS=50 runs it bigger; bench/replicas_bench.py measures 1, 2 and 3 replicas.
 replicas: venv binaries  ## work spread over two replicas and SIGKILL of one with its daprd, on daprd+PostgreSQL
 	STEADFAST_ENGINES=daprd-postgres $(BIN)/pytest -m replicas tests/integration
 

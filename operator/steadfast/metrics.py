@@ -67,6 +67,11 @@ STATUS_WRITES = Counter("steadfast_status_writes_total", "Status subresource pat
 STATUS_SUBMITS = Counter(
     "steadfast_status_snapshots_total", "Status snapshots submitted (before coalescing).", registry=REGISTRY
 )
+STATUS_STALE = Counter(
+    "steadfast_status_stale_total",
+    "Status snapshots not written because the object already held a newer one (another replica wrote it).",
+    registry=REGISTRY,
+)
 API_ERRORS = Counter(
     "steadfast_api_errors_total",
     "Kubernetes API calls that failed, by operation and code.",

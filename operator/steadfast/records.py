@@ -155,11 +155,12 @@ class WorkflowInput(Record, Generic[SpecT]):
 
 
 class StatusReport(Record):
-    """One status snapshot for the status writer; `seq` orders snapshots of one run, `wait` makes it urgent."""
+    """One status snapshot for the status writer; (`run`, `seq`) orders snapshots, `wait` makes it urgent."""
 
     ref: ObjectRef
     status: dict[str, Any]  # the kind's status model as a merge patch (StatusBase.to_patch)
     seq: int
+    run: int = 0  # when the run started (ms): a later run's snapshots are newer; 0 from releases before it
     events: list[EventSpec] = []
     wait: bool = False
 

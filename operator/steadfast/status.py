@@ -5,14 +5,21 @@ snapshots for it are coalesced into one next write, so a busy saga costs at most
 rather than one per transition. A snapshot that only reports progress (a step started, a check passed)
 waits `linger` for a newer one, and longer when progress writes of all objects exceed `progress_rate` per
 second; the first snapshot of an object and any that changes the phase or carries an Event go out at once
-and take the waiting one along. Snapshots carry a sequence number
-from the workflow; an older snapshot never overwrites a newer one. Events go out with the write that
-carries the transition.
+and take the waiting one along. Events go out with the write that carries the transition.
+
+Snapshots carry their order from the workflow (the run's start, then a sequence number); an older snapshot never
+overwrites a newer one, also when another replica's writer wrote the newer one: a workflow's reports run on
+whichever replica's worker daprd hands them to, and a progress snapshot lingering on one replica may be ready
+after the final one was written by another. So the order is written into the status (`status.report`) and every
+workflow snapshot is a conditional write: a merge patch carrying the resourceVersion the writer last saw. On a
+conflict the writer reads the object; if it holds a newer snapshot the older one is dropped, else it writes again.
+The handlers' own writes (before a workflow runs) carry no order and are not conditional.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -38,6 +45,20 @@ def _drain(response: Any) -> None:
         response.read()
     if callable(release):
         release()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    """An undeserialized answer as JSON (the connection released); {} for an answer with no body."""
+    data = response.data if hasattr(response, "data") else None
+    _drain(response)
+    if not data:
+        return {}
+    parsed = json.loads(data)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class _Conflict(Exception):
+    """A conditional status write met a resourceVersion other than the one it carried (HTTP 409)."""
 
 
 class Clock(Protocol):
@@ -81,7 +102,7 @@ SYSTEM_CLOCK = SystemClock()
 class _Pending:
     ref: ObjectRef
     status: dict[str, Any]
-    seq: int
+    order: tuple[int, int]  # (run, seq); (0, 0): a handler's write, not ordered against other replicas
     events: list[EventSpec] = field(default_factory=list)
     futures: list[Future[None]] = field(default_factory=list)
     urgent: bool = False
@@ -119,7 +140,9 @@ class StatusWriter:
         self._inflight: set[str] = set()
         self._ready: dict[str, None] = {}  # a FIFO with O(1) membership
         self._due: dict[str, float] = {}  # lingering keys -> when they become ready
-        self._written_seq: dict[str, int] = {}
+        self._written_seq: dict[str, tuple[int, int]] = {}
+        # key -> (resourceVersion, the order on the object) as this writer last saw them
+        self._seen: dict[str, tuple[str, tuple[int, int] | None]] = {}
         self._sent_phase: dict[str, Any] = {}
         self._stopped = False
         self._threads = [
@@ -138,26 +161,29 @@ class StatusWriter:
         status: dict[str, Any],
         *,
         seq: int,
+        run: int = 0,
         events: list[EventSpec] | None = None,
         urgent: bool = False,
     ) -> Future[None]:
         """Queue a status snapshot; the future resolves once it (or a newer one) is written.
 
-        `urgent` (or a phase change, Events, or being the object's first) skips the linger.
+        `urgent` (or a phase change, Events, or being the object's first) skips the linger. `seq` 0 is a
+        handler's write: older than any workflow snapshot, and written without condition.
         """
         future: Future[None] = Future()
         key = self._key(ref)
+        order = (run, seq) if seq else (0, 0)
         metrics.STATUS_SUBMITS.inc()
         with self._lock:
-            if seq < self._written_seq.get(key, -1):
+            if order < self._written_seq.get(key, (-1, -1)):
                 future.set_result(None)  # a newer snapshot is already on the object
                 return future
             pending = self._pending.get(key)
             if pending is None:
-                pending = self._pending[key] = _Pending(ref, dict(status), seq, list(events or []), [future])
+                pending = self._pending[key] = _Pending(ref, dict(status), order, list(events or []), [future])
             else:
-                if seq >= pending.seq:
-                    pending.status, pending.seq = dict(status), seq
+                if order >= pending.order:
+                    pending.status, pending.order = dict(status), order
                 pending.events.extend(events or [])
                 pending.futures.append(future)
             first = key not in self._written_seq and key not in self._inflight
@@ -211,6 +237,7 @@ class StatusWriter:
         with self._lock:
             self._written_seq.pop(self._key(ref), None)
             self._sent_phase.pop(self._key(ref), None)
+            self._seen.pop(self._key(ref), None)
         metrics.phase(ref.kind, self._key(ref), None)
 
     def stop(self) -> None:
@@ -242,8 +269,8 @@ class StatusWriter:
                 error = exc
             with self._lock:
                 self._inflight.discard(key)
-                if error is None and item.seq >= self._written_seq.get(key, -1):
-                    self._written_seq[key] = item.seq
+                if error is None and item.order >= self._written_seq.get(key, (-1, -1)):
+                    self._written_seq[key] = item.order
                 if key in self._pending:
                     self._schedule(key, self._pending[key])
             for future in item.futures:
@@ -255,26 +282,22 @@ class StatusWriter:
     def _write(self, item: _Pending) -> None:
         ref = item.ref
         delay = 0.1
-        for attempt in range(6):
+        attempt = 0
+        conflicts = 0
+        while True:
             try:
-                # The answer (the whole object) is not needed: skipping its deserialization halves the
-                # writer's CPU per write.
-                response = self._objects.patch_namespaced_custom_object_status(
-                    ref.group,
-                    ref.version,
-                    ref.namespace,
-                    ref.plural,
-                    ref.name,
-                    {"status": item.status},
-                    _preload_content=False,
-                )
-                _drain(response)
-                metrics.STATUS_WRITES.inc()
+                if not self._patch(item):
+                    return  # the resource is gone, or holds a newer snapshot: nothing to write
                 break
+            except _Conflict:
+                # Another writer (a replica, kopf, a user) changed the object since this one last saw it: read it
+                # again and decide. Bounded: a conflict each time means something rewrites it without pause.
+                conflicts += 1
+                if conflicts <= 20:
+                    continue
+                log.error("status of %s/%s: %d conflicts in a row, giving up", ref.namespace, ref.name, conflicts)
+                raise
             except ApiException as exc:
-                metrics.API_ERRORS.labels("patch_status", str(exc.status)).inc()
-                if exc.status == 404:
-                    return  # the resource is gone; nothing left to report on
                 if exc.status in (400, 422) or attempt == 5:
                     log.error(
                         "status of %s/%s refused (HTTP %s): %s",
@@ -287,6 +310,7 @@ class StatusWriter:
             except Exception:  # connection problems: the API server restarting, for example
                 if attempt == 5:
                     raise
+            attempt += 1
             self._clock.sleep(delay)
             delay = min(delay * 2, 2.0)
         if "phase" in item.status:
@@ -294,6 +318,66 @@ class StatusWriter:
         metrics.decision(ref.kind, self._key(ref), item.status)
         for event in item.events:
             self._event(ref, event)
+
+    def _patch(self, item: _Pending) -> bool:
+        """One write of `item`; False if there is nothing to write (the resource is gone, or holds a newer one).
+
+        A workflow snapshot is conditional on the resourceVersion this writer last saw (read first if it saw
+        none). The answer is parsed as plain JSON for its resourceVersion: the client's model deserialization
+        would double the writer's CPU per write.
+        """
+        ref = item.ref
+        key = self._key(ref)
+        body: dict[str, Any] = {"status": item.status}
+        ordered = item.order != (0, 0)
+        if ordered:
+            seen = self._seen.get(key) or self._read(ref)
+            if seen is None:
+                return False
+            version, on_object = seen
+            if on_object is not None and on_object >= item.order:
+                metrics.STATUS_STALE.inc()
+                return False
+            run, seq = item.order
+            report = {"run": run, "sequence": seq}
+            body = {"metadata": {"resourceVersion": version}, "status": {**item.status, "report": report}}
+        try:
+            response = self._objects.patch_namespaced_custom_object_status(
+                ref.group, ref.version, ref.namespace, ref.plural, ref.name, body, _preload_content=False
+            )
+        except ApiException as exc:
+            metrics.API_ERRORS.labels("patch_status", str(exc.status)).inc()
+            if exc.status == 404:
+                return False  # the resource is gone; nothing left to report on
+            if exc.status == 409 and ordered:
+                self._seen.pop(key, None)
+                raise _Conflict() from exc
+            raise
+        written = _json(response)
+        metrics.STATUS_WRITES.inc()
+        now_at = (written.get("metadata") or {}).get("resourceVersion")
+        with self._lock:
+            if ordered and now_at:
+                self._seen[key] = (str(now_at), item.order)
+            else:
+                self._seen.pop(key, None)  # a handler's write moved the version: read before the next ordered one
+        return True
+
+    def _read(self, ref: ObjectRef) -> tuple[str, tuple[int, int] | None] | None:
+        """The object's resourceVersion and the order of the snapshot on it; None if the object is gone."""
+        try:
+            response = self._objects.get_namespaced_custom_object_status(
+                ref.group, ref.version, ref.namespace, ref.plural, ref.name, _preload_content=False
+            )
+        except ApiException as exc:
+            metrics.API_ERRORS.labels("get_status", str(exc.status)).inc()
+            if exc.status == 404:
+                return None
+            raise
+        current = _json(response)
+        report = (current.get("status") or {}).get("report") or {}
+        order = (int(report.get("run", 0)), int(report.get("sequence", 0))) if report else None
+        return str(current["metadata"]["resourceVersion"]), order
 
     def _event(self, ref: ObjectRef, event: EventSpec) -> None:
         now = datetime.now(UTC)

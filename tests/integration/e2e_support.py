@@ -307,3 +307,40 @@ def peering(kube: client.ApiClient, kubectl: Path, kubeconfig: str, name: str) -
     body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
     with contextlib.suppress(ApiException):
         client.CustomObjectsApi(kube).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+
+
+def free_crd(kube: client.ApiClient, group: str, kind: str, plural: str) -> str:
+    """A namespaced test CRD (v1) with a status subresource and no schema beyond "an object": no operator acts
+    on it, only the test writes it. Created once (a second call finds it), returned when Established."""
+    ext = client.ApiextensionsV1Api(kube)
+    name = f"{plural}.{group}"
+    version = {
+        "name": "v1",
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    }
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [version],
+        },
+    }
+    try:
+        ext.create_custom_resource_definition(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        found = ext.read_custom_resource_definition(name)
+        return any(c.type == "Established" and c.status == "True" for c in found.status.conditions or [])
+
+    eventually(established, timeout=30, what=f"{kind} CRD established")
+    return name

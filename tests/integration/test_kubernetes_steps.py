@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_support import GROUP, VERSION, Operator, Resources, allow_users, eventually
+from e2e_support import GROUP, VERSION, Operator, Resources, allow_users, eventually, free_crd
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -21,50 +21,13 @@ from steadfast.dev.controlplane import cluster
 
 pytestmark = pytest.mark.controlplane
 
-WIDGETS = "gizmos.steps.steadfast.test"
 AVAILABLE = 'object.status.?conditions.orValue([]).exists(c, c.type == "Available" && c.status == "True")'
 
 
 @pytest.fixture(scope="module")
 def gizmos(kube: client.ApiClient) -> str:
     """A namespaced CRD with a status subresource: only the test writes its status."""
-    ext = client.ApiextensionsV1Api(kube)
-    body = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": WIDGETS},
-        "spec": {
-            "group": "steps.steadfast.test",
-            "scope": "Namespaced",
-            "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-    try:
-        ext.create_custom_resource_definition(body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    def established() -> bool:
-        found = ext.read_custom_resource_definition(WIDGETS)
-        return any(c.type == "Established" and c.status == "True" for c in found.status.conditions or [])
-
-    eventually(established, timeout=30, what="Gizmo CRD established")
-    return WIDGETS
+    return free_crd(kube, "steps.steadfast.test", "Gizmo", "gizmos")
 
 
 def kube_step(name: str, obj: dict[str, Any], **extra: Any) -> dict[str, Any]:

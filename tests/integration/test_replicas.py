@@ -7,9 +7,9 @@ batch. Runs on engines with a database server of their own (`daprd-postgres`, `d
 is skipped on the others (several daprd on one SQLite file is not a deployment). `STEADFAST_REPLICA_SAGAS=50` runs
 it bigger.
 
-Known failure (an operator bug this test found, docs/BENCHMARKS-replicas.md): the status writes of two replicas are
-not ordered, so a resource can keep a stale "Running" status after its workflow COMPLETED. The test checks the
-engine first (nothing lost) and then the statuses, and says which one failed.
+The test checks the engine first (nothing lost) and then the statuses (the replicas' status writes are ordered
+through the object: a late progress snapshot of one never replaces the final one of the other), and says which
+one failed.
 """
 
 from __future__ import annotations
@@ -127,9 +127,8 @@ def test_two_replicas_share_the_work_and_survive_sigkill(
                 interval=0.5,
             )
         engine_done = time.monotonic() - at_kill
-        # ... and every resource says so. The status writes of two replicas are not ordered with each other: a
-        # progress snapshot lingering in one replica can land after the final one written by the other
-        # (docs/engine.md, "Several replicas"). This part fails until the status writer orders them.
+        # ... and every resource says so: a progress snapshot lingering in one replica never lands over the final
+        # one written by the other (steadfast.status orders them through the object).
         try:
             done = final_sagas(sagas, killed, timeout=30)
         except AssertionError:

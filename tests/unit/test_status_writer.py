@@ -5,9 +5,13 @@ The writer runs on a fake clock that moves only when a test advances it, so no t
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
+from steadfast import metrics
 from steadfast.records import EventSpec, ObjectRef
 from steadfast.status import StatusWriter
 
@@ -67,21 +71,58 @@ class FakeClock:
                 condition.notify_all()
 
 
-class _SlowObjects:
+class _Raw:
+    """An undeserialized answer, as the client returns one with `_preload_content=False`."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.data = json.dumps(body).encode()
+
+    def release_conn(self) -> None:
+        pass
+
+
+class FakeObject:
+    """Resources' status as the API server keeps it: a resourceVersion that moves with each write, and a merge
+    patch carrying another resourceVersion refused with 409, as the API server does. Keyed by name."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.versions: dict[str, int] = {}
+        self.statuses: dict[str, dict[str, Any]] = {}
+
+    def get_namespaced_custom_object_status(self, *args: Any, **_: Any) -> _Raw:
+        name = args[4]
+        with self.lock:
+            version = self.versions.setdefault(name, 1)
+            return _Raw({"metadata": {"resourceVersion": str(version)}, "status": self.statuses.get(name, {})})
+
+    def apply(self, args: tuple[Any, ...]) -> _Raw:
+        name, body = args[4], args[-1]
+        with self.lock:
+            version = self.versions.setdefault(name, 1)
+            expected = (body.get("metadata") or {}).get("resourceVersion")
+            if expected is not None and expected != str(version):
+                raise ApiException(status=409, reason="Conflict")
+            self.versions[name] = version + 1
+            self.statuses.setdefault(name, {}).update(body["status"])
+            return _Raw({"metadata": {"resourceVersion": str(version + 1)}, "status": self.statuses[name]})
+
+
+class _SlowObjects(FakeObject):
     """Records status patches; the first one blocks until released, so later submits pile up."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.patches: list[dict[str, Any]] = []
         self.in_flight = threading.Event()
         self.release = threading.Event()
 
-    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> None:
-        if not self.patches:
-            self.patches.append(args[-1])
+    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> _Raw:
+        self.patches.append(args[-1])
+        if len(self.patches) == 1:
             self.in_flight.set()
             self.release.wait(5)
-            return
-        self.patches.append(args[-1])
+        return self.apply(args)
 
 
 def test_status_writer_coalesces_a_burst_and_drops_stale_snapshots() -> None:
@@ -103,17 +144,19 @@ def test_status_writer_coalesces_a_burst_and_drops_stale_snapshots() -> None:
     writer.stop()
 
 
-class _Recorder:
+class _Recorder(FakeObject):
     """Records status patches (as phase/step) and Events with the moment (on `clock`) each arrived."""
 
     def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
         self.clock = clock
         self.patches: list[tuple[float, str]] = []
         self.events: list[str] = []
 
-    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> None:
+    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> _Raw:
         status = args[-1]["status"]
         self.patches.append((self.clock.monotonic(), f"{status['phase']}/{status.get('step', '')}"))
+        return self.apply(args)
 
     def create_namespaced_event(self, _namespace: str, body: dict[str, Any], **_: Any) -> None:
         self.events.append(body["reason"])
@@ -186,3 +229,52 @@ def test_progress_writes_share_a_budget_but_phase_changes_do_not_wait_for_it() -
     assert clock.monotonic() - started >= 0.7
     assert sorted(fake.written()).count("Running/2") == 9
     writer.stop()
+
+
+class _Shared(FakeObject):
+    """One object written by two writers (two replicas): records which snapshot each accepted write was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accepted: list[str] = []
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **_: Any) -> _Raw:
+        answer = self.apply(args)
+        self.accepted.append(args[-1]["status"]["phase"])
+        return answer
+
+    def create_namespaced_event(self, *_: Any, **__: Any) -> None:
+        pass
+
+
+def test_a_replicas_late_progress_snapshot_never_replaces_anothers_final_one() -> None:
+    """Replica b holds a progress snapshot back (its linger) while replica a writes the run's final one: when b's
+    turn comes the object already holds a newer snapshot, and the final status stays."""
+    shared = _Shared()
+    clock = FakeClock(threads=2)
+    a = StatusWriter(api=None, workers=1, linger=0.0, clock=clock)
+    b = StatusWriter(api=None, workers=1, linger=2.0, clock=clock)
+    for writer in (a, b):
+        writer._objects = shared
+        writer._core = shared
+    ref = ObjectRef("g", "v1", "K", "ks", "ns", "n", "uid")
+    run = 1_700_000_000_000
+    b.submit(ref, {"phase": "Running", "step": "1"}, seq=1, run=run).result(timeout=5)
+    late = b.submit(ref, {"phase": "Running", "step": "2"}, seq=2, run=run)  # lingers on b
+    a.submit(ref, {"phase": "Succeeded"}, seq=3, run=run, urgent=True).result(timeout=5)
+    stale_before = metrics.STATUS_STALE._value.get()
+    clock.advance(2.0)
+    late.result(timeout=5)
+    assert shared.statuses["n"]["phase"] == "Succeeded"
+    assert shared.statuses["n"]["report"] == {"run": run, "sequence": 3}
+    assert shared.accepted == ["Running", "Succeeded"]
+    assert metrics.STATUS_STALE._value.get() == stale_before + 1
+    # A later run of the same instance (a monitor's continue-as-new) is newer whatever its sequence.
+    a.submit(ref, {"phase": "Healthy"}, seq=1, run=run + 1).result(timeout=5)
+    assert shared.statuses["n"]["phase"] == "Healthy"
+    # Another writer moved the object on (kopf's annotations, a user): a conflict, read again, written.
+    shared.versions["n"] += 5
+    a.submit(ref, {"phase": "Unhealthy"}, seq=2, run=run + 1).result(timeout=5)
+    assert shared.statuses["n"]["phase"] == "Unhealthy"
+    a.stop()
+    b.stop()

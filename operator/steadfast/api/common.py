@@ -90,6 +90,17 @@ class Condition(ApiModel):
     message: str | None = Field(None, max_length=32768, description="Human-readable details.")
 
 
+class ReportOrder(ApiModel):
+    """Which workflow snapshot a status is. Each replica's status writer runs some of a workflow's reports;
+    this lets the API server refuse an older snapshot that arrives after a newer one (see steadfast.status)."""
+
+    run: int = Field(ge=0, description="When the workflow run that wrote the status started, in ms since the epoch.")
+    sequence: int = Field(ge=0, description="The snapshot's number within that run.")
+
+    def key(self) -> tuple[int, int]:
+        return (self.run, self.sequence)
+
+
 class StatusBase(ApiModel):
     """Status fields shared by all kinds; the one status writer fills them."""
 
@@ -101,6 +112,9 @@ class StatusBase(ApiModel):
     )
     workflow_instance_id: str | None = Field(
         None, description="The workflow instance that runs this resource (derived from kind, namespace, name, UID)."
+    )
+    report: ReportOrder | None = Field(
+        None, description="The workflow snapshot this status was written from; orders writes of several replicas."
     )
 
     def to_patch(self, *, only_given: bool = False) -> dict[str, Any]:

@@ -55,7 +55,9 @@ class Activities:
 
     def _submit(self, report: StatusReport) -> Any:
         # A snapshot the workflow waits for (a final state) is never held back to coalesce.
-        return self.writer.submit(report.ref, report.status, seq=report.seq, events=report.events, urgent=report.wait)
+        return self.writer.submit(
+            report.ref, report.status, seq=report.seq, run=report.run, events=report.events, urgent=report.wait
+        )
 
     async def execute(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
         """Report the snapshot that says this attempt is running, then make the attempt in the namespace's share."""

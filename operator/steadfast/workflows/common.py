@@ -64,6 +64,9 @@ class Reporter:
         self.generation: int = inp.generation
         self.actor: Actor | None = inp.actor
         self.seq = seq
+        # The run's start as the engine recorded it (the same on every replay): orders its snapshots after any
+        # of an earlier run of the same instance (a monitor's continue-as-new, a workflow started afresh).
+        self.run = int(utc(ctx.current_utc_datetime).timestamp() * 1000)
         self.pending_events: list[EventSpec] = []
         self._rearm: Any = None
 
@@ -85,7 +88,9 @@ class Reporter:
 
     def envelope(self, status: StatusBase, *, wait: bool = False) -> StatusReport:
         self.seq += 1
-        out = StatusReport(ref=self.ref, status=status.to_patch(), seq=self.seq, events=self.pending_events, wait=wait)
+        out = StatusReport(
+            ref=self.ref, status=status.to_patch(), seq=self.seq, run=self.run, events=self.pending_events, wait=wait
+        )
         self.pending_events = []
         return out
 
