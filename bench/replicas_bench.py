@@ -179,12 +179,13 @@ def report(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(path: Path, table: str, argv: list[str]) -> None:
+def write_doc(path: Path, table: str, argv: list[str], script: str = "bench/replicas_bench.py") -> None:
+    """Replace what follows the `<!-- results -->` marker of `path` with the command, the machine and `table`."""
     text = path.read_text() if path.exists() else ""
     marker = "<!-- results -->"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     block = (
-        f"{marker}\n`python bench/replicas_bench.py {' '.join(argv)}` on {os.cpu_count()} CPUs "
+        f"{marker}\n`python {script} {' '.join(argv)}` on {os.cpu_count()} CPUs "
         f"({platform.machine()}, Python {platform.python_version()}), {stamp}:\n\n{table}\n"
     )
     path.write_text(text.split(marker)[0] + block if marker in text else text + "\n" + block)

@@ -116,7 +116,7 @@ class Bindings:
             await self.stop(binding, body, logger)
 
         def unfinished(body: kopf.Body, **_: Any) -> bool:  # a restart need not even call into a finished one
-            return (body.get("status") or {}).get("phase") not in binding.terminal_phases
+            return (body.get("status") or {}).get("phase") not in binding.terminal_phases or _unseen(body)
 
         kopf.on.resume(*resource, registry=registry, id=persistence.START, when=unfinished)(start)
         kopf.on.create(*resource, registry=registry, id=persistence.START)(start)
@@ -155,6 +155,10 @@ class Bindings:
         status = dict(body.get("status") or {})
         generation = int(body["metadata"].get("generation") or 1)
         if status.get("phase") in binding.terminal_phases:
+            # Never started again; but a decision made while the operator was down (a repair of a
+            # CompensationFailed saga, whose workflow waits for one) still reaches the workflow.
+            if _unseen(body):
+                await self._catch_up(binding, body, logger)
             return
 
         def reporting(state: State, reason: str, message: str, **fields: Any) -> StatusBase:
@@ -205,10 +209,7 @@ class Bindings:
                 except kopf.TemporaryError as exc:
                     logger.info("no re-arm for %s: %s", iid, exc)
             if int(status.get("observedGeneration") or 0) < generation:
-                for sig in binding.signals:
-                    data = sig.payload(dict(body)) if sig.catch_up else None
-                    if data is not None:
-                        await self.signal(binding, body, sig.event, data)
+                await self._catch_up(binding, body, logger)
             return
         try:  # in a thread: a kind's input may read the API server (a saga's policies)
             given = await asyncio.to_thread(binding.workflow_input, ref, generation, spec, body)
@@ -227,6 +228,15 @@ class Bindings:
                 return  # started before (a redelivered create, or a resume after a crash)
             raise await engine_unavailable(exc) from exc
         logger.info("workflow %s started for %s %s/%s", iid, kind.kind, ref.namespace, ref.name)
+
+    async def _catch_up(self, binding: Binding, body: kopf.Body, logger: kopf.Logger) -> None:
+        """Send the signals the workflow has not seen: it reports a lower observedGeneration than the resource's.
+        Workflows ignore a signal of a generation they already handled, so a resend is harmless."""
+        for sig in binding.signals:
+            data = sig.payload(dict(body)) if sig.catch_up else None
+            if data is not None:
+                logger.info("sending %s again: the workflow has not reported this generation", sig.event)
+                await self.signal(binding, body, sig.event, data)
 
     async def signal(self, binding: Binding, body: kopf.Body, event: str, data: dict[str, Any]) -> None:
         """Raise `event` on the resource's instance; the SDK drops falsy payloads, so `data` must not be empty."""
@@ -274,6 +284,12 @@ class Bindings:
         """Write the fields `status` was given (the workflow's reports own the rest)."""
         future = self.writer.submit(ref, status.to_patch(only_given=True), seq=0, urgent=True)
         await asyncio.wrap_future(future)
+
+
+def _unseen(body: Mapping[str, Any]) -> bool:
+    """The resource changed after its workflow last reported (a decision it may not have received)."""
+    generation = int((body.get("metadata") or {}).get("generation") or 1)
+    return int((body.get("status") or {}).get("observedGeneration") or 0) < generation
 
 
 def _now() -> datetime:

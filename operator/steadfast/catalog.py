@@ -16,6 +16,7 @@ from steadfast.binding import Binding, Signal
 from steadfast.kube import api_client
 from steadfast.policies import PolicyReader
 from steadfast.records import Actor, ObjectRef
+from steadfast.repair import signal as repair_signal
 from steadfast.workflows import monitor, saga
 from steadfast.workflows.common import REARM_EVENT
 
@@ -28,9 +29,16 @@ POLICIES = PolicyReader(api_client)
 
 
 def _saga_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]) -> saga.SagaInput:
-    """The saga's input with its gate resolved now, from its spec and the policies (see approval.policy)."""
-    gate = POLICIES.gate_for(spec, body)
-    return saga.SagaInput(ref=ref, generation=generation, spec=spec, gate=gate, gate_resolved=True)
+    """The saga's input with its gate and its failure behaviour resolved now, from its spec and the policies
+    (see approval.policy, repair.policy)."""
+    gate, on_failure = POLICIES.for_saga(spec, body)
+    return saga.SagaInput(
+        ref=ref, generation=generation, spec=spec, gate=gate, gate_resolved=True, on_failure=on_failure
+    )
+
+
+# A person's repair decision (spec.repair), sent again on resume if the operator was down when it was made.
+REPAIR = Signal(repair_signal.FIELD, repair_signal.EVENT, repair_signal.payload, catch_up=True)
 
 
 SAGA = Binding(
@@ -41,6 +49,7 @@ SAGA = Binding(
     stop_event=_saga_stop_event,
     terminal_phases=frozenset(p.value for p in SagaPhase if p.terminal),
     rearm_event=REARM_EVENT,
+    signals=(REPAIR,),
 )
 
 
@@ -71,6 +80,7 @@ APPROVAL = Binding(
     workflow_input=approval_rules.workflow_input,
     terminal_phases=frozenset(p.value for p in ApprovalPhase if p.terminal),
     rearm_event=REARM_EVENT,
+    signals=(REPAIR,),
     register_extra=lambda bindings, registry, own: approval_handlers.register_handlers(bindings, registry, own, SAGA),
 )
 

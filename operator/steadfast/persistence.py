@@ -7,7 +7,9 @@ watcher and an admission call. Here:
 - the finalizer is set by the admission webhook on CREATE (steadfast.webhooks), so kopf finds it present;
 - a kind whose spec the CRD makes immutable needs no diff base: there is no later change to diff. Once it
   has status and no retry of its start is pending, the resource counts as handled; before that, every event
-  is its creation (starting is idempotent, so a repeat costs one refused gRPC call, not a twin instance);
+  is its creation (starting is idempotent, so a repeat costs one refused gRPC call, not a twin instance).
+  Its few mutable fields (`Kind.mutable_spec`: a saga's spec.repair) are the whole diff base, recorded only
+  once one is set;
 - progress annotations carry no "kopf-managed" marker: it only tells other kopf operators which prefix is
   ours, and writing it is what turned a handler's first success into a patch.
 
@@ -55,17 +57,23 @@ class ProgressStorage(kopf.AnnotationsProgressStorage):
 class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     def __init__(self, immutable: Iterable[Kind], progress: kopf.ProgressStorage) -> None:
         super().__init__(prefix=PREFIX, key="last-handled-configuration")
-        self._immutable = {(k.api_version, k.kind) for k in immutable if k.spec_immutable}
+        self._immutable = {(k.api_version, k.kind): k.mutable_spec for k in immutable if k.spec_immutable}
         self._progress = progress
 
     def _is_immutable(self, body: kopf.Body) -> bool:
         return (body.get("apiVersion"), body.get("kind")) in self._immutable
 
+    def _mutable(self, body: kopf.Body) -> tuple[str, ...]:
+        return self._immutable.get((str(body.get("apiVersion")), str(body.get("kind"))), ())
+
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        # No handler follows any change of an immutable kind, so its essence is empty: kopf then deep-copies
-        # nothing on each of the kind's watch events (most of them are our own status writes coming back).
+        # No handler follows a change of an immutable kind but of its few mutable fields (a saga's spec.repair),
+        # so its essence is just those: kopf then deep-copies next to nothing on each of the kind's watch events
+        # (most of them are our own status writes coming back), and the record kept in annotations stays small.
         if self._is_immutable(body) and not extra_fields:
-            return cast(kopf.BodyEssence, {})
+            spec = body.get("spec") or {}
+            kept = {name: spec[name] for name in self._mutable(body) if spec.get(name) is not None}
+            return cast(kopf.BodyEssence, {"spec": kept} if kept else {})
         return super().build(body=body, extra_fields=extra_fields)
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
@@ -73,10 +81,15 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
             return super().fetch(body=body)
         if not body.get("status") or self._progress.fetch(key=cast(Any, START), body=body) is not None:
             return None  # not started, or its start failed and kopf is retrying it (a status says why)
-        return self.build(body=body)
+        if not self._mutable(body):
+            return self.build(body=body)
+        # None recorded (started by a release that kept none): nothing of the mutable fields was handled yet.
+        return super().fetch(body=body) or cast(kopf.BodyEssence, {})
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        if not self._is_immutable(body):
+        # An immutable kind's record is written only once a mutable field is set (a decision): an empty one is
+        # what `fetch` assumes anyway, and writing it would cost every resource a patch at its creation.
+        if not self._is_immutable(body) or (self._mutable(body) and essence):
             super().store(body=body, patch=patch, essence=essence)
 
 

@@ -17,8 +17,10 @@ from pydantic import ValidationError
 
 from steadfast.api.kinds import POLICY
 from steadfast.api.policy import SteadfastPolicySpec
+from steadfast.api.repair import OnFailure
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate, effective_gate
+from steadfast.repair.policy import effective_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,12 @@ class PolicyReader:
         return dict(obj.metadata.labels or {})
 
     def gate_for(self, spec: TaskSagaSpec, body: Mapping[str, Any]) -> EffectiveGate | None:
+        return self.for_saga(spec, body)[0]
+
+    def for_saga(self, spec: TaskSagaSpec, body: Mapping[str, Any]) -> tuple[EffectiveGate | None, OnFailure | None]:
+        """The saga's gate and what it does when a step fails, from one read of the policies and the namespace."""
         meta = body["metadata"]
         labels = dict(meta.get("labels") or {})
-        return effective_gate(spec, labels, self.namespace_labels(meta["namespace"]), self.policies())
+        namespace_labels, policies = self.namespace_labels(meta["namespace"]), self.policies()
+        gate = effective_gate(spec, labels, namespace_labels, policies)
+        return gate, effective_on_failure(spec, namespace_labels, policies)

@@ -10,12 +10,13 @@ as a creator runs for it.
 
 What a seal binds, so that it cannot be moved:
 - the kind, namespace and name (a copy onto another resource fails);
-- a digest of the spec as admitted (a copy onto the same name with another spec fails; for an ApprovalRequest
-  the decision is left out, it is sealed on its own);
+- a digest of the spec as admitted (a copy onto the same name with another spec fails; an ApprovalRequest's
+  decision and any resource's repair decision are left out, each is sealed on its own);
 - at CREATE, the issue time, which must lie within `WINDOW` of the creationTimestamp the API server set (an old
   seal cannot be replayed onto a re-created resource of the same name and spec later);
-- at UPDATE (a HealthMonitor's restamp, a decision), the resource's UID and the generation the update produces
-  (an older seal of the same resource no longer matches).
+- at UPDATE (a HealthMonitor's restamp, a decision, a repair decision), the resource's UID and the generation
+  the update produces (an older seal of the same resource no longer matches). A TaskSaga's creator seal binds no
+  generation: each repair decision makes a new one, and the spec digest already binds what it was created with.
 
 The same key makes the undo mark of Kubernetes actions (`mark`) unforgeable: a value derived from a saga's UID
 alone could be computed, and planted, by anyone who can read the saga.
@@ -38,6 +39,9 @@ WINDOW = 120  # seconds between a CREATE seal's issue and the API server's creat
 KEY_BYTES = 32
 KEY_FIELD = "key"  # the Secret's data key
 _APR = "ApprovalRequest"
+_SAGA = "TaskSaga"
+# Spec fields sealed apart from the creator's spec digest (each change is a decision with a seal of its own).
+_DECIDED = {_APR: ("decision", "repair"), _SAGA: ("repair",)}
 
 
 class Sealed(BaseModel):
@@ -45,7 +49,7 @@ class Sealed(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    role: Literal["creator", "decision", "gate"]
+    role: Literal["creator", "decision", "gate", "repair"]
     kind: str
     ns: str
     name: str = ""  # "" when the resource was created with generateName (no name yet at admission)
@@ -56,7 +60,7 @@ class Sealed(BaseModel):
     spec: str = ""  # spec_digest of the spec as admitted
     at: int = 0  # when it was issued (seconds since the epoch)
     approved: bool | None = None  # a decision's verdict
-    decision: str = ""  # a decision's digest (verdict and reason)
+    decision: str = ""  # a decision's (or a repair decision's) digest
     gate_of: str = ""  # role "gate": the UID of the TaskSaga whose approval gate this request is
 
 
@@ -134,10 +138,10 @@ def digest(value: Any) -> str:
 
 
 def spec_digest(kind: str, spec: Mapping[str, Any] | None) -> str:
-    """The digest a creator seal binds: the whole spec, but an ApprovalRequest's decision (sealed apart)."""
+    """The digest a creator seal binds: the whole spec, but the decisions people add later (sealed apart)."""
     data = dict(spec or {})
-    if kind == _APR:
-        data.pop("decision", None)
+    for name in _DECIDED.get(kind, ()):
+        data.pop(name, None)
     return digest(data)
 
 
@@ -157,8 +161,8 @@ def _created_at(meta: Mapping[str, Any]) -> float | None:
     return None
 
 
-def check_binding(sealed: Sealed, body: Mapping[str, Any], *, spec: str | None = None) -> None:
-    """Refuse (SealError) a seal that does not belong to `body` as it is now."""
+def check_binding(sealed: Sealed, body: Mapping[str, Any], *, spec: str | None = None, generation: bool = True) -> None:
+    """Refuse (SealError) a seal that does not belong to `body` as it is now (`generation`: bound, if sealed)."""
     meta = _meta(body)
     if sealed.kind != body.get("kind"):
         raise SealError(f"the seal is for a {sealed.kind}, not a {body.get('kind')}")
@@ -179,7 +183,7 @@ def check_binding(sealed: Sealed, body: Mapping[str, Any], *, spec: str | None =
         created = _created_at(meta)
         if created is None or abs(created - sealed.at) > WINDOW:
             raise SealError("the seal was not made when this resource was created")
-    if sealed.gen and sealed.gen != int(meta.get("generation") or 0):
+    if generation and sealed.gen and sealed.gen != int(meta.get("generation") or 0):
         raise SealError("the seal is for another generation of this resource")
 
 
@@ -198,7 +202,7 @@ def creator_seal(
     """The seal admission writes for the creator (or, with `old`, a HealthMonitor's restamp at a spec change)."""
     meta = _meta(new or {})
     old_meta = _meta(old or {})
-    generation = int(old_meta.get("generation") or 0) + 1 if old else (0 if kind == _APR else 1)
+    generation = int(old_meta.get("generation") or 0) + 1 if old else (0 if kind in _DECIDED else 1)
     return SEALER.seal(
         Sealed(
             role=role,
@@ -236,15 +240,35 @@ def decision_seal(old: Mapping[str, Any], new: Mapping[str, Any], *, user: str, 
     )
 
 
+def repair_seal(old: Mapping[str, Any], new: Mapping[str, Any], *, user: str, now: float) -> str:
+    """The seal admission writes with a repair decision: who decided what, on which resource, at which generation."""
+    meta = _meta(old)
+    return SEALER.seal(
+        Sealed(
+            role="repair",
+            kind=str(old.get("kind") or new.get("kind") or ""),
+            ns=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            gen=int(meta.get("generation") or 0) + 1,
+            user=user,
+            at=int(now),
+            decision=digest((new.get("spec") or {}).get("repair") or {}),
+        )
+    )
+
+
 def verify_creator(body: Mapping[str, Any], token: str | None) -> Sealed:
     """The creator (or gate) seal of `body`, checked against it as it is now; SealError if it does not hold."""
     sealed = SEALER.open(token)
-    if sealed.role == "decision":
+    if sealed.role in ("decision", "repair"):
         raise SealError("a decision's seal does not name a creator")
     # A gate's request is checked against the saga's recorded gate instead (its spec gets the CRD's defaults
     # after the operator seals it).
-    spec = None if sealed.role == "gate" else spec_digest(str(body.get("kind")), body.get("spec"))
-    check_binding(sealed, body, spec=spec)
+    kind = str(body.get("kind"))
+    spec = None if sealed.role == "gate" else spec_digest(kind, body.get("spec"))
+    # A saga's repair decisions move its generation; a seal of the previous release bound generation 1.
+    check_binding(sealed, body, spec=spec, generation=kind != _SAGA)
     return sealed
 
 
@@ -256,4 +280,15 @@ def verify_decision(body: Mapping[str, Any], token: str | None) -> Sealed:
     check_binding(sealed, body)
     if sealed.decision != digest((body.get("spec") or {}).get("decision") or {}):
         raise SealError("the decision is not the one admission sealed")
+    return sealed
+
+
+def verify_repair(body: Mapping[str, Any], token: str | None) -> Sealed:
+    """The repair seal of `body`, checked against its current spec.repair and generation."""
+    sealed = SEALER.open(token)
+    if sealed.role != "repair":
+        raise SealError("not a repair decision's seal")
+    check_binding(sealed, body)
+    if sealed.decision != digest((body.get("spec") or {}).get("repair") or {}):
+        raise SealError("the repair decision is not the one admission sealed")
     return sealed

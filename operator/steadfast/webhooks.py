@@ -53,6 +53,7 @@ from steadfast.api.kinds import (
     Kind,
 )
 from steadfast.approval.admission import approval_stamps, check_approval
+from steadfast.repair.admission import Authorizer, MayRepair, check_repair, repair_stamps
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +178,16 @@ def check_saga(
 GateWarning = Callable[[Mapping[str, Any]], "str | None"]
 
 
-def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateWarning | None = None) -> None:
+def register(
+    registry: kopf.OperatorRegistry,
+    *,
+    operator: str,
+    may_repair: MayRepair,
+    saga_gate: GateWarning | None = None,
+) -> None:
     """Register the admission handlers; `operator` is the operator's own user name (from the API server).
 
+    `may_repair` asks RBAC whether the user of a repair decision holds the verb `repair` (steadfast.repair).
     `saga_gate` says, for a TaskSaga being created, which approval it will wait for under the admins'
     policies; it becomes an admission warning, which kubectl prints at `kubectl apply`.
     """
@@ -232,6 +240,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
                 kw["operation"], user(kw), kw["old"], kw["new"], operator=operator, namespace=namespace(kw)
             ),
         )
+        stamp(kw["patch"], repair_stamps(kw["operation"], user(kw), kw["old"], kw["new"]))
         finalize(kw["patch"], kw["operation"])
 
     @kopf.on.validate(*apr, id="approval-rules", **common)
@@ -243,11 +252,22 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
                 kw["operation"], user(kw), kw["old"], kw["new"], operator=operator, now=dt.datetime.now(dt.UTC)
             )
         )
+        refuse(repairing(kw, APPROVAL_REQUEST.plural))
 
-    # A saga needs the stamp on CREATE and the check that nobody edits it on UPDATE; the check on CREATE
-    # would only see what the mutation just wrote. Half the admission calls for the busiest kind.
-    @kopf.on.mutate(*sagas, id="saga-identity", **{**common, "operations": ["CREATE"]})
+    def repairing(kw: Mapping[str, Any], plural: str) -> str | None:
+        return check_repair(kw["operation"], kw["userinfo"], kw["old"], kw["new"], plural=plural, may_repair=may_repair)
+
+    # A saga needs the stamp on CREATE (and a repair decision's on UPDATE) and the check that nobody edits them on
+    # UPDATE; the check on CREATE would only see what the mutation just wrote. Half the admission calls for the
+    # busiest kind.
+    @kopf.on.mutate(*sagas, id="saga-identity", **common)
     def _saga_identity(**kw: Any) -> None:
+        if kw["operation"] == "UPDATE":  # only spec.repair may change (the CRD fixes the rest)
+            stamps = repair_stamps(kw["operation"], user(kw), kw["old"], kw["new"])
+            refuse(check_spec(TASK_SAGA, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
+            stamp(kw["patch"], stamps)
+            return
+        refuse(repairing(kw, TASK_SAGA.plural))  # no decision at creation
         refuse(check_depth(kw["new"]), 422)  # a saga's spec never changes, so CREATE is the one place to look
         stamps = saga_stamps(kw["operation"], user(kw), kw["new"], namespace=namespace(kw))
         refuse(check_spec(TASK_SAGA, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
@@ -267,6 +287,7 @@ def register(registry: kopf.OperatorRegistry, *, operator: str, saga_gate: GateW
     @kopf.on.validate(*sagas, id="saga-rules", **{**common, "operations": ["UPDATE"]})
     def _saga_rules(**kw: Any) -> None:
         refuse(check_saga(kw["operation"], user(kw), kw["old"], kw["new"]))
+        refuse(repairing(kw, TASK_SAGA.plural))
 
 
 def whoami(api: client.ApiClient) -> str:
@@ -353,7 +374,7 @@ def configure(
         log.warning("admission webhooks disabled: ApprovalRequest decisions will be ignored")
         return
     operator = whoami(api)
-    register(registry, operator=operator, saga_gate=saga_gate)
+    register(registry, operator=operator, may_repair=Authorizer(api), saga_gate=saga_gate)
     addr, port = listen_address(args)
     host = args.webhook_host or addr
     cert, key, ca = args.webhook_cert, args.webhook_key, args.webhook_ca

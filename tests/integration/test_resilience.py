@@ -82,6 +82,7 @@ def assert_effects_once(svc: TaskService, tasks: list[str]) -> None:
     print(f"\n[chaos] raw deliveries {len(stats['deliveries'])}, applied effects {len(stats['applied'])}")
 
 
+@pytest.mark.statestores  # also run on daprd with the chart's PostgreSQL and Redis stores
 def test_operator_sigkill_rounds(
     operator: Operator, engine: Engine, task_service: TaskService, kube: client.ApiClient, namespace: str
 ) -> None:

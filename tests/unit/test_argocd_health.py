@@ -58,6 +58,7 @@ def ready(message: str) -> list[dict[str, Any]]:
         ("Running", "Progressing"),
         ("Compensating", "Progressing"),
         ("AwaitingApproval", "Suspended"),
+        ("Paused", "Suspended"),  # a step failed; a person decides (not finished, not healthy)
         ("Succeeded", "Healthy"),
         ("Compensated", "Degraded"),
         ("CompensationFailed", "Degraded"),

@@ -163,8 +163,12 @@ def test_names_subresources_and_columns(kind: Any) -> None:
 def test_saga_rules() -> None:
     schema = _schema("TaskSaga")
     spec = schema["properties"]["spec"]
-    assert {"rule": "self == oldSelf", "message": "spec is immutable once the TaskSaga is created",
-            "reason": "FieldValueForbidden"} in spec["x-kubernetes-validations"]  # fmt: skip
+    spec_rules = {r["message"]: r["rule"] for r in spec["x-kubernetes-validations"]}
+    fixed = spec_rules["spec is immutable once the TaskSaga is created (only spec.repair, a decision, may change)"]
+    assert "self.steps == oldSelf.steps" in fixed and "repair" not in fixed
+    assert spec_rules["spec.repair cannot be removed once set (set a new decision instead)"] == (
+        "!has(oldSelf.repair) || has(self.repair)"
+    )
     steps = spec["properties"]["steps"]
     assert steps["x-kubernetes-list-type"] == "map" and steps["x-kubernetes-list-map-keys"] == ["name"]
     assert steps["minItems"] == 1
@@ -183,9 +187,15 @@ def test_saga_rules() -> None:
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
 def test_a_kind_is_treated_as_immutable_only_when_its_crd_refuses_spec_changes(kind: Any) -> None:
-    """The operator keeps no diff base for a kind with spec_immutable: the CRD must back that up."""
-    rules = [r["rule"] for r in _schema(kind.kind)["properties"]["spec"].get("x-kubernetes-validations", [])]
-    assert ("self == oldSelf" in rules) == kind.spec_immutable
+    """The operator keeps no diff base for a kind with spec_immutable but its mutable_spec fields: the CRD must
+    back that up with a rule fixing every other field of the spec."""
+    spec = _schema(kind.kind)["properties"]["spec"]
+    rules = [r["rule"] for r in spec.get("x-kubernetes-validations", [])]
+    fixed = [f for f in spec["properties"] if f not in kind.mutable_spec]
+    fixing = [r for r in rules if r == "self == oldSelf" or all(f"self.{f} == oldSelf.{f}" in r for f in fixed)]
+    assert bool(fixing) == kind.spec_immutable
+    for mutable in kind.mutable_spec:
+        assert all(f"self.{mutable} ==" not in r for r in fixing)
 
 
 def test_monitor_durations_and_defaults() -> None:

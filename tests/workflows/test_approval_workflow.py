@@ -14,7 +14,9 @@ from workflow_fakes import SERVICE, Harness, Subject
 
 from steadfast.api.approval import ApprovalRequestSpec
 from steadfast.api.kinds import APPROVAL_REQUEST
+from steadfast.api.repair import RepairAction
 from steadfast.approval.rules import DECISION_EVENT, DecisionEvent
+from steadfast.repair.rules import REPAIR_EVENT, RepairEvent
 
 pytestmark = pytest.mark.engine
 
@@ -95,10 +97,17 @@ def test_a_failing_action_ends_action_failed_after_its_retries(harness: Harness)
     subject, iid = open_request(harness, request_spec())
     subject.service.fail("/deploy")
     decide(harness, iid, "carol")
-    out = harness.finish(iid)
-    status = subject.log.latest()
+    status = subject.log.wait_for(lambda s: s["phase"] == "ActionFailed", "ActionFailed")
 
-    assert out["phase"] == "ActionFailed"
     assert status["actionResult"]["succeeded"] is False and status["actionResult"]["attempts"] == 3
     assert status["actionResult"]["statusCode"] == 503
     assert len(subject.service.calls_to("/deploy")) == 3
+    # It waits for a person: a Retry, once the target is back, runs the action again with the same key.
+    subject.service.script("/deploy", then=True)
+    event = RepairEvent(action=RepairAction.RETRY, user="erin", generation=3)
+    harness.client.raise_workflow_event(iid, REPAIR_EVENT, data=event.wire())
+    out = harness.finish(iid)
+    status = subject.log.latest()
+    assert out["phase"] == "Completed" and status["actionResult"]["attempts"] == 4
+    assert len({c.key for c in subject.service.calls_to("/deploy")}) == 1
+    assert status["decisions"][0]["user"] == "erin" and "RepairRetry" in subject.log.reasons()

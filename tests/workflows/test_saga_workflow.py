@@ -15,8 +15,10 @@ import pytest
 from workflow_fakes import SERVICE, Harness, Subject
 
 from steadfast.api.kinds import TASK_SAGA
+from steadfast.api.repair import RepairAction
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval import rules as approval
+from steadfast.repair.rules import REPAIR_EVENT, RepairEvent
 from steadfast.workflows import saga
 
 pytestmark = pytest.mark.engine
@@ -145,8 +147,10 @@ def test_failing_compensation_is_recorded_and_the_rest_still_run(harness: Harnes
     plan = spec(step("reserve"), step("charge", retry={"maxAttempts": 2, **FAST_RETRY}), step("ship"))
     subject = harness.subject(TASK_SAGA)
     subject.service.fail("/ship")
-    subject.service.fail("/charge/undo")  # every time
-    result, status = finish(harness, subject, harness.start_saga(subject, plan))
+    subject.service.fail("/charge/undo")  # every time (until the test repairs it below)
+    iid = harness.start_saga(subject, plan)
+    status = subject.log.wait_for(lambda s: s["phase"] == "CompensationFailed", "CompensationFailed")
+    result = status["result"]
 
     assert subject.service.order() == [
         "reserve/action",
@@ -165,6 +169,29 @@ def test_failing_compensation_is_recorded_and_the_rest_still_run(harness: Harnes
     assert result["error"].endswith("; 1 compensation(s) failed")
     assert subject.log.reasons()[-1] == "CompensationFailed"
     assert "CompensationFailed" in subject.log.reasons()[:-1]  # the Event for the compensation itself
+    # The saga waits for a person: the refund service is back, a Retry runs only the failed compensation, with
+    # its original idempotency key, and the saga ends Compensated with every attempt recorded.
+    subject.service.script("/charge/undo", then=True)
+    repair(harness, iid, "Retry", generation=2)
+    result, status = finish(harness, subject, iid)
+    assert subject.service.order()[-1] == "charge/compensation"
+    assert len({c.key for c in subject.service.calls_to("/charge/undo")}) == 1
+    assert status["phase"] == "Compensated" and result["error"].startswith("step ship failed:")
+    assert "compensation(s) failed" not in result["error"]
+    charge, reserve = status["compensations"]
+    assert (charge["phase"], charge["attempts"], reserve["attempts"]) == ("Succeeded", 3, 1)
+    assert [(d["action"], d["user"], d["result"]) for d in status["decisions"]] == [
+        ("Retry", "oscar", "retrying the compensation of charge")
+    ]
+    assert status["observedGeneration"] == 2
+
+
+def repair(
+    harness: Harness, iid: str, action: str, *, generation: int, user: str | None = "oscar", **more: Any
+) -> None:
+    """A repair decision as the operator raises it once admission recorded the decider."""
+    event = RepairEvent(action=RepairAction(action), user=user, generation=generation, **more)
+    harness.client.raise_workflow_event(iid, REPAIR_EVENT, data=event.wire())
 
 
 def test_compensation_without_retry_policy_still_gets_retried(harness: Harness) -> None:

@@ -71,7 +71,7 @@ the path /<handler id>. Keep in step with that function; tests/integration/test_
 {{- define "steadfast.webhookHandlers" -}}
 mutating:
   - {id: approval-identity, resource: approvalrequests, operations: [CREATE, UPDATE]}
-  - {id: saga-identity, resource: tasksagas, operations: [CREATE]}
+  - {id: saga-identity, resource: tasksagas, operations: [CREATE, UPDATE]}
   - {id: monitor-rules, resource: healthmonitors, operations: [CREATE, UPDATE]}
 validating:
   - {id: approval-rules, resource: approvalrequests, operations: [CREATE, UPDATE]}

@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from steadfast.api.action import Action, ActionResult, refuse_expressions
 from steadfast.api.common import ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck
+from steadfast.api.repair import MAX_DECISIONS, DecisionRecord, Repair
 from steadfast.api.schema import LIST_SET, Cel, rules, unchanged
 from steadfast.expressions.language import REQUEST
 
@@ -101,7 +102,7 @@ _FIXED_FIELDS = [("subject", False), ("approvers", False), ("timeout", True), ("
 
 
 class ApprovalRequestSpec(ApiModel):
-    """A request for a decision. Everything except `decision` is fixed at creation."""
+    """A request for a decision. Everything except `decision` (and `repair`) is fixed at creation."""
 
     model_config = ConfigDict(
         json_schema_extra=rules(
@@ -134,6 +135,9 @@ class ApprovalRequestSpec(ApiModel):
         None, description="Run once on approval; placeholders see what notify sees and request.approvedBy."
     )
     decision: Decision | None = Field(None, description="Set by an approver with kubectl patch.")
+    repair: Repair | None = Field(
+        None, description="A person's decision once the approved action failed (ActionFailed): Retry it."
+    )
 
     @model_validator(mode="after")
     def _expressions(self) -> ApprovalRequestSpec:
@@ -185,6 +189,11 @@ class ApprovalRequestStatus(StatusBase):
     reason: str | None = Field(None, description="Why it ended as it did.")
     notify_result: ActionResult | None = Field(None, description="Outcome of spec.notify.")
     action_result: ActionResult | None = Field(None, description="Outcome of spec.action.")
+    decisions: list[DecisionRecord] = Field(
+        default_factory=list,
+        max_length=MAX_DECISIONS,
+        description="Repair decisions (spec.repair: Retry of a failed action) as taken or refused, newest last.",
+    )
 
 
 # A root-level rule: it sees the old status, which spec-level rules cannot.

@@ -24,6 +24,11 @@ DECIDED_BY = f"{GROUP}/decided-by"
 # annotations are for people; the operator acts only on what a seal vouches for.
 SEAL = f"{GROUP}/seal"
 DECISION_SEAL = f"{GROUP}/decision-seal"
+# Who made the last repair decision (spec.repair), and its seal; stamped by the mutating webhook.
+REPAIRED_BY = f"{GROUP}/repaired-by"
+REPAIR_SEAL = f"{GROUP}/repair-seal"
+# The RBAC verb a repair decision needs on the resource, besides patch: a namespace viewer has neither.
+REPAIR_VERB = "repair"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "steadfast"
@@ -64,8 +69,10 @@ class Kind:
     description: str
     printer_columns: tuple[PrinterColumn, ...]
     root_rules: tuple[Cel, ...] = ()
-    # The CRD refuses any change of spec (a CEL `self == oldSelf` rule on it): nothing to diff after creation.
+    # The CRD refuses any change of spec (a CEL transition rule on it) but for the fields in `mutable_spec`:
+    # nothing else to diff after creation.
     spec_immutable: bool = False
+    mutable_spec: tuple[str, ...] = ()
     categories: tuple[str, ...] = (CATEGORY,)
     group: str = GROUP
     version: str = VERSION
@@ -109,6 +116,7 @@ TASK_SAGA = Kind(
         AGE,
     ),
     spec_immutable=True,
+    mutable_spec=("repair",),  # a person's decision (steadfast.api.repair)
 )
 
 HEALTH_MONITOR = Kind(

@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase
 from steadfast.api.duration import DurationCheck
+from steadfast.api.repair import FailureAction
 from steadfast.api.schema import LIST_SET, Cel, list_map, rules
 
 LabelValue = Annotated[str, Field(max_length=63)]
@@ -191,6 +192,19 @@ class LimitRule(ApiModel):
     )
 
 
+class FailureRule(ApiModel):
+    """The default of spec.onFailure for TaskSagas in the selected namespaces (a saga's own setting wins)."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Rule name.")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Namespaces the rule applies to ({}: all)."
+    )
+    action: FailureAction = Field(description="Pause (wait for a person's decision) or Compensate at once.")
+    pause_timeout: Annotated[str, DurationCheck("pauseTimeout", minimum="1s", exclusive=False)] = Field(
+        "24h", description="How long a paused saga waits before it compensates."
+    )
+
+
 class SteadfastPolicySpec(ApiModel):
     """Rules platform admins set for every namespace."""
 
@@ -203,12 +217,18 @@ class SteadfastPolicySpec(ApiModel):
     limits: Annotated[list[LimitRule], list_map("name")] = Field(
         default_factory=list, max_length=32, description="Per-namespace limits on the operator's shared work."
     )
+    failure: Annotated[list[FailureRule], list_map("name")] = Field(
+        default_factory=list,
+        max_length=32,
+        description="What TaskSagas do when a step fails, by default (their spec.onFailure wins). Where several "
+        "rules select a namespace, Pause wins over Compensate and the shortest pauseTimeout applies.",
+    )
 
-    @field_validator("approvals", "egress", "limits")
+    @field_validator("approvals", "egress", "limits", "failure")
     @classmethod
     def _unique(
-        cls, rules: list[ApprovalRule] | list[EgressRule] | list[LimitRule]
-    ) -> list[ApprovalRule] | list[EgressRule] | list[LimitRule]:
+        cls, rules: list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule]
+    ) -> list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule]:
         dupes = sorted(n for n, c in Counter(r.name for r in rules).items() if c > 1)
         if dupes:
             raise PydanticCustomError(

@@ -1,7 +1,7 @@
 """TaskSaga: steps run in order; when one fails, the compensations of the completed ones run in reverse.
 
 The spec is immutable once created (a CEL transition rule), so a running workflow never sees its
-plan change under it.
+plan change under it; only `spec.repair`, a person's decision (steadfast.api.repair), may change.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -18,7 +18,8 @@ from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck, parse_duration
-from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules
+from steadfast.api.repair import MAX_DECISIONS, DecisionRecord, OnFailure, PauseStatus, Repair
+from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules, unchanged
 from steadfast.expressions.language import MAX_LENGTH, TASK, ExpressionError, compile_expression, responding
 
 MAX_STEPS = 50
@@ -128,6 +129,34 @@ def _uses(action: Action, known: set[str], where: str, whose: str) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+class OutputReader(NamedTuple):
+    """An expression of a later step that reads one of a step's outputs."""
+
+    where: str  # e.g. spec.steps[2].action
+    name: str  # the output it reads
+
+
+def output_readers(spec: TaskSagaSpec, step: str) -> list[OutputReader]:
+    """Where the steps after `step` (actions and compensations) read the outputs `step` declares: what skipping it
+    would leave without a value."""
+    names = [s.name for s in spec.steps]
+    if step not in names:
+        return []
+    index = names.index(step)
+    declared = set(spec.steps[index].outputs)
+    found: list[OutputReader] = []
+    for n, later in enumerate(spec.steps[index + 1 :], start=index + 1):
+        for part, action in (("action", later.action), ("compensation", later.compensation)):
+            if action is None:
+                continue
+            for source in action.expression_sources():
+                for match in _OUTPUT_USE.finditer(source):
+                    name = next(g for g in match.groups() if g is not None)
+                    if name in declared:
+                        found.append(OutputReader(f"spec.steps[{n}].{part}", name))
+    return list(dict.fromkeys(found))
+
+
 class OnDelete(StrEnum):
     COMPENSATE = "Compensate"
     ABANDON = "Abandon"
@@ -167,12 +196,25 @@ class ApprovalGate(ApiModel):
         return self.required or (task.priority is not None and task.priority in self.priorities)
 
 
+# Every field but `repair` is fixed at creation: (name, optional).
+_FIXED_FIELDS = [("task", False), ("steps", False), ("approval", True), ("onDelete", True), ("onFailure", True)]
+
+
 class TaskSagaSpec(ApiModel):
-    """What the saga does. Immutable once created."""
+    """What the saga does. Immutable once created, but for spec.repair (a person's decision)."""
 
     model_config = ConfigDict(
         json_schema_extra=rules(
-            Cel("self == oldSelf", "spec is immutable once the TaskSaga is created", reason="FieldValueForbidden")
+            Cel(
+                " && ".join(unchanged(name, optional=opt) for name, opt in _FIXED_FIELDS),
+                "spec is immutable once the TaskSaga is created (only spec.repair, a decision, may change)",
+                reason="FieldValueForbidden",
+            ),
+            Cel(
+                "!has(oldSelf.repair) || has(self.repair)",
+                "spec.repair cannot be removed once set (set a new decision instead)",
+                reason="FieldValueForbidden",
+            ),
         )
     )
 
@@ -184,6 +226,16 @@ class TaskSagaSpec(ApiModel):
     on_delete: OnDelete = Field(
         OnDelete.COMPENSATE,
         description="On deletion of a running saga: Compensate completed steps first, or Abandon (terminate).",
+    )
+    on_failure: OnFailure | None = Field(
+        None,
+        description="When a step fails: compensate at once (the default, or the namespace's SteadfastPolicy "
+        "default), or pause for a person's decision.",
+    )
+    repair: Repair | None = Field(
+        None,
+        description="A person's decision, set with kubectl patch once the saga is Paused (Retry, Skip, Compensate) "
+        "or CompensationFailed (Retry, Resolve); each new value is one decision.",
     )
 
     @field_validator("steps")
@@ -230,6 +282,7 @@ class SagaPhase(StrEnum):
     PENDING = "Pending"
     AWAITING_APPROVAL = "AwaitingApproval"
     RUNNING = "Running"
+    PAUSED = "Paused"
     COMPENSATING = "Compensating"
     SUCCEEDED = "Succeeded"
     COMPENSATED = "Compensated"
@@ -276,6 +329,7 @@ class CompensationPhase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    RESOLVED = "Resolved"  # undone by hand, as a person recorded with spec.repair Resolve
 
 
 class CompensationStatus(ApiModel):
@@ -315,3 +369,9 @@ class TaskSagaStatus(StatusBase):
     )
     started_at: Timestamp | None = Field(None, description="When the first step started.")
     finished_at: Timestamp | None = Field(None, description="When the saga ended.")
+    pause: PauseStatus | None = Field(None, description="Where the saga is paused, while it is Paused.")
+    decisions: list[DecisionRecord] = Field(
+        default_factory=list,
+        max_length=MAX_DECISIONS,
+        description=f"Repair decisions (spec.repair) as taken or refused, newest last (the last {MAX_DECISIONS}).",
+    )

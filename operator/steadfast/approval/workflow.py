@@ -3,7 +3,9 @@
 It opens the request (sends spec.notify), then races each `approval_received` event against one durable
 timer of spec.timeout counted from the resource's creation, so an operator restart neither restarts nor
 extends the wait. It counts distinct approvers to `approvers.required`, and any rejection rejects. On
-approval spec.action runs once (its Idempotency-Key makes a redelivered attempt harmless).
+approval spec.action runs once (its Idempotency-Key makes a redelivered attempt harmless). If it fails
+(ActionFailed), the workflow waits for a person's repair decision (spec.repair: Retry) and runs it again with
+the same Idempotency-Key, until it succeeds or the request is deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from steadfast.api.saga import RetryPolicy
 from steadfast.approval.rules import DECISION_EVENT, ApprovalInput, DecisionEvent, screen, tally
 from steadfast.conditions import State, conditions
 from steadfast.records import Outcome
+from steadfast.repair import workflow as repairs
+from steadfast.repair.rules import REQUEST, Situation, misfit
 from steadfast.workflows.common import Reporter, run_action, second, stamp, utc
 
 NAME = "steadfast.approvalrequest"
@@ -45,6 +49,7 @@ class _Request:
         self.requester = given.requested_by
         opened = utc(given.created_at) if given.created_at else utc(ctx.current_utc_datetime)
         self.expires = opened + parse_duration(self.spec.timeout)
+        self.decisions = repairs.Decisions(ctx, given.generation)
         self.state = ApprovalRequestStatus(
             phase=ApprovalPhase.PENDING,
             expires_at=second(self.expires),
@@ -170,24 +175,59 @@ def approval_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
 
     if req.phase == ApprovalPhase.APPROVED and req.spec.action is not None:
         yield req.reporter.report(req.status())
-        req.phase = ApprovalPhase.EXECUTING
-
-        def snapshot(attempt: int) -> ApprovalRequestStatus:
-            req.state.action_result = ActionResult(succeeded=False, attempts=attempt, message="running")
-            return req.status()
-
-        outcome, attempts = yield from run_action(
-            req.reporter,
-            req.spec.action,
-            key_parts=("action",),
-            retry=ACTION_RETRY,
-            timeout=None,
-            snapshot=snapshot,
-            variables=req.variables(),
-        )
-        req.state.action_result = req.act(outcome, attempts)
-        req.phase = ApprovalPhase.COMPLETED if outcome.ok else ApprovalPhase.ACTION_FAILED
-        req.state.reason = f"{req.state.reason}; action {'succeeded' if outcome.ok else 'failed'}: {outcome.message}"
-        req.reporter.event(req.phase.value, f"spec.action: {outcome.message}", warning=not outcome.ok)
+        yield from _act(req)
     yield req.reporter.report(req.status(), wait=True)
+    if req.phase == ApprovalPhase.ACTION_FAILED and ctx.is_patched(repairs.REPAIRS):
+        yield from _repairs(req)
     return {"phase": req.phase.value, "approver": req.state.approver, "reason": req.state.reason}
+
+
+def _act(req: _Request) -> Generator[Any, Any, None]:
+    """Run spec.action (again, on a Retry: the same Idempotency-Key, attempts counted on)."""
+    assert req.spec.action is not None
+    earlier = (req.state.action_result.attempts or 0) if req.state.action_result else 0
+    decided = (req.state.reason or "").split("; action ")[0]
+    req.phase = ApprovalPhase.EXECUTING
+
+    def snapshot(attempt: int) -> ApprovalRequestStatus:
+        req.state.action_result = ActionResult(succeeded=False, attempts=earlier + attempt, message="running")
+        return req.status()
+
+    outcome, attempts = yield from run_action(
+        req.reporter,
+        req.spec.action,
+        key_parts=("action",),
+        retry=ACTION_RETRY,
+        timeout=None,
+        snapshot=snapshot,
+        variables=req.variables(),
+    )
+    req.state.action_result = req.act(outcome, earlier + attempts)
+    req.phase = ApprovalPhase.COMPLETED if outcome.ok else ApprovalPhase.ACTION_FAILED
+    req.state.reason = f"{decided}; action {'succeeded' if outcome.ok else 'failed'}: {outcome.message}"
+    req.reporter.event(req.phase.value, f"spec.action: {outcome.message}", warning=not outcome.ok)
+
+
+def _repairs(req: _Request) -> Generator[Any, Any, None]:
+    """After ActionFailed: a person's Retry runs the action again, until it succeeds (or the request is deleted)."""
+    now = req.reporter.ctx.current_utc_datetime
+    name = f"{req.reporter.ref.namespace}/{req.reporter.ref.name}"
+    while req.phase == ApprovalPhase.ACTION_FAILED:
+        yield req.decisions.waiter()
+        event = req.decisions.take()
+        if event is None:
+            continue
+        now = req.reporter.ctx.current_utc_datetime
+        req.reporter.generation = max(req.reporter.generation, event.generation)
+        problem = repairs.UNSEALED if event.user is None else None
+        situation = Situation(REQUEST, name, req.phase.value)
+        problem = problem or misfit(situation, event.action, event.step, user=event.user)
+        if problem is not None:
+            repairs.record(req.state.decisions, event, second(now), f"refused: {problem}")
+            req.reporter.event("RepairRefused", f"{event.action.value} by {event.user}: {problem}", warning=True)
+        else:
+            repairs.record(req.state.decisions, event, second(now), "retrying spec.action")
+            req.reporter.event("RepairRetry", f"{event.user}: retrying spec.action")
+            yield req.reporter.report(req.status())
+            yield from _act(req)
+        yield req.reporter.report(req.status(), wait=True)

@@ -4,6 +4,10 @@ A compensation is recorded the moment its step succeeds; a failing compensation 
 recorded as failed, and the others still run. Deleting a running saga (onDelete: Compensate) sends the
 `cancel` event: the attempt in flight finishes, no further attempt of its step starts (the retry backoff
 races the event), then everything done is undone.
+
+A person may step in (steadfast.repair): a saga whose onFailure is Pause stops at a failed step until a
+decision (Retry, Skip, Compensate) or its pauseTimeout; a CompensationFailed saga waits for Retry (of the
+failed compensations, with their original idempotency keys) or Resolve (undone by hand) until it is deleted.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 
+from steadfast.api.duration import parse_duration
+from steadfast.api.repair import FailureAction, OnFailure, PauseStatus, RepairAction
 from steadfast.api.saga import (
     CompensationPhase,
     CompensationStatus,
@@ -29,7 +35,9 @@ from steadfast.approval import rules as approval
 from steadfast.approval.policy import EffectiveGate
 from steadfast.conditions import State, conditions
 from steadfast.records import Outcome, WorkflowInput
-from steadfast.workflows.common import Reporter, run_action, second
+from steadfast.repair import workflow as repairs
+from steadfast.repair.rules import RepairEvent, Situation, misfit
+from steadfast.workflows.common import Reporter, run_action, second, stamp
 
 NAME = "steadfast.tasksaga"
 CANCEL_EVENT = "cancel"
@@ -51,6 +59,8 @@ class SagaInput(WorkflowInput[TaskSagaSpec]):
     gate: EffectiveGate | None = None
     # False: started by an operator that did not read policies; the spec's own gate applies.
     gate_resolved: bool = False
+    # What to do when a step fails, resolved at start (its spec's, else the policies'); None: compensate.
+    on_failure: OnFailure | None = None
 
     def effective_gate(self) -> EffectiveGate | None:
         if self.gate_resolved:
@@ -69,6 +79,8 @@ class _Saga:
         self.reporter = Reporter(ctx, given)
         self.spec = given.spec
         self.gate = given.effective_gate()
+        self.on_failure = given.on_failure
+        self.decisions = repairs.Decisions(ctx, given.generation)
         self.state = TaskSagaStatus(
             phase=SagaPhase.RUNNING,
             steps=[StepStatus(name=s.name, phase=StepPhase.PENDING) for s in self.spec.steps],
@@ -88,6 +100,7 @@ class _Saga:
         self.state.phase = value
 
     def status(self, message: str = "") -> TaskSagaStatus:
+        self.state.observed_generation = self.reporter.generation
         self.state.conditions = conditions(
             _CONDITION_STATE.get(self.phase, "progressing"),
             reason=self.phase.value,
@@ -119,21 +132,67 @@ class _Saga:
         return step.compensation is not None or step.name in self.undo
 
     def _message(self) -> str:
+        if self.state.pause is not None:
+            return (
+                f"step {self.state.pause.step} failed; paused for a decision (spec.repair: Retry, Skip or "
+                f"Compensate) until {stamp(self.state.pause.expires_at or self.reporter.now)}"
+            )
         if self.state.result and self.state.result.error:
             return self.state.result.error
         if self.state.current_step:
             return f"{self.phase.value}: {self.state.current_step}"
         return self.phase.value
 
+    def situation(self) -> Situation:
+        """The saga as repair decisions are judged (steadfast.repair.rules), from the workflow's own state."""
+        pause = self.state.pause
+        recorded: set[str] = set()
+        for record in self.state.steps:
+            if pause is not None and record.name == pause.step:
+                recorded.update((record.outputs or {}).keys())
+        return Situation(
+            kind="TaskSaga",
+            name=f"{self.reporter.ref.namespace}/{self.reporter.ref.name}",
+            phase=self.phase.value,
+            paused_step=pause.step if pause else None,
+            failed_compensations=tuple(c.step for c in self.state.compensations if c.phase == CompensationPhase.FAILED),
+            recorded_outputs=frozenset(recorded),
+            creator=self.reporter.actor.user if self.reporter.actor else None,
+        )
+
+    def judge(self, event: RepairEvent) -> str | None:
+        """Why a decision is refused (recorded, with an Event), or None when it is taken."""
+        self.reporter.generation = max(self.reporter.generation, event.generation)
+        problem = repairs.UNSEALED if event.user is None else None
+        problem = problem or misfit(self.situation(), event.action, event.step, user=event.user, spec=self.spec)
+        if problem is not None:
+            repairs.record(self.state.decisions, event, second(self.reporter.now), f"refused: {problem}")
+            self.reporter.event("RepairRefused", f"{event.action.value} by {event.user}: {problem}", warning=True)
+        return problem
+
+    def take(self, event: RepairEvent, result: str) -> None:
+        """Record a decision that is taken, and say so in an Event."""
+        repairs.record(self.state.decisions, event, second(self.reporter.now), result)
+        why = f" ({event.reason})" if event.reason else ""
+        self.reporter.event(f"Repair{event.action.value}", f"{event.user}: {result}{why}")
+
     def run(
-        self, step: Step, record: StepStatus | CompensationStatus, *, compensation: bool, cancel: Any = None
+        self,
+        step: Step,
+        record: StepStatus | CompensationStatus,
+        *,
+        compensation: bool,
+        cancel: Any = None,
+        earlier: int = 0,
     ) -> Generator[Any, Any, bool]:
+        """One run of a step's action (or compensation) with its retries; `earlier`: attempts of earlier runs
+        (a person's Retry), so status counts them all."""
         record.phase = CompensationPhase.RUNNING if compensation else StepPhase.RUNNING
-        record.started_at = second(self.reporter.now)
+        record.started_at = record.started_at if earlier else second(self.reporter.now)
         self.state.current_step = step.name
 
         def snapshot(attempt: int) -> TaskSagaStatus:
-            record.attempts = attempt
+            record.attempts = earlier + attempt
             return self.status()
 
         def waiting(outcome: Outcome) -> TaskSagaStatus:
@@ -158,7 +217,7 @@ class _Saga:
         )
         if not compensation and outcome.undo is not None:
             self.undo[step.name] = outcome.undo
-        record.attempts = attempts
+        record.attempts = earlier + attempts
         record.finished_at = second(self.reporter.now)
         record.message = outcome.message
         if not compensation and outcome.ok and isinstance(record, StepStatus):
@@ -197,6 +256,83 @@ def _await_approval(saga: _Saga, cancel: Any) -> Generator[Any, Any, tuple[str |
     return f"ApprovalRequest {name} {outcome.phase.value}: {outcome.reason}", True
 
 
+def _pause(saga: _Saga, step: Step, cancel: Any) -> Generator[Any, Any, RepairEvent | str]:
+    """Wait at a failed step for a person's decision: the decision taken, or why the saga compensates instead."""
+    ctx = saga.reporter.ctx
+    assert saga.on_failure is not None
+    expires = saga.reporter.now + parse_duration(saga.on_failure.pause_timeout)
+    saga.phase = SagaPhase.PAUSED
+    saga.state.current_step = step.name
+    saga.state.pause = PauseStatus(step=step.name, since=second(saga.reporter.now), expires_at=second(expires))
+    saga.reporter.event("Paused", saga._message(), warning=True)
+    yield saga.reporter.report(saga.status())
+    timer = ctx.create_timer(expires)
+    while True:
+        winner = yield when_any([saga.decisions.waiter(), timer, cancel])
+        if winner is timer:
+            saga.state.pause = None
+            saga.reporter.event("PauseTimedOut", f"no decision within {saga.on_failure.pause_timeout}", warning=True)
+            return f"step {step.name} failed and no decision came within {saga.on_failure.pause_timeout}"
+        if winner is cancel:
+            saga.state.pause = None
+            return "the TaskSaga was deleted while paused"
+        event = saga.decisions.take()
+        if event is None:
+            continue
+        if saga.judge(event) is not None:
+            yield saga.reporter.report(saga.status())
+            continue
+        saga.state.pause = None
+        if event.action == RepairAction.RETRY:
+            saga.take(event, f"retrying step {step.name}")
+        elif event.action == RepairAction.SKIP:
+            saga.take(event, f"skipped step {step.name}")
+        else:
+            saga.take(event, f"compensating instead of step {step.name}")
+        return event
+
+
+def _repair_compensations(saga: _Saga, cancel: Any, base_error: str) -> Generator[Any, Any, None]:
+    """After CompensationFailed: retry the failed compensations (original order, original idempotency keys) or
+    record one as undone by hand, on a person's decision, until none is left failed or the saga is deleted."""
+    by_name = {s.name: s for s in saga.spec.steps}
+    while saga.phase == SagaPhase.COMPENSATION_FAILED:
+        winner = yield when_any([saga.decisions.waiter(), cancel])
+        if winner is cancel:
+            return
+        event = saga.decisions.take()
+        if event is None:
+            continue
+        if saga.judge(event) is not None:
+            yield saga.reporter.report(saga.status(), wait=True)
+            continue
+        failed = [c for c in saga.state.compensations if c.phase == CompensationPhase.FAILED]
+        chosen = [c for c in failed if event.step in (None, c.step)]
+        if event.action == RepairAction.RESOLVE:
+            for undo in chosen:
+                undo.phase = CompensationPhase.RESOLVED
+                undo.message = f"undone by hand, as {event.user} recorded: {event.reason}"
+            saga.take(event, f"compensation of step {event.step} recorded as undone by hand")
+        else:
+            saga.take(event, f"retrying the compensation of {', '.join(c.step for c in chosen)}")
+            saga.phase = SagaPhase.COMPENSATING
+            yield saga.reporter.report(saga.status())
+            for undo in chosen:
+                yield from saga.run(by_name[undo.step], undo, compensation=True, earlier=undo.attempts)
+        left = sum(1 for c in saga.state.compensations if c.phase == CompensationPhase.FAILED)
+        saga.phase = SagaPhase.COMPENSATION_FAILED if left else SagaPhase.COMPENSATED
+        _finish(saga, base_error + (f"; {left} compensation(s) failed" if left else ""))
+        yield saga.reporter.report(saga.status(), wait=True)
+
+
+def _finish(saga: _Saga, error: str | None) -> None:
+    steps = saga.state.steps
+    saga.state.current_step = None
+    saga.state.finished_at = second(saga.reporter.now)
+    saga.state.result = SagaResult(status=saga.phase, task_id=saga.spec.task.id, error=error)
+    saga.reporter.event(saga.phase.value, error or f"all {len(steps)} step(s) succeeded", warning=error is not None)
+
+
 def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
     saga = _Saga(ctx, inp)
     cancel = ctx.wait_for_external_event(CANCEL_EVENT)
@@ -215,6 +351,7 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
     done: list[Step] = []
     error: str | None = None
     rejected = False
+    pauses = saga.on_failure is not None and saga.on_failure.action == FailureAction.PAUSE
     if gated:
         error, rejected = yield from _await_approval(saga, cancel)
     for step, record in zip(saga.spec.steps, steps, strict=True):
@@ -223,16 +360,28 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
         if cancel.is_complete:
             error = "the TaskSaga was deleted while running"
             break
-        if (yield from saga.run(step, record, compensation=False, cancel=cancel)):
-            done.append(step)
-        else:
-            error = (
-                "the TaskSaga was deleted while running"
-                if cancel.is_complete
-                else f"step {step.name} failed: {record.message or ''}"
-            )
+        while True:  # a person's Retry runs the step again
+            if (yield from saga.run(step, record, compensation=False, cancel=cancel, earlier=record.attempts)):
+                done.append(step)
+                break
+            failure = f"step {step.name} failed: {record.message or ''}"
+            decided: RepairEvent | str = "the TaskSaga was deleted while running" if cancel.is_complete else failure
+            if pauses and not cancel.is_complete:
+                decided = yield from _pause(saga, step, cancel)
+            if isinstance(decided, RepairEvent) and decided.action == RepairAction.RETRY:
+                saga.phase = SagaPhase.RUNNING
+                continue
             if step.compensation is None and step.name in saga.undo:
                 done.append(step)  # its apply happened (its wait failed): undo that too
+            if isinstance(decided, RepairEvent) and decided.action == RepairAction.SKIP:
+                saga.phase = SagaPhase.RUNNING
+                record.phase = StepPhase.SKIPPED
+                record.message = f"skipped by {decided.user}: {decided.reason} (it had failed: {record.message})"
+                yield saga.reporter.report(saga.status())
+                break
+            error = failure if isinstance(decided, RepairEvent) else decided
+            if isinstance(decided, RepairEvent):
+                error = f"{failure}; compensating on {decided.user}'s decision"
             break
     if error is None and cancel.is_complete and len(done) < len(steps):
         error = "the TaskSaga was deleted while running"
@@ -255,12 +404,16 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
                 failed += 1
         if to_undo:
             saga.phase = SagaPhase.COMPENSATION_FAILED if failed else SagaPhase.COMPENSATED
+        base_error = error
         if failed:
             error += f"; {failed} compensation(s) failed"
+        if failed and ctx.is_patched(repairs.REPAIRS):
+            _finish(saga, error)
+            yield saga.reporter.report(saga.status(), wait=True)
+            yield from _repair_compensations(saga, cancel, base_error)
+            return saga.state.result.model_dump(mode="json", by_alias=True) if saga.state.result else {}
 
-    saga.state.current_step = None
-    saga.state.finished_at = second(saga.reporter.now)
-    saga.state.result = SagaResult(status=saga.phase, task_id=saga.spec.task.id, error=error)
-    saga.reporter.event(saga.phase.value, error or f"all {len(steps)} step(s) succeeded", warning=error is not None)
+    _finish(saga, error)
     yield saga.reporter.report(saga.status(), wait=True)
+    assert saga.state.result is not None
     return saga.state.result.model_dump(mode="json", by_alias=True)
