@@ -42,6 +42,7 @@ class FakeApi:
         self.refusals: dict[str, tuple[int, str]] = {}  # name -> (HTTP status, the webhook's message)
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
         self.lists: list[tuple[str | None, str]] = []
+        self.prunes_repair = False  # a CRD without spec.repair: the API server drops the field
 
     def add(self, plural: str, namespace: str, name: str, labels: dict[str, str] | None = None) -> None:
         meta = {"name": name, "namespace": namespace, "generation": 1, "labels": labels or {}}
@@ -90,6 +91,8 @@ class FakeApi:
             raise exc
         old = self.objects[(plural, ns, name)]
         new = _merge(old, body)
+        if self.prunes_repair:
+            new["spec"].pop("repair", None)
         if new["spec"] != old["spec"]:
             new["metadata"] = {
                 **new["metadata"],
@@ -241,6 +244,13 @@ def test_text_users_wrote_is_escaped(api: FakeApi, capsys: pytest.CaptureFixture
     api.refusals["order-42"] = (400, "step \u202eegrahc\u202c is not the paused step")
     assert cli.main(["retry", "order-42", "--step", "\u202eegrahc\u202c"]) == 1
     assert "step \\u202eegrahc\\u202c is not" in capsys.readouterr().err
+
+
+def test_a_crd_without_the_field_decides_nothing(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    api.add("tasksagas", "payments", "order-42")
+    api.prunes_repair = True
+    assert cli.main(["retry", "order-42"]) == 1
+    assert "did not keep spec.repair" in capsys.readouterr().err
 
 
 def test_a_missing_resource(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

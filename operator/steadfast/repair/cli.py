@@ -101,7 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _run(args: argparse.Namespace) -> int:
     if (args.name is None) == (args.selector is None):
-        print(f"error: give a NAME or -l SELECTOR to {args.command}, not both", file=sys.stderr)
+        print(f"error: {args.command} takes either a NAME or -l SELECTOR", file=sys.stderr)
         return 2
     if args.all_namespaces and args.selector is None:
         print("error: -A needs -l SELECTOR (a NAME is in one namespace: use -n)", file=sys.stderr)

@@ -66,7 +66,18 @@ class Outcome(BaseModel):
 
 
 def recorded(name: str, decision: Decision, answer: dict[str, Any]) -> Outcome:
-    """The outcome of a patch the API server accepted; `answer` is the object it returned."""
+    """The outcome of a patch the API server accepted; `answer` is the object it returned.
+
+    An API server whose CRD has no `spec.repair` (CRDs older than the operator) accepts the patch and prunes the
+    field: the answer then does not carry the decision, and nothing was decided.
+    """
+    if not already_carries(answer, decision):
+        return Outcome(
+            name=name,
+            done=False,
+            message="the API server accepted the patch but did not keep spec.repair: its CRD has no such field "
+            "(install the CRDs of this release)",
+        )
     who = annotation(answer, REPAIRED_BY) or "?"
     generation = (answer.get("metadata") or {}).get("generation")
     step = f" of step {decision.step}" if decision.step else ""
