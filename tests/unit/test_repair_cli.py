@@ -44,9 +44,11 @@ class FakeApi:
         self.lists: list[tuple[str | None, str]] = []
         self.prunes_repair = False  # a CRD without spec.repair: the API server drops the field
 
-    def add(self, plural: str, namespace: str, name: str, labels: dict[str, str] | None = None) -> None:
+    def add(
+        self, plural: str, namespace: str, name: str, labels: dict[str, str] | None = None, phase: str = "Paused"
+    ) -> None:
         meta = {"name": name, "namespace": namespace, "generation": 1, "labels": labels or {}}
-        self.objects[(plural, namespace, name)] = {"metadata": meta, "spec": {}, "status": {}}
+        self.objects[(plural, namespace, name)] = {"metadata": meta, "spec": {}, "status": {"phase": phase}}
 
     def _missing(self) -> ApiException:
         exc = ApiException(status=404, reason="Not Found")
@@ -195,6 +197,7 @@ def test_missing_or_wrong_arguments_are_usage_errors(argv: list[str]) -> None:
         ["retry", "order-42", "-l", "team=payments"],  # both
         ["retry", "order-42", "-A"],  # -A needs a selector
         ["retry", "--kind", "apr", "--step", "charge", "deploy-7"],
+        ["retry", "order-42", "--phase", "Paused"],  # --phase narrows a selector
     ],
 )
 def test_ambiguous_targets_are_refused_before_any_call(
@@ -294,6 +297,21 @@ def test_bulk_counts_a_repeated_decision_as_not_done(api: FakeApi, capsys: pytes
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("payments/order-41: already carries this exact decision")
     assert out[-1] == "1 done, 1 refused"
+
+
+def test_bulk_narrowed_to_a_phase(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    api.add("tasksagas", "eu", "order-1", {"team": "payments"}, phase="CompensationFailed")
+    api.add("tasksagas", "us", "order-2", {"team": "payments"}, phase="Succeeded")
+    api.add("tasksagas", "us", "order-3", {"team": "payments"}, phase="CompensationFailed")
+    assert cli.main(["retry", "-A", "-l", "team=payments", "--phase", "CompensationFailed"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "eu/order-1: Retry recorded for alice (generation 2)",
+        "us/order-3: Retry recorded for alice (generation 2)",
+        "2 done, 0 refused",
+    ]
+    assert "1 other match(es) not in phase CompensationFailed: left alone" in captured.err
+    assert _repair(api, "order-2", namespace="us") is None
 
 
 def test_bulk_with_no_match(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

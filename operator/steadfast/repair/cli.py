@@ -51,6 +51,12 @@ def _verb(
     parser.add_argument("name", nargs="?", help="the resource (or -l SELECTOR)")
     parser.add_argument("-l", "--selector", default=None, help="act on every resource with these labels")
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="with -l: in every namespace")
+    parser.add_argument(
+        "--phase",
+        action="append",
+        default=None,
+        help="with -l: only resources in this phase (repeatable); the webhook still judges each one",
+    )
     parser.add_argument("--step", required=step_required, default=None, help=step)
     parser.add_argument("--reason", required=reason_required, default=None, help=reason)
     kubeconfig.add_arguments(parser)
@@ -106,13 +112,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.all_namespaces and args.selector is None:
         print("error: -A needs -l SELECTOR (a NAME is in one namespace: use -n)", file=sys.stderr)
         return 2
+    if args.phase and args.selector is None:
+        print("error: --phase filters what -l SELECTOR matches", file=sys.stderr)
+        return 2
     if args.kind is APPROVAL_REQUEST and args.step is not None:
         print("error: --step applies to a TaskSaga; an ApprovalRequest has one action", file=sys.stderr)
         return 2
     decision = Decision(action=args.action, step=args.step, reason=args.reason)
     api, namespace = kubeconfig.connect(args)
     if args.selector is not None:
-        return bulk(api, args.kind, None if args.all_namespaces else namespace, args.selector, decision)
+        scope = None if args.all_namespaces else namespace
+        return bulk(api, args.kind, scope, args.selector, decision, phases=args.phase)
     return one(api, args.kind, namespace, args.name, decision)
 
 
@@ -133,9 +143,21 @@ def one(api: client.CustomObjectsApi, kind: Kind, namespace: str, name: str, dec
     return 0
 
 
-def bulk(api: client.CustomObjectsApi, kind: Kind, namespace: str | None, selector: str, decision: Decision) -> int:
+def bulk(
+    api: client.CustomObjectsApi,
+    kind: Kind,
+    namespace: str | None,
+    selector: str,
+    decision: Decision,
+    *,
+    phases: list[str] | None = None,
+) -> int:
     """Decide for every resource `selector` matches (in `namespace`, or every namespace when None): one line
-    per resource, then "N done, M refused"; exit code 0 only when all were done."""
+    per resource, then "N done, M refused"; exit code 0 only when all were done.
+
+    `phases` narrows the matches to resources whose status.phase (as listed) is one of them. It only chooses
+    what to send: whether a decision fits is the admission webhook's judgement, on the phase at that moment.
+    """
     where = "any namespace" if namespace is None else f"namespace {namespace}"
     try:
         if namespace is None:
@@ -148,8 +170,15 @@ def bulk(api: client.CustomObjectsApi, kind: Kind, namespace: str | None, select
         print(shown(f"error: cannot list {kind.plural} in {where}: {kubeconfig.api_message(exc)}"), file=sys.stderr)
         return 1
     items: list[dict[str, Any]] = listed.get("items") or []
+    if phases:
+        left = len(items)
+        items = [obj for obj in items if (obj.get("status") or {}).get("phase") in phases]
+        left -= len(items)
+        if left:
+            print(shown(f"{left} other match(es) not in phase {', '.join(phases)}: left alone"), file=sys.stderr)
     if not items:
-        print(shown(f"no {kind.kind} matches -l {selector} in {where}"), file=sys.stderr)
+        in_phase = f" in phase {', '.join(phases)}" if phases else ""
+        print(shown(f"no {kind.kind} matches -l {selector}{in_phase} in {where}"), file=sys.stderr)
     outcomes = []
     for obj in sorted(items, key=_name):
         outcome = decide(api, kind, obj, decision)
