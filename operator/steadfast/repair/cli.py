@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from steadfast import kubeconfig
-from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA, Kind, kind_named
+from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA, Kind
 from steadfast.repair.decisions import Action, Decision, Outcome, already_carries, recorded, summary, unchanged
 from steadfast.text import shown
 
@@ -26,14 +26,10 @@ _RETRYABLE = (TASK_SAGA, APPROVAL_REQUEST)
 
 
 def _kind(value: str) -> Kind:
-    try:
-        kind = kind_named(value)
-    except KeyError:
-        kind = None
-    if kind not in _RETRYABLE:
-        raise argparse.ArgumentTypeError(f"{value!r}: retry acts on saga (TaskSaga) or apr (ApprovalRequest)")
-    assert kind is not None
-    return kind
+    for kind in _RETRYABLE:
+        if value.lower() in (kind.kind.lower(), kind.plural, kind.singular, *kind.short_names):
+            return kind
+    raise argparse.ArgumentTypeError(f"{value!r}: retry acts on saga (TaskSaga) or apr (ApprovalRequest)")
 
 
 def _verb(
