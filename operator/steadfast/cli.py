@@ -7,6 +7,7 @@ import sys
 
 from steadfast import overview, runner
 from steadfast.approval import cli as approval_cli
+from steadfast.repair import cli as repair_cli
 
 # The development tools (control plane, daprd unit, local engine, demo) are not in the operator's image.
 try:
@@ -36,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
 
     runner.add_parser(sub)
     approval_cli.add_parsers(sub)
+    repair_cli.add_parsers(sub)
     overview.add_parsers(sub)
     if dev_cli is not None:
         dev_cli.add_parser(sub)
