@@ -19,7 +19,8 @@ raw deliveries and applied effects, and injects faults:
 - a request with the header `X-Fail: always` fails with 500;
 - `POST /_faults` {"route": "POST /notices", "fail": N | -1 (always), "status": 500, "delay": 0.5,
   "body": {...}} arms a fault for a route (`GET /healthz` included; `body` replaces the answer, so
-  `{"status": 200, "body": {"status": "DEGRADED"}}` is a degraded 200); `DELETE /_faults` clears them;
+  `{"status": 200, "body": {"status": "DEGRADED"}}` is a degraded 200), or for one exact path ("route":
+  "DELETE /records/t-42", which wins over its route's); `DELETE /_faults` clears them;
 - `GET /_stats` returns deliveries and applied effects; `POST /_reset` forgets everything.
 
 Run: python examples/task_service.py --port 8089
@@ -124,7 +125,8 @@ def make_app() -> web.Application:
         key = request.headers.get("Idempotency-Key", "")
         body = await _body(request)
         state.deliveries.append({"route": route, "path": request.path, "key": key, "at": time.time()})
-        fault = state.faults.get(route)
+        # A fault on this exact path (e.g. DELETE /records/t-42) wins over one on the whole route.
+        fault = state.faults.get(f"{request.method} {request.path}") or state.faults.get(route)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         if request.headers.get("X-Fail") == "always":

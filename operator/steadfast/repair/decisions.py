@@ -10,11 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from steadfast.api.kinds import GROUP
-
-# = steadfast.api.kinds.REPAIRED_BY once it exists: stamped by the mutating webhook from the API server's
-# authentication.
-REPAIRED_BY = f"{GROUP}/repaired-by"
+from steadfast.api.kinds import REPAIRED_BY  # stamped by the mutating webhook from the API server's authentication
 
 Action = Literal["Retry", "Skip", "Compensate", "Resolve"]
 

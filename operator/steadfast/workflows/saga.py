@@ -45,6 +45,7 @@ CANCEL_EVENT = "cancel"
 COMPENSATION_RETRY = RetryPolicy(max_attempts=3, initial_interval="1s", backoff_coefficient=2, max_interval="10s")
 
 _CONDITION_STATE: dict[SagaPhase, State] = {
+    SagaPhase.PAUSED: "stalled",  # needs a person: kstatus shows it as needing attention, Argo CD as Suspended
     SagaPhase.SUCCEEDED: "ready",
     SagaPhase.COMPENSATED: "stalled",
     SagaPhase.COMPENSATION_FAILED: "stalled",
