@@ -67,6 +67,9 @@ class Kind:
     # The CRD refuses any change of spec (a CEL `self == oldSelf` rule on it): nothing to diff after creation.
     spec_immutable: bool = False
     categories: tuple[str, ...] = (CATEGORY,)
+    # JSON paths the API server can filter lists on (`fieldSelector=status.phase=Paused`): the CRD's
+    # selectableFields. Without them a filter by phase would mean fetching every object of the kind.
+    selectable_fields: tuple[str, ...] = ()
     group: str = GROUP
     version: str = VERSION
     namespaced: bool = True
@@ -109,6 +112,7 @@ TASK_SAGA = Kind(
         AGE,
     ),
     spec_immutable=True,
+    selectable_fields=(".status.phase",),
 )
 
 HEALTH_MONITOR = Kind(
@@ -127,6 +131,7 @@ HEALTH_MONITOR = Kind(
         PrinterColumn("Last Check", "date", ".status.lastCheckTime", "When the last check finished."),
         AGE,
     ),
+    selectable_fields=(".status.phase",),
 )
 
 APPROVAL_REQUEST = Kind(
@@ -146,6 +151,7 @@ APPROVAL_REQUEST = Kind(
         AGE,
     ),
     root_rules=(DECISION_FINAL,),
+    selectable_fields=(".status.phase",),
 )
 
 KINDS: tuple[Kind, ...] = (TASK_SAGA, HEALTH_MONITOR, APPROVAL_REQUEST)
