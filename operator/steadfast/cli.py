@@ -7,6 +7,7 @@ import sys
 
 from steadfast import overview, runner
 from steadfast.approval import cli as approval_cli
+from steadfast.fleet import cli as fleet_cli
 
 # The development tools (control plane, daprd unit, local engine, demo) are not in the operator's image.
 try:
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     runner.add_parser(sub)
     approval_cli.add_parsers(sub)
     overview.add_parsers(sub)
+    fleet_cli.add_parsers(sub)
     if dev_cli is not None:
         dev_cli.add_parser(sub)
     return top
