@@ -249,7 +249,7 @@ def test_listing_pages_filters_on_the_server_and_warns_of_a_kind_it_may_not_list
     monkeypatch.setattr(query, "PAGE", 2)
     sagas = [obj(f"s{i}", "CompensationFailed" if i % 2 else "Succeeded") for i in range(7)]
     api = PagingApi({"tasksagas": sagas, "healthmonitors": [obj("m", "Unhealthy")]})
-    found, warnings = listing(api, Filters.build(needs_person=True), None, NOW)  # type: ignore[arg-type]
+    found, warnings = listing(api, Filters.build(needs_person=True), None, NOW)
     assert [(r.kind, r.name) for r in found] == [
         ("TaskSaga", "s1"),
         ("TaskSaga", "s3"),
