@@ -90,9 +90,9 @@ def _list(args: argparse.Namespace) -> int:
     records, warnings = listing(api, filters, None if args.all_namespaces else namespace)
     for warning in warnings:
         print(warning, file=sys.stderr)
-    text = render.render(records, args.output, namespaces=args.all_namespaces)
-    if text or args.output == "json":
-        print(text)
-    elif args.output == "table":
-        print("No resources found.", file=sys.stderr)
+    if not records and args.output != "json":  # as kubectl: nothing on stdout, so pipes see no rows
+        if args.output == "table":
+            print("No resources found.", file=sys.stderr)
+        return 0
+    print(render.render(records, args.output, namespaces=args.all_namespaces))
     return 0
