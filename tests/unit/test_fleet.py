@@ -272,3 +272,26 @@ def test_the_command_is_registered_with_its_options() -> None:
         "24h",
         "name",
     )
+
+
+class NoSelectableFieldApi(PagingApi):
+    """An API server whose CRDs have no selectable status.phase (installed on Kubernetes before 1.31)."""
+
+    def _list(self, plural: str, namespace: str | None, options: dict[str, Any]) -> Any:
+        if options.get("field_selector"):
+            self.calls.append(options)
+            raise _bad_request()
+        return super()._list(plural, namespace, options)
+
+
+def _bad_request() -> ApiException:
+    exc = ApiException(status=400, reason="Bad Request")
+    exc.body = json.dumps({"message": "field label not supported: status.phase"})
+    return exc
+
+
+def test_without_selectable_fields_the_phase_is_filtered_in_the_client() -> None:
+    sagas = [obj("a", "CompensationFailed"), obj("b", "Succeeded")]
+    api = NoSelectableFieldApi({"tasksagas": sagas})
+    found, warnings = listing(api, Filters.build(kinds=["saga"], phases=["CompensationFailed"]), "team-a", NOW)
+    assert [r.name for r in found] == ["a"] and warnings == []
