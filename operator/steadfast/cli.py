@@ -7,6 +7,7 @@ import sys
 
 from steadfast import overview, runner
 from steadfast.approval import cli as approval_cli
+from steadfast.fleet import cli as fleet_cli
 from steadfast.repair import cli as repair_cli
 
 # The development tools (control plane, daprd unit, local engine, demo) are not in the operator's image.
@@ -39,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     approval_cli.add_parsers(sub)
     repair_cli.add_parsers(sub)
     overview.add_parsers(sub)
+    fleet_cli.add_parsers(sub)
     if dev_cli is not None:
         dev_cli.add_parser(sub)
     return top

@@ -65,6 +65,16 @@ def build_crd(kind: Kind) -> dict[str, Any]:
         "shortNames": list(kind.short_names),
         "categories": list(kind.categories),
     }
+    version: dict[str, Any] = {
+        "name": kind.version,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": [c.as_dict() for c in kind.printer_columns],
+        "schema": {"openAPIV3Schema": open_api_schema(kind)},
+    }
+    if kind.selectable_fields:
+        version["selectableFields"] = [{"jsonPath": path} for path in kind.selectable_fields]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -73,16 +83,7 @@ def build_crd(kind: Kind) -> dict[str, Any]:
             "group": kind.group,
             "names": names,
             "scope": "Namespaced" if kind.namespaced else "Cluster",
-            "versions": [
-                {
-                    "name": kind.version,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [c.as_dict() for c in kind.printer_columns],
-                    "schema": {"openAPIV3Schema": open_api_schema(kind)},
-                }
-            ],
+            "versions": [version],
         },
     }
 

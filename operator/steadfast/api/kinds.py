@@ -74,6 +74,9 @@ class Kind:
     spec_immutable: bool = False
     mutable_spec: tuple[str, ...] = ()
     categories: tuple[str, ...] = (CATEGORY,)
+    # JSON paths the API server can filter lists on (`fieldSelector=status.phase=Paused`): the CRD's
+    # selectableFields. Without them a filter by phase would mean fetching every object of the kind.
+    selectable_fields: tuple[str, ...] = ()
     group: str = GROUP
     version: str = VERSION
     namespaced: bool = True
@@ -117,6 +120,7 @@ TASK_SAGA = Kind(
     ),
     spec_immutable=True,
     mutable_spec=("repair",),  # a person's decision (steadfast.api.repair)
+    selectable_fields=(".status.phase",),
 )
 
 HEALTH_MONITOR = Kind(
@@ -135,6 +139,7 @@ HEALTH_MONITOR = Kind(
         PrinterColumn("Last Check", "date", ".status.lastCheckTime", "When the last check finished."),
         AGE,
     ),
+    selectable_fields=(".status.phase",),
 )
 
 APPROVAL_REQUEST = Kind(
@@ -154,6 +159,7 @@ APPROVAL_REQUEST = Kind(
         AGE,
     ),
     root_rules=(DECISION_FINAL,),
+    selectable_fields=(".status.phase",),
 )
 
 KINDS: tuple[Kind, ...] = (TASK_SAGA, HEALTH_MONITOR, APPROVAL_REQUEST)
