@@ -39,6 +39,8 @@ ACTION_SECONDS = Histogram(
 MONITORS = Gauge("steadfast_monitors", "HealthMonitors by phase, as last reported.", ["phase"], registry=REGISTRY)
 ALERTS = Counter("steadfast_alerts_sent_total", "Monitor alerts (webhook calls that succeeded).", registry=REGISTRY)
 APPROVALS = Gauge("steadfast_approvals", "ApprovalRequests by phase, as last reported.", ["phase"], registry=REGISTRY)
+# Paused (a step failed, a person decides) and CompensationFailed (a person repairs) are what to alert on.
+SAGA_PHASES = Gauge("steadfast_tasksagas", "TaskSagas by phase, as last reported.", ["phase"], registry=REGISTRY)
 DECISION_SECONDS = Histogram(
     "steadfast_approval_decision_seconds",
     "Time from an ApprovalRequest opening to its decision or timeout.",
@@ -137,9 +139,9 @@ _DECISIONS = {
 }
 
 _lock = threading.Lock()
-_phases: dict[str, dict[str, str]] = {"HealthMonitor": {}, "ApprovalRequest": {}}
+_phases: dict[str, dict[str, str]] = {"HealthMonitor": {}, "ApprovalRequest": {}, "TaskSaga": {}}
 _decided: set[str] = set()
-_GAUGES = {"HealthMonitor": MONITORS, "ApprovalRequest": APPROVALS}
+_GAUGES = {"HealthMonitor": MONITORS, "ApprovalRequest": APPROVALS, "TaskSaga": SAGA_PHASES}
 
 
 def transition(kind: str, reason: str) -> None:

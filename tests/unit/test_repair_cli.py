@@ -15,8 +15,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from steadfast import cli, kubeconfig
-from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA
-from steadfast.repair.decisions import REPAIRED_BY, Decision, Outcome, already_carries, summary
+from steadfast.api.kinds import APPROVAL_REQUEST, REPAIRED_BY, TASK_SAGA
+from steadfast.repair.decisions import Decision, Outcome, already_carries, summary
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Starts (or reuses) the local control plane and engine, the sample task service on 127.0.0.1:8089 and
 the operator; applies `config/samples/` plus a few demo-only resources (a monitor whose target flips, an
-approval that times out), approves the sample request with the CLI as alice, shows a live
+approval that times out, a saga whose refund fails while the refund service is down), approves the sample
+request with the CLI as alice, repairs the failed refund once the service is back (`steadfast retry`), shows a live
 `kubectl get steadfast` table and the final statuses. On a terminal it then keeps the table live until
 Ctrl-C and stops everything; otherwise (scripts, CI) it leaves everything running and says how to stop it.
 """
@@ -29,6 +30,8 @@ TASK_SERVICE_PORT = 8089  # the samples' URLs point here
 TASK_URL = f"http://127.0.0.1:{TASK_SERVICE_PORT}"
 SETTLE_TIMEOUT = 90.0
 APPROVAL_SAMPLE = "deploy-prod-123"
+REFUND_SAMPLE = "order-7-refund"
+REFUND_PATH = "/records/order-7"
 
 # Demo-only resources: what the samples cannot show in a minute with their production-like intervals.
 EXTRA: list[dict[str, Any]] = [
@@ -50,6 +53,32 @@ EXTRA: list[dict[str, Any]] = [
     },
     {
         "apiVersion": "steadfast.dev/v1alpha1",
+        "kind": "TaskSaga",
+        "metadata": {"name": REFUND_SAMPLE},
+        "spec": {
+            "task": {"id": "order-7", "title": "Order 7: charge, then ship"},
+            "steps": [
+                {
+                    "name": "charge",
+                    "action": {"http": {"method": "POST", "url": f"{TASK_URL}/records", "body": {"id": "order-7"}}},
+                    # The refund: fails while the refund service is down (the demo arms that fault first).
+                    "compensation": {"http": {"method": "DELETE", "url": f"{TASK_URL}{REFUND_PATH}"}},
+                },
+                {
+                    "name": "ship",
+                    "action": {
+                        "http": {
+                            "method": "POST",
+                            "url": f"{TASK_URL}/notices",
+                            "headers": [{"name": "X-Fail", "value": "always"}],  # the carrier refuses it
+                        }
+                    },
+                },
+            ],
+        },
+    },
+    {
+        "apiVersion": "steadfast.dev/v1alpha1",
         "kind": "ApprovalRequest",
         "metadata": {"name": "hotfix-friday"},
         "spec": {"subject": {"title": "Hotfix on a Friday evening"}, "approvers": {"users": ["bob"]}, "timeout": "15s"},
@@ -65,7 +94,7 @@ DECIDER_RBAC = [
             {
                 "apiGroups": ["steadfast.dev"],
                 "resources": ["approvalrequests", "tasksagas", "healthmonitors"],
-                "verbs": ["get", "list", "watch", "patch"],
+                "verbs": ["get", "list", "watch", "patch", "repair"],  # repair: decisions on sagas gone wrong
             }
         ],
     },
@@ -184,6 +213,7 @@ class Demo:
         supported = _supported_kinds()
         applied: list[tuple[str, str]] = []
         self.k("apply", "-f", "-", stdin=yaml.safe_dump_all(DECIDER_RBAC))
+        _fault(f"DELETE {REFUND_PATH}", -1)  # the refund service is down until the demo repairs the saga
         docs = [yaml.safe_load(p.read_text()) for p in sorted(SAMPLES.glob("*.yaml"))] + EXTRA
         for doc in docs:
             if doc.get("kind") not in supported:
@@ -208,7 +238,7 @@ class Demo:
 
     def live(self, applied: list[tuple[str, str]]) -> None:
         """Refresh the table while the story plays out: approve, flip the monitor, wait for the timeout."""
-        approved = flipped = False
+        approved = flipped = repaired = False
         deadline = time.monotonic() + SETTLE_TIMEOUT
         tty = sys.stdout.isatty()
         while time.monotonic() < deadline:
@@ -232,11 +262,24 @@ class Demo:
                 )
                 _say((done.stdout or done.stderr).strip())
                 approved = done.returncode == 0
+            if not repaired and self.phase("TaskSaga", REFUND_SAMPLE) == "CompensationFailed":
+                _say(f"the refund service is back; alice retries the failed refund: steadfast retry {REFUND_SAMPLE}")
+                _fault(f"DELETE {REFUND_PATH}", 0)
+                retry = ["retry", REFUND_SAMPLE, "--context", "alice", "--reason", "demo: the refund service is back"]
+                done = subprocess.run(
+                    [sys.executable, "-m", "steadfast.cli", *retry],
+                    env=self.env,
+                    capture_output=True,
+                    text=True,
+                )
+                _say((done.stdout or done.stderr).strip())
+                repaired = done.returncode == 0
             if not flipped and self.phase("HealthMonitor", "flappy-service") == "Healthy":
                 _say("the flappy service starts failing its health checks (3 failures, then fine again)")
                 _fault("GET /healthz/flappy", 3)
                 flipped = True
             settled = all(self.phase(kind, name) in SETTLED[kind] for kind, name in applied if kind in SETTLED)
+            settled = settled and self.phase("TaskSaga", REFUND_SAMPLE) == "Compensated"
             monitor_done = (
                 flipped and self.phase("HealthMonitor", "flappy-service") == "Healthy" and self._alerts() >= 2
             )
