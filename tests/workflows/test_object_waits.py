@@ -142,3 +142,33 @@ def test_a_later_wait_still_hears_the_re_arm_event(harness: Harness) -> None:
     again = calls_to(subject, "two", 2)[1]  # answered ok by the fake: the saga ends
     assert again.rearm
     assert harness.finish(iid)["status"] == "Succeeded"
+
+
+def test_a_re_arm_that_comes_between_two_waits_is_not_lost(harness: Harness) -> None:
+    """The operator restarts while the next waiting step is being applied: the re-arm event arrives before that
+    step waits (the registration its apply made may have died with the old process), and the wait re-registers
+    at once instead of after REARM_EVERY."""
+    subject = harness.subject(TASK_SAGA)
+    waiting = {"successWhen": 'object.data.open == "yes"', "timeout": "5m"}
+    the_spec = TaskSagaSpec.model_validate(
+        {
+            "task": {"id": "t-3"},
+            "steps": [
+                {"name": "one", "action": {"kubernetes": {"object": configmap("one"), **waiting}}},
+                {"name": "two", "action": {"kubernetes": {"object": configmap("two"), **waiting}}},
+            ],
+        }
+    )
+    subject.service.object_answers("one", pending())
+    subject.service.object_answers("two", pending())
+    entered, release = subject.service.hold("/objects/two")
+    iid = harness.start_saga(subject, the_spec)
+    first = calls_to(subject, "one", 1)[0]
+    harness.client.raise_workflow_event(iid, first.wait_event, data=Outcome(True, 200, "one").to_dict())
+    assert entered.wait(10), "step two was not applied"
+    harness.client.raise_workflow_event(iid, REARM_EVENT, data={"reason": "operator resumed"})
+    time.sleep(0.5)  # the event reaches the instance while step two's apply is still in flight
+    release.set()
+    again = calls_to(subject, "two", 2)[1]
+    assert again.rearm
+    assert harness.finish(iid)["status"] == "Succeeded"

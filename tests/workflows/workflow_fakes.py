@@ -150,6 +150,11 @@ class FakeService:
                     inp.get("undo"),
                 )
             )
+            hold = self._holds.get(f"/objects/{name}")
+        if hold is not None:  # held like an HTTP call (`hold("/objects/NAME")`)
+            hold[0].set()
+            if not hold[1].wait(WAIT):
+                raise TimeoutError(f"/objects/{name} was held and never released")
         return outcome.to_dict()
 
     def release_all(self) -> None:

@@ -37,6 +37,9 @@ Step = Generator[Any, Any, Any]
 REARM_EVENT = "steadfast.rearm"
 REARM_EVERY = timedelta(minutes=10)
 # Workflow versioning (`ctx.is_patched`): instances that reached a retry before this release replay without it.
+# And a re-arm that arrived between two waits is acted on by the next wait (instances that passed one replay as
+# they ran).
+REARM_BETWEEN_WAITS = "steadfast.rearm-between-waits"
 INTERRUPT_RETRIES = "steadfast.interrupt-retries"
 
 
@@ -69,6 +72,7 @@ class Reporter:
         self.run = int(utc(ctx.current_utc_datetime).timestamp() * 1000)
         self.pending_events: list[EventSpec] = []
         self._rearm: Any = None
+        self._rearm_taken: Any = None  # the last re-arm waiter a wait acted on
 
     def rearm(self) -> Any:
         """The run's one waiter for REARM_EVENT (a new one once it fired). The SDK hands an event to the oldest
@@ -76,6 +80,17 @@ class Reporter:
         if self._rearm is None or self._rearm.is_complete:
             self._rearm = self.ctx.wait_for_external_event(REARM_EVENT)
         return self._rearm
+
+    def missed_rearm(self) -> Any:
+        """The re-arm waiter if it fired while no wait was active (between two waiting steps) and no wait acted
+        on it yet: the registration it asks for may have been lost with the last process, so the next wait
+        re-registers at once rather than after REARM_EVERY."""
+        if self._rearm is not None and self._rearm.is_complete and self._rearm is not self._rearm_taken:
+            return self._rearm
+        return None
+
+    def took_rearm(self, waiter: Any) -> None:
+        self._rearm_taken = waiter
 
     @property
     def now(self) -> datetime:
@@ -203,7 +218,9 @@ def _await_object(
         limit = min(limit, timedelta(seconds=max(request.timeout, 0)))
     deadline = ctx.current_utc_datetime + limit
     decided = ctx.wait_for_external_event(request.wait_event)
-    rearm = reporter.rearm()
+    missed = reporter.missed_rearm()
+    # Patched in: an instance of an earlier release that got a re-arm between waits replays without acting on it.
+    rearm = missed if missed is not None and ctx.is_patched(REARM_BETWEEN_WAITS) else reporter.rearm()
     while True:
         timer = ctx.create_timer(min(deadline, ctx.current_utc_datetime + REARM_EVERY))
         winner = yield when_any([decided, rearm, timer, *([interrupt] if interrupt is not None else [])])
@@ -217,6 +234,7 @@ def _await_object(
             said = first.message.split(": waiting for ", 1)[0]
             return Outcome(False, first.status_code, f"{said}: {shown}", failed_condition=shown, undo=first.undo)
         if winner is rearm:
+            reporter.took_rearm(rearm)
             rearm = reporter.rearm()
         left = (deadline - ctx.current_utc_datetime).total_seconds()
         again = request.model_copy(update={"rearm": True, "report": None, "timeout": left})
