@@ -70,7 +70,9 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         # No handler follows a change of an immutable kind but of its few mutable fields (a saga's spec.repair),
         # so its essence is just those: kopf then deep-copies next to nothing on each of the kind's watch events
         # (most of them are our own status writes coming back), and the record kept in annotations stays small.
-        if self._is_immutable(body) and not extra_fields:
+        # (kopf passes the fields of the kind's field handlers as `extra_fields`: for an immutable kind those are
+        # its mutable fields, already all of the essence.)
+        if self._is_immutable(body) and (self._mutable(body) or not extra_fields):
             spec = body.get("spec") or {}
             kept = {name: spec[name] for name in self._mutable(body) if spec.get(name) is not None}
             return cast(kopf.BodyEssence, {"spec": kept} if kept else {})

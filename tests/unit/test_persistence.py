@@ -47,3 +47,21 @@ def test_a_first_success_leaves_no_patch_behind() -> None:
     assert not patch
     storage.store(key="start", record={"retries": 1}, body=body, patch=patch)
     assert list(patch["metadata"]["annotations"]) == ["steadfast.dev/start"]  # a retry is still recorded
+
+
+def test_a_sagas_diff_base_is_its_repair_decision_only_and_written_only_once_there_is_one() -> None:
+    """kopf diffs spec.repair (its field handler) and nothing else; an undecided saga costs no annotation write."""
+    storage = persistence.DiffBaseStorage(KINDS, persistence.ProgressStorage())
+    undecided = _body(TASK_SAGA, {"phase": "Paused"})
+    assert storage.build(body=undecided, extra_fields=["spec.repair"]) == {}
+    patch = kopf.Patch()
+    storage.store(body=undecided, patch=patch, essence=storage.build(body=undecided, extra_fields=["spec.repair"]))
+    assert not patch
+    assert storage.fetch(body=undecided) == {}  # nothing recorded: a first decision is a change
+    decided = _body(TASK_SAGA, {"phase": "Paused"})
+    decided["spec"]["repair"] = {"action": "Retry"}
+    essence = storage.build(body=decided, extra_fields=["spec.repair"])
+    assert essence == {"spec": {"repair": {"action": "Retry"}}}
+    storage.store(body=decided, patch=patch, essence=essence)
+    recorded = patch["metadata"]["annotations"]["steadfast.dev/last-handled-configuration"]
+    assert "Retry" in recorded and '"a"' not in recorded  # the decision, not a copy of the whole spec
