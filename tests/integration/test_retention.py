@@ -4,8 +4,14 @@ is ever removed. The session operator sweeps every second (e2e_support.Operator)
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import ssl
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast.api.kinds import APPROVAL_REQUEST, TASK_SAGA
 from steadfast.binding import instance_id
+from steadfast.dev.controlplane import cluster
 from steadfast.dev.engines import Engine
 from steadfast.dev.workflow_api import WorkflowAPI
 
@@ -159,3 +166,67 @@ def test_a_policy_default_applies_and_a_sagas_own_retention_wins(
     with pytest.raises(ApiException) as refused:
         sagas.patch("own", {"retention": {"succeeded": "1s"}})
     assert refused.value.status == 422 and "immutable" in str(refused.value.body)
+
+
+# ---- what one finished saga costs, and that retention gives it back -------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[2] / "config" / "samples" / "tasksaga-succeeds.yaml"
+SIZING_SAGAS = int(os.environ.get("STEADFAST_SIZING_SAGAS", "5"))
+
+
+def etcd_bytes(state: cluster.State, prefix: str) -> tuple[int, int]:
+    """(keys, bytes of their values) stored under `prefix` in the control plane's etcd, read from etcd itself."""
+    pki = Path(state.directory) / "pki"
+    context = ssl.create_default_context(cafile=str(pki / "etcd-ca.crt"))
+    context.load_cert_chain(str(pki / "apiserver-etcd-client.crt"), str(pki / "apiserver-etcd-client.key"))
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = {"key": base64.b64encode(prefix.encode()).decode(), "range_end": base64.b64encode(end.encode()).decode()}
+    req = urllib.request.Request(f"{state.etcd}/v3/kv/range", data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, context=context, timeout=10) as response:
+        kvs = json.loads(response.read()).get("kvs") or []
+    return len(kvs), sum(len(base64.b64decode(kv["value"])) for kv in kvs)
+
+
+def history_bytes(engine: Engine, obj: dict[str, Any]) -> int:
+    meta = obj["metadata"]
+    with WorkflowAPI(engine.address) as api:
+        events = api.history(instance_id(TASK_SAGA, meta["namespace"], meta["name"], meta["uid"]))
+    return sum(e.ByteSize() for e in events)
+
+
+def test_bytes_per_finished_saga_and_retention_gives_them_back(
+    operator: Operator,
+    engine: Engine,
+    control_plane: cluster.State,
+    kube: client.ApiClient,
+    namespace: str,
+    task_service: TaskService,
+) -> None:
+    """The seed's four-step onboarding saga (config/samples), N times: what each leaves in etcd (the object and its
+    Events, read from etcd) and in the engine (its history, through the workflow API), then gone with retention.
+    STEADFAST_SIZING_SAGAS=N for a bigger run; docs/install.md has the numbers."""
+    import yaml
+
+    sample = yaml.safe_load(SAMPLE.read_text().replace("http://127.0.0.1:8089", task_service.url))
+    sagas = Resources(kube, namespace, "tasksagas", "TaskSaga")
+    for n in range(SIZING_SAGAS):
+        spec = {**sample["spec"], "task": {**sample["spec"]["task"], "id": f"{namespace}-{n}"}}
+        spec["retention"] = {"succeeded": f"{max(6, 2 * SIZING_SAGAS)}s"}  # measured before it goes
+        sagas.create(f"onboard-{n}", spec)
+    done = [sagas.wait_phase(f"onboard-{n}", "Succeeded") for n in range(SIZING_SAGAS)]
+    objects = etcd_bytes(control_plane, f"/registry/steadfast.dev/tasksagas/{namespace}/")
+    events = etcd_bytes(control_plane, f"/registry/events/{namespace}/")
+    history = [history_bytes(engine, obj) for obj in done]
+    per_object, per_events = objects[1] / SIZING_SAGAS, events[1] / SIZING_SAGAS
+    print(
+        f"\n[{engine.name}] {SIZING_SAGAS} four-step sagas: etcd {per_object:.0f} B/object, "
+        f"{per_events:.0f} B of Events ({events[0] / SIZING_SAGAS:.1f}/saga), "
+        f"engine history {sum(history) / len(history):.0f} B/instance"
+    )
+    assert objects[0] == SIZING_SAGAS
+    assert per_object < 16_000 and sum(history) / len(history) < 64_000
+
+    for n in range(SIZING_SAGAS):
+        sagas.wait_gone(f"onboard-{n}", timeout=60 + SIZING_SAGAS)
+    assert etcd_bytes(control_plane, f"/registry/steadfast.dev/tasksagas/{namespace}/") == (0, 0)
+    assert all(runtime_status(engine, TASK_SAGA, obj) == "MISSING" for obj in done)
