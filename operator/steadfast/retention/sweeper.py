@@ -128,11 +128,12 @@ class Sweeper:
         for kind in KINDS:
             kept = 0
             for found in self._finished(kind):
-                if found.deleting or not due(found.retained_until, now):
-                    kept += 0 if found.deleting else 1
-                    continue
-                if self._delete(found):
+                if found.deleting:
+                    continue  # on its way out already
+                if due(found.retained_until, now) and self._delete(found):
                     removed.append(found)
+                else:
+                    kept += 1
             metrics.RETAINED.labels(kind.kind).set(kept)
         return removed
 
