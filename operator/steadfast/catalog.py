@@ -29,12 +29,29 @@ POLICIES = PolicyReader(api_client)
 
 
 def _saga_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]) -> saga.SagaInput:
-    """The saga's input with its gate and its failure behaviour resolved now, from its spec and the policies
-    (see approval.policy, repair.policy)."""
-    gate, on_failure = POLICIES.for_saga(spec, body)
+    """The saga's input with its gate, its failure behaviour and its retention resolved now, from its spec, the
+    policies and the operator's defaults (see approval.policy, repair.policy, retention.policy)."""
+    gate, on_failure, retention = POLICIES.for_saga(spec, body)
     return saga.SagaInput(
-        ref=ref, generation=generation, spec=spec, gate=gate, gate_resolved=True, on_failure=on_failure
+        ref=ref,
+        generation=generation,
+        spec=spec,
+        gate=gate,
+        gate_resolved=True,
+        on_failure=on_failure,
+        retention=retention,
     )
+
+
+def _approval_input(
+    ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]
+) -> approval_rules.ApprovalInput:
+    """The request's input with its retention resolved now; a saga's own gate request has none (it is its saga's
+    record and goes with it, by garbage collection)."""
+    given = approval_rules.workflow_input(ref, generation, spec, body)
+    if approval_rules.gate_of(body) is None:
+        given.retention = POLICIES.retention_for(spec.retention, ref.namespace)
+    return given
 
 
 # A person's repair decision (spec.repair), sent again on resume if the operator was down when it was made.
@@ -77,7 +94,7 @@ APPROVAL = Binding(
     kind=APPROVAL_REQUEST,
     workflow=approval.NAME,
     workflow_fn=approval.approval_workflow,
-    workflow_input=approval_rules.workflow_input,
+    workflow_input=_approval_input,
     terminal_phases=frozenset(p.value for p in ApprovalPhase if p.terminal),
     rearm_event=REARM_EVENT,
     signals=(REPAIR,),

@@ -81,6 +81,20 @@ API_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+RETAINED = Gauge(
+    "steadfast_retained_resources",
+    "Finished TaskSagas and ApprovalRequests still kept (due later, or kept for good), by kind, as the last "
+    "retention sweep counted them.",
+    ["kind"],
+    registry=REGISTRY,
+)
+RETENTION_REMOVALS = Counter(
+    "steadfast_retention_removals_total",
+    "Finished resources the retention sweeper deleted, by kind and outcome (succeeded, failed).",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+
 SHARE_WAIT_SECONDS = Histogram(
     "steadfast_share_wait_seconds",
     "Time work waited for its namespace's share of a pool (actions: action threads; expressions: sandbox "

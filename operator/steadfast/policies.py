@@ -1,4 +1,5 @@
-"""Reading SteadfastPolicies and a namespace's labels, to resolve a TaskSaga's gate when it starts.
+"""Reading SteadfastPolicies and a namespace's labels, to resolve a TaskSaga's gate, failure behaviour and
+retention (and an ApprovalRequest's retention) when it starts.
 
 Read from the API server at each start rather than from a watch cache: a cache that is still filling when
 the operator starts would let a saga through ungated. Two reads per saga start (not per step).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -18,16 +19,28 @@ from pydantic import ValidationError
 from steadfast.api.kinds import POLICY
 from steadfast.api.policy import SteadfastPolicySpec
 from steadfast.api.repair import OnFailure
+from steadfast.api.retention import Retention
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate, effective_gate
 from steadfast.repair.policy import effective_on_failure
+from steadfast.retention import policy as retention_policy
 
 log = logging.getLogger(__name__)
+
+
+class SagaPolicy(NamedTuple):
+    """What the admins' policies (and the operator's defaults) decide for one saga, resolved at its start."""
+
+    gate: EffectiveGate | None
+    on_failure: OnFailure | None
+    retention: Retention | None
 
 
 class PolicyReader:
     def __init__(self, api: Callable[[], client.ApiClient]) -> None:
         self._factory = api
+        # The operator's own default (--retain-succeeded/--retain-failed), after spec and policies.
+        self.retention_default: Retention | None = None
         self._api: client.ApiClient | None = None
         self._lock = threading.Lock()
 
@@ -61,12 +74,27 @@ class PolicyReader:
         return dict(obj.metadata.labels or {})
 
     def gate_for(self, spec: TaskSagaSpec, body: Mapping[str, Any]) -> EffectiveGate | None:
-        return self.for_saga(spec, body)[0]
+        return self.for_saga(spec, body).gate
 
-    def for_saga(self, spec: TaskSagaSpec, body: Mapping[str, Any]) -> tuple[EffectiveGate | None, OnFailure | None]:
-        """The saga's gate and what it does when a step fails, from one read of the policies and the namespace."""
+    def for_saga(self, spec: TaskSagaSpec, body: Mapping[str, Any]) -> SagaPolicy:
+        """The saga's gate, what it does when a step fails and its retention, from one read of the policies and
+        the namespace."""
         meta = body["metadata"]
         labels = dict(meta.get("labels") or {})
         namespace_labels, policies = self.namespace_labels(meta["namespace"]), self.policies()
         gate = effective_gate(spec, labels, namespace_labels, policies)
-        return gate, effective_on_failure(spec, namespace_labels, policies)
+        on_failure = effective_on_failure(spec, namespace_labels, policies)
+        return SagaPolicy(gate, on_failure, self._retention(spec.retention, namespace_labels, policies))
+
+    def retention_for(self, own: Retention | None, namespace: str) -> Retention | None:
+        """A resource's retention: its own, else its namespace's policy default, else the operator's."""
+        return self._retention(own, self.namespace_labels(namespace), self.policies())
+
+    def _retention(
+        self,
+        own: Retention | None,
+        namespace_labels: Mapping[str, str],
+        policies: list[tuple[str, SteadfastPolicySpec]],
+    ) -> Retention | None:
+        admins = retention_policy.from_policies(namespace_labels, policies)
+        return retention_policy.effective_retention(own, admins, self.retention_default)

@@ -16,10 +16,12 @@ from typing import Any
 import kopf
 from dapr.ext.workflow import DaprWorkflowClient, WorkflowRuntime
 from kubernetes import client
+from pydantic import ValidationError
 
 from steadfast import catalog, endpoints, metrics, persistence, seal_key, webhooks
 from steadfast.actions import ActionRunner
 from steadfast.api.kinds import FINALIZER, KINDS
+from steadfast.api.retention import Retention
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.binding import Bindings
 from steadfast.cluster_view import ClusterWatch
@@ -27,6 +29,7 @@ from steadfast.egress import EgressPolicy, IPAddress
 from steadfast.egress_rules import DEFAULT_CLUSTER_NETWORKS
 from steadfast.expressions.sandbox import Sandbox
 from steadfast.kube import api_client
+from steadfast.retention import sweeper
 from steadfast.seals import SEALER
 from steadfast.status import StatusWriter
 from steadfast.worker import Worker, registrable
@@ -161,6 +164,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "must use the same one; nobody but the operator may read it). Default: the operator's namespace, "
         "kube-system outside a cluster",
     )
+    run.add_argument(
+        "--retain-succeeded",
+        default=os.environ.get("STEADFAST_RETAIN_SUCCEEDED") or None,
+        metavar="DURATION",
+        help="delete a TaskSaga that Succeeded (an ApprovalRequest Completed) this long after it ended, e.g. 1h, "
+        "unless its spec.retention or a SteadfastPolicy retention rule says otherwise (default: keep)",
+    )
+    run.add_argument(
+        "--retain-failed",
+        default=os.environ.get("STEADFAST_RETAIN_FAILED") or None,
+        metavar="DURATION",
+        help="the same for a TaskSaga Compensated, Failed or Rejected (an ApprovalRequest Rejected or TimedOut), "
+        "e.g. 168h; what waits for a person (Paused, CompensationFailed, ActionFailed) is never removed",
+    )
+    run.add_argument(
+        "--retention-sweep-interval",
+        type=float,
+        default=float(os.environ.get("STEADFAST_RETENTION_SWEEP_INTERVAL", str(sweeper.INTERVAL))),
+        metavar="SECONDS",
+        help="how often to look for finished resources whose status.retainedUntil has passed (a few list calls "
+        "with a phase filter each time)",
+    )
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
@@ -191,6 +216,15 @@ def _protected(args: argparse.Namespace, api: client.ApiClient) -> dict[tuple[IP
         **endpoints.listeners(own),
         **endpoints.published(endpoints.kubeconfig_paths(env)),
     }
+
+
+def _retention_default(args: argparse.Namespace) -> Retention | None:
+    """The operator's default retention (--retain-succeeded/--retain-failed), after spec and policies."""
+    try:
+        found = Retention(succeeded=args.retain_succeeded, failed=args.retain_failed)
+    except ValidationError as exc:
+        raise SystemExit(f"--retain-succeeded/--retain-failed: {exc.errors()[0]['msg']}") from None
+    return None if found.is_empty() else found
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -310,6 +344,9 @@ def main(args: argparse.Namespace) -> int:
     worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
     worker.start()
     log.info("workflow worker connected")
+    catalog.POLICIES.retention_default = _retention_default(args)
+    retention = sweeper.Sweeper(api, interval=args.retention_sweep_interval, scope=sweeper.Scope(args.namespace))
+    retention.start()
     bindings = Bindings(client, writer)
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(_login)
@@ -335,6 +372,7 @@ def main(args: argparse.Namespace) -> int:
             )
         )
     finally:
+        retention.stop()
         worker.stop()
         activities.close()
         sandbox.close()

@@ -120,6 +120,8 @@ class Operator:
             # Chaos tests leave daprd without this app's actor types now and then (see steadfast.worker):
             # probe more often than production's 15 s so that the next test does not wait for recovery.
             "STEADFAST_WORKER_PROBE_INTERVAL": "3",
+            # Retention tests wait for removals: sweep every second (production: 30 s; a few list calls each).
+            "STEADFAST_RETENTION_SWEEP_INTERVAL": "1",
         }
         self.log = log
         self.extra_args = list(extra_args)

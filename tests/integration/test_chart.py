@@ -136,7 +136,14 @@ def test_built_helm_knows_its_kubernetes_version(tools: Tools) -> None:
 
 
 def test_schema_refuses_unknown_and_invalid_values(tools: Tools) -> None:
-    for bad in ("replicaCount=0", "webhook.failurePolicy=Maybe", "typo=1", "dapr.components.stateStore.type=mysql"):
+    for bad in (
+        "replicaCount=0",
+        "webhook.failurePolicy=Maybe",
+        "typo=1",
+        "dapr.components.stateStore.type=mysql",
+        "operator.retention.succeeded=1 day",
+        "operator.retention.sweepInterval=0",
+    ):
         done = tools.run("helm", "template", str(CHART), "--kube-version", KUBE_VERSION, "--set", bad, check=False)
         assert done.returncode != 0 and "schema" in done.stderr, bad
     done = tools.run(
@@ -181,6 +188,9 @@ def test_default_render(tools: Tools) -> None:
     container = pod["spec"]["containers"][0]
     assert f"--peering={RELEASE}" in container["args"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    # Retention: nothing removed unless asked (spec.retention, a policy rule, or these values).
+    assert not [a for a in container["args"] if a.startswith("--retain-")]
+    assert "--retention-sweep-interval=30" in container["args"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     security = container["securityContext"]
@@ -232,6 +242,7 @@ def test_full_values_render(tools: Tools) -> None:
     container = pod["spec"]["containers"][0]
     assert container["image"].startswith("registry.example.com/steadfast@sha256:")
     assert {"--egress-allow=10.0.0.0/8", "--egress-deny=10.99.0.0/16", "--verbose"} <= set(container["args"])
+    assert {"--retain-succeeded=1h", "--retain-failed=168h", "--retention-sweep-interval=60"} <= set(container["args"])
     certificate = of_kind(docs, "Certificate")[0]
     assert certificate["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
     assert of_kind(docs, "Issuer") == [] and of_kind(docs, "Secret") == []
@@ -705,6 +716,24 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
     approvals.create(
         "standalone", {"subject": {"title": "times out"}, "approvers": {"users": ["alice"]}, "timeout": "2s"}
     )
+    # Retention: the operator deletes these once finished (the chart's delete rule), then purges their instances.
+    approvals.create(
+        "short-lived",
+        {
+            "subject": {"title": "gone"},
+            "approvers": {"users": ["alice"]},
+            "timeout": "1s",
+            "retention": {"failed": "0s"},
+        },
+    )
+    sagas.create(
+        "short-lived",
+        {
+            "task": {"id": "chart-4"},
+            "retention": {"succeeded": "0s"},
+            "steps": [{"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}],
+        },
+    )
 
     done = sagas.wait_phase("plain", "Succeeded", "Compensated", "Failed", timeout=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -717,6 +746,8 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
     timed_out = approvals.wait_phase("standalone", "TimedOut", timeout=60)
     assert_kstatus_stalled(timed_out)
     assert sagas.events("plain"), "no Event recorded under the chart's RBAC"
+    sagas.wait_gone("short-lived")
+    approvals.wait_gone("short-lived")
     for name in ("plain", "gated", "squatted"):
         sagas.delete(name)
         sagas.wait_gone(name)

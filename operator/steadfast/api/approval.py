@@ -17,6 +17,7 @@ from steadfast.api.action import Action, ActionResult, refuse_expressions
 from steadfast.api.common import ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck
 from steadfast.api.repair import MAX_DECISIONS, DecisionRecord, Repair
+from steadfast.api.retention import Retention
 from steadfast.api.schema import LIST_SET, Cel, rules, unchanged
 from steadfast.expressions.language import REQUEST
 
@@ -98,7 +99,14 @@ class Decision(ApiModel):
         return self
 
 
-_FIXED_FIELDS = [("subject", False), ("approvers", False), ("timeout", True), ("notify", True), ("action", True)]
+_FIXED_FIELDS = [
+    ("subject", False),
+    ("approvers", False),
+    ("timeout", True),
+    ("notify", True),
+    ("action", True),
+    ("retention", True),
+]
 
 
 class ApprovalRequestSpec(ApiModel):
@@ -133,6 +141,12 @@ class ApprovalRequestSpec(ApiModel):
     )
     action: Action | None = Field(
         None, description="Run once on approval; placeholders see what notify sees and request.approvedBy."
+    )
+    retention: Retention | None = Field(
+        None,
+        description="How long the finished request is kept before the operator deletes it, by outcome; unset "
+        "outcomes take the namespace's SteadfastPolicy default, then the operator's. A saga's own gate request "
+        "has none: it goes with its saga.",
     )
     decision: Decision | None = Field(None, description="Set by an approver with kubectl patch.")
     repair: Repair | None = Field(
@@ -187,6 +201,9 @@ class ApprovalRequestStatus(StatusBase):
     decided_at: Timestamp | None = Field(None, description="When the request was decided or timed out.")
     expires_at: Timestamp | None = Field(None, description="When an undecided request times out.")
     reason: str | None = Field(None, description="Why it ended as it did.")
+    retained_until: Timestamp | None = Field(
+        None, description="When the operator deletes this finished request (its end + its retention for the outcome)."
+    )
     notify_result: ActionResult | None = Field(None, description="Outcome of spec.notify.")
     action_result: ActionResult | None = Field(None, description="Outcome of spec.action.")
     decisions: list[DecisionRecord] = Field(

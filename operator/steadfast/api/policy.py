@@ -26,6 +26,7 @@ from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase
 from steadfast.api.duration import DurationCheck
 from steadfast.api.repair import FailureAction
+from steadfast.api.retention import MAXIMUM
 from steadfast.api.schema import LIST_SET, Cel, list_map, rules
 
 LabelValue = Annotated[str, Field(max_length=63)]
@@ -205,6 +206,24 @@ class FailureRule(ApiModel):
     )
 
 
+class RetentionRule(ApiModel):
+    """The default retention of finished TaskSagas and ApprovalRequests in the selected namespaces (a resource's
+    own spec.retention wins, outcome by outcome)."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Rule name.")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Namespaces the rule applies to ({}: all)."
+    )
+    succeeded: Annotated[str, DurationCheck("succeeded", exclusive=False, maximum=MAXIMUM)] | None = Field(
+        None, description="Keep a TaskSaga that Succeeded (an ApprovalRequest Completed) this long after it ended."
+    )
+    failed: Annotated[str, DurationCheck("failed", exclusive=False, maximum=MAXIMUM)] | None = Field(
+        None,
+        description="Keep a TaskSaga Compensated, Failed or Rejected (an ApprovalRequest Rejected or TimedOut) this "
+        "long after it ended.",
+    )
+
+
 class SteadfastPolicySpec(ApiModel):
     """Rules platform admins set for every namespace."""
 
@@ -224,11 +243,19 @@ class SteadfastPolicySpec(ApiModel):
         "rules select a namespace, Pause wins over Compensate and the shortest pauseTimeout applies.",
     )
 
-    @field_validator("approvals", "egress", "limits", "failure")
+    retention: Annotated[list[RetentionRule], list_map("name")] = Field(
+        default_factory=list,
+        max_length=32,
+        description="How long finished TaskSagas and ApprovalRequests are kept before the operator deletes them, "
+        "by default (their spec.retention wins). Where several rules select a namespace, the shortest applies, "
+        "outcome by outcome. Unfinished resources and those waiting for a person are never removed.",
+    )
+
+    @field_validator("approvals", "egress", "limits", "failure", "retention")
     @classmethod
     def _unique(
-        cls, rules: list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule]
-    ) -> list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule]:
+        cls, rules: list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule] | list[RetentionRule]
+    ) -> list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule] | list[RetentionRule]:
         dupes = sorted(n for n, c in Counter(r.name for r in rules).items() if c > 1)
         if dupes:
             raise PydanticCustomError(

@@ -19,6 +19,7 @@ from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase, Timestamp
 from steadfast.api.duration import DurationCheck, parse_duration
 from steadfast.api.repair import MAX_DECISIONS, DecisionRecord, OnFailure, PauseStatus, Repair
+from steadfast.api.retention import Retention
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules, unchanged
 from steadfast.expressions.language import MAX_LENGTH, TASK, ExpressionError, compile_expression, responding
 
@@ -197,7 +198,14 @@ class ApprovalGate(ApiModel):
 
 
 # Every field but `repair` is fixed at creation: (name, optional).
-_FIXED_FIELDS = [("task", False), ("steps", False), ("approval", True), ("onDelete", True), ("onFailure", True)]
+_FIXED_FIELDS = [
+    ("task", False),
+    ("steps", False),
+    ("approval", True),
+    ("onDelete", True),
+    ("onFailure", True),
+    ("retention", True),
+]
 
 
 class TaskSagaSpec(ApiModel):
@@ -231,6 +239,11 @@ class TaskSagaSpec(ApiModel):
         None,
         description="When a step fails: compensate at once (the default, or the namespace's SteadfastPolicy "
         "default), or pause for a person's decision.",
+    )
+    retention: Retention | None = Field(
+        None,
+        description="How long the finished saga is kept before the operator deletes it (and purges its workflow "
+        "state), by outcome; unset outcomes take the namespace's SteadfastPolicy default, then the operator's.",
     )
     repair: Repair | None = Field(
         None,
@@ -369,6 +382,9 @@ class TaskSagaStatus(StatusBase):
     )
     started_at: Timestamp | None = Field(None, description="When the first step started.")
     finished_at: Timestamp | None = Field(None, description="When the saga ended.")
+    retained_until: Timestamp | None = Field(
+        None, description="When the operator deletes this finished saga (finishedAt + its retention for the outcome)."
+    )
     pause: PauseStatus | None = Field(None, description="Where the saga is paused, while it is Paused.")
     decisions: list[DecisionRecord] = Field(
         default_factory=list,

@@ -18,6 +18,7 @@ from typing import Any
 from steadfast import seals
 from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestSpec
 from steadfast.api.kinds import APPROVAL_REQUEST, DECISION_SEAL, REQUESTED_BY, REQUESTED_GROUPS, SEAL, TASK_SAGA
+from steadfast.api.retention import Retention
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate
 from steadfast.records import Actor, ObjectRef, Record, WorkflowInput
@@ -38,6 +39,8 @@ class ApprovalInput(WorkflowInput[ApprovalRequestSpec]):
 
     requested_by: str | None = None
     created_at: datetime | None = None
+    # Resolved at start (its spec's, the policies', the operator's; steadfast.retention.policy); None: kept.
+    retention: Retention | None = None
 
 
 class DecisionEvent(Record):

@@ -11,6 +11,7 @@ the same Idempotency-Key, until it succeeds or the request is deleted.
 from __future__ import annotations
 
 from collections.abc import Generator
+from datetime import datetime
 from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
@@ -18,12 +19,14 @@ from dapr.ext.workflow import DaprWorkflowContext, when_any
 from steadfast.api.action import ActionResult
 from steadfast.api.approval import ApprovalPhase, ApprovalRecord, ApprovalRequestStatus
 from steadfast.api.duration import parse_duration
+from steadfast.api.kinds import APPROVAL_REQUEST
 from steadfast.api.saga import RetryPolicy
 from steadfast.approval.rules import DECISION_EVENT, ApprovalInput, DecisionEvent, screen, tally
 from steadfast.conditions import State, conditions
 from steadfast.records import Outcome
 from steadfast.repair import workflow as repairs
 from steadfast.repair.rules import REQUEST, Situation, misfit
+from steadfast.retention import rules as retention
 from steadfast.workflows.common import Reporter, run_action, second, stamp, utc
 
 NAME = "steadfast.approvalrequest"
@@ -47,6 +50,7 @@ class _Request:
         self.reporter = Reporter(ctx, given)
         self.spec = given.spec
         self.requester = given.requested_by
+        self.retention = given.retention
         opened = utc(given.created_at) if given.created_at else utc(ctx.current_utc_datetime)
         self.expires = opened + parse_duration(self.spec.timeout)
         self.decisions = repairs.Decisions(ctx, given.generation)
@@ -72,6 +76,7 @@ class _Request:
     def status(self) -> ApprovalRequestStatus:
         final_approved = self.phase == ApprovalPhase.APPROVED and self.spec.action is None
         self.state.observed_generation = self.reporter.generation
+        self.state.retained_until = self._retained_until()
         self.state.conditions = conditions(
             "ready" if final_approved else _CONDITION_STATE.get(self.phase, "progressing"),
             reason=self.phase.value,
@@ -81,6 +86,13 @@ class _Request:
             previous=self.state.conditions,
         )
         return self.state
+
+    def _retained_until(self) -> datetime | None:
+        """When the finished request goes (its end: the action's, else the decision's, plus its retention)."""
+        outcome = retention.outcome_of(APPROVAL_REQUEST.kind, self.phase.value, has_action=self.spec.action is not None)
+        result = self.state.action_result
+        ended = result.finished_at if result is not None and result.finished_at else self.state.decided_at
+        return retention.retained_until(self.retention, outcome, ended)
 
     def variables(self) -> dict[str, Any]:
         """What notify's and action's placeholders see; `approvedBy` once approvals are in."""

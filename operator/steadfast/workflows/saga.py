@@ -18,7 +18,9 @@ from typing import Any
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 
 from steadfast.api.duration import parse_duration
+from steadfast.api.kinds import TASK_SAGA
 from steadfast.api.repair import FailureAction, OnFailure, PauseStatus, RepairAction
+from steadfast.api.retention import Retention
 from steadfast.api.saga import (
     CompensationPhase,
     CompensationStatus,
@@ -37,6 +39,7 @@ from steadfast.conditions import State, conditions
 from steadfast.records import Outcome, WorkflowInput
 from steadfast.repair import workflow as repairs
 from steadfast.repair.rules import RepairEvent, Situation, misfit
+from steadfast.retention import rules as retention
 from steadfast.workflows.common import Reporter, run_action, second, stamp
 
 NAME = "steadfast.tasksaga"
@@ -62,6 +65,8 @@ class SagaInput(WorkflowInput[TaskSagaSpec]):
     gate_resolved: bool = False
     # What to do when a step fails, resolved at start (its spec's, else the policies'); None: compensate.
     on_failure: OnFailure | None = None
+    # How long the finished saga is kept, resolved at start (steadfast.retention.policy); None: kept.
+    retention: Retention | None = None
 
     def effective_gate(self) -> EffectiveGate | None:
         if self.gate_resolved:
@@ -81,6 +86,7 @@ class _Saga:
         self.spec = given.spec
         self.gate = given.effective_gate()
         self.on_failure = given.on_failure
+        self.retention = given.retention
         self.decisions = repairs.Decisions(ctx, given.generation)
         self.state = TaskSagaStatus(
             phase=SagaPhase.RUNNING,
@@ -331,6 +337,9 @@ def _finish(saga: _Saga, error: str | None) -> None:
     saga.state.current_step = None
     saga.state.finished_at = second(saga.reporter.now)
     saga.state.result = SagaResult(status=saga.phase, task_id=saga.spec.task.id, error=error)
+    # A status-only field (the report's content, no new activity): instances replay as they ran.
+    outcome = retention.outcome_of(TASK_SAGA.kind, saga.phase.value)
+    saga.state.retained_until = retention.retained_until(saga.retention, outcome, saga.state.finished_at)
     saga.reporter.event(saga.phase.value, error or f"all {len(steps)} step(s) succeeded", warning=error is not None)
 
 
