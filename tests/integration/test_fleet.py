@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,6 +23,9 @@ from kubernetes.client.exceptions import ApiException
 from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA, Kind
 from steadfast.cli import main
 from steadfast.dev.controlplane import cluster
+from steadfast.fleet import render
+from steadfast.fleet.cli import listing
+from steadfast.fleet.filters import Filters
 
 NOWHERE = "http://127.0.0.1:9"  # the discard port: closed here
 # Beyond any workflow run's start (ms since the epoch): a session operator's snapshots are older and dropped.
@@ -49,6 +53,14 @@ FLEET: dict[str, tuple[Kind, str, str, tuple[str, ...]]] = {
     "asked": (APPROVAL_REQUEST, "Completed", "a", ("alice",)),
     "sick": (HEALTH_MONITOR, "Unhealthy", "b", ()),
     "fine": (HEALTH_MONITOR, "Healthy", "a", ()),
+}
+# More of the status than the phase, for what the table's detail shows (from printer columns or the objects).
+DETAIL: dict[str, dict[str, Any]] = {
+    "busy": {"currentStep": "one"},
+    "undo-a": {"compensations": [{"step": "one", "phase": "Failed", "attempts": 3, "message": "HTTP 503"}]},
+    "asked": {"approver": "alice", "reason": "approved by alice"},
+    "sick": {"healthy": False, "lastError": "connection refused", "checkCount": 4},
+    "fine": {"healthy": True, "checkCount": 7},
 }
 
 
@@ -84,7 +96,7 @@ def fleet(kube: client.ApiClient, namespace: str) -> Iterator[str]:
                 assert time.monotonic() < deadline, f"the session's operator never wrote {name}'s first status"
                 time.sleep(0.2)
     for name, (kind, phase, _, _) in FLEET.items():
-        status = {"phase": phase, "report": LAST}
+        status = {"phase": phase, "report": LAST, **DETAIL.get(name, {})}
         api.patch_namespaced_custom_object_status(
             kind.group, kind.version, namespace, kind.plural, name, {"status": status}
         )
@@ -150,6 +162,17 @@ def test_filters_and_outputs_on_the_api_server(
         ("ApprovalRequest", ns, "asked", "Completed"),
         ("HealthMonitor", ns, "sick", "Unhealthy"),
     ]
+
+
+def test_the_table_read_from_printer_columns_shows_what_whole_objects_show(fleet: str, kube: client.ApiClient) -> None:
+    api, now = client.CustomObjectsApi(kube), datetime.now(UTC)
+    for filters in (Filters.build(), Filters.build(selector="tier=a", phases=["Running", "Completed", "Pending"])):
+        from_table, _ = listing(api, filters, fleet, now, output="table")
+        from_objects, _ = listing(api, filters, fleet, now, output="json")
+        assert render.table(from_table, namespaces=False) == render.table(from_objects, namespaces=False)
+        assert from_table
+    shown = render.table(listing(api, Filters.build(), fleet, now, output="table")[0], namespaces=False)
+    assert "approve asked: approved by alice" in shown and "compensation failed: one: HTTP 503" in shown
 
 
 def test_a_viewer_sees_what_they_may_list_and_a_warning_for_the_rest(

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, KINDS, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, KINDS, TASK_SAGA, Kind
 from steadfast.cli import parser
-from steadfast.fleet import query, render
+from steadfast.fleet import query, render, rows
 from steadfast.fleet.cli import listing
 from steadfast.fleet.filters import Filters, Request, parse_age, parse_kinds
 from steadfast.fleet.record import FleetRecord, from_object
@@ -208,37 +208,89 @@ def test_name_output_is_kind_slash_name_lines() -> None:
 # --- the listing as a whole, on an API that pages and refuses one kind ------------------------------------------
 
 
+MANAGED = {"manager": "steadfast", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}
+
+
+def _at(obj: dict[str, Any], json_path: str) -> Any:
+    value: Any = obj
+    for key in json_path.lstrip(".").split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def as_table(kind: Kind, items: list[dict[str, Any]], meta: dict[str, Any], manager: str) -> dict[str, Any]:
+    """What the API server answers for the Table format with includeObject=Metadata: a Name column, the
+    printer columns (dates as ages), each row's metadata with its managedFields."""
+    columns = [{"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0}] + [
+        {"name": c.name, "type": c.type, "format": "", "description": c.description, "priority": c.priority}
+        for c in kind.printer_columns
+    ]
+    rows = [
+        {
+            "cells": [
+                o["metadata"]["name"],
+                *("1h" if c.type == "date" else _at(o, c.json_path) for c in kind.printer_columns),
+            ],
+            "object": {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": {**o["metadata"], "managedFields": [{**MANAGED, "manager": manager}]},
+            },
+        }
+        for o in items
+    ]
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": columns,
+        "rows": rows,
+    }
+
+
 class PagingApi:
     """Answers list calls as the API server does (pages with continue tokens, field and label selectors
-    applied), and refuses approval requests as RBAC would."""
+    applied, lists or Tables as the Accept header asks, compact JSON), and refuses `refused` kinds as RBAC
+    would."""
 
-    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+    def __init__(
+        self, objects: dict[str, list[dict[str, Any]]], refused: tuple[str, ...] = ("approvalrequests",)
+    ) -> None:
         self.objects = objects
+        self.refused = refused
         self.calls: list[dict[str, Any]] = []
+        self.api_client = self
+        self.manager = "steadfast"  # who wrote the objects, as their managedFields say
 
-    def list_cluster_custom_object(self, group: str, version: str, plural: str, **options: Any) -> Any:
-        return self._list(plural, None, options)
-
-    def list_namespaced_custom_object(
-        self, group: str, version: str, namespace: str, plural: str, **options: Any
+    def call_api(
+        self,
+        path: str,
+        method: str,
+        *,
+        path_params: dict[str, str],
+        query_params: list[tuple[str, Any]],
+        header_params: dict[str, str],
+        **_: Any,
     ) -> Any:
-        return self._list(plural, namespace, options)
+        plural, namespace, options = path_params["plural"], path_params.get("namespace"), dict(query_params)
+        table = "as=Table" in header_params["Accept"]
+        self.calls.append({"plural": plural, "namespace": namespace, "table": table, **options})
+        return self._list(plural, namespace, options, table)
 
-    def _list(self, plural: str, namespace: str | None, options: dict[str, Any]) -> Any:
-        self.calls.append({"plural": plural, "namespace": namespace, **options})
-        if plural == "approvalrequests":
+    def _list(self, plural: str, namespace: str | None, options: dict[str, Any], table: bool) -> Any:
+        if plural in self.refused:
             raise ApiException(status=403, reason="Forbidden")
         items = [o for o in self.objects.get(plural, []) if namespace in (None, o["metadata"]["namespace"])]
-        if selector := options.get("field_selector"):
+        if selector := options.get("fieldSelector"):
             items = [o for o in items if f"status.phase={o['status'].get('phase')}" == selector]
-        start = int(options.get("_continue") or 0)
+        start = int(options.get("continue") or 0)
         page = items[start : start + options["limit"]]
-        more = start + options["limit"] < len(items)
+        meta = {"continue": str(start + options["limit"]) if start + options["limit"] < len(items) else None}
+        kind = next(k for k in KINDS if k.plural == plural)
+        body = as_table(kind, page, meta, self.manager) if table else {"items": page, "metadata": meta}
 
         class Response:
-            data = json.dumps(
-                {"items": page, "metadata": {"continue": str(start + options["limit"]) if more else None}}
-            )
+            data = json.dumps(body, separators=(",", ":")).encode()
 
         return Response()
 
@@ -257,8 +309,8 @@ def test_listing_pages_filters_on_the_server_and_warns_of_a_kind_it_may_not_list
         ("HealthMonitor", "m"),
     ]
     assert warnings == ["warning: cannot list approvalrequests in any namespace (-A): HTTP 403 Forbidden"]
-    failed = [c for c in api.calls if c.get("field_selector") == "status.phase=CompensationFailed"]
-    assert len(failed) == 2 and failed[1]["_continue"] == "2"  # three matches, two per page
+    failed = [c for c in api.calls if c.get("fieldSelector") == "status.phase=CompensationFailed"]
+    assert len(failed) == 2 and failed[1]["continue"] == "2"  # three matches, two per page
 
 
 def test_the_command_is_registered_with_its_options() -> None:
@@ -277,11 +329,10 @@ def test_the_command_is_registered_with_its_options() -> None:
 class NoSelectableFieldApi(PagingApi):
     """An API server whose CRDs have no selectable status.phase (installed on Kubernetes before 1.31)."""
 
-    def _list(self, plural: str, namespace: str | None, options: dict[str, Any]) -> Any:
-        if options.get("field_selector"):
-            self.calls.append(options)
+    def _list(self, plural: str, namespace: str | None, options: dict[str, Any], table: bool) -> Any:
+        if options.get("fieldSelector"):
             raise _bad_request()
-        return super()._list(plural, namespace, options)
+        return super()._list(plural, namespace, options, table)
 
 
 def _bad_request() -> ApiException:
@@ -295,3 +346,105 @@ def test_without_selectable_fields_the_phase_is_filtered_in_the_client() -> None
     api = NoSelectableFieldApi({"tasksagas": sagas})
     found, warnings = listing(api, Filters.build(kinds=["saga"], phases=["CompensationFailed"]), "team-a", NOW)
     assert [r.name for r in found] == ["a"] and warnings == []
+
+
+# --- the table from the Table format: the same rows, a fraction of the bytes --------------------------------------
+
+
+def mixed_fleet() -> dict[str, list[dict[str, Any]]]:
+    """Every kind in phases whose detail comes from the printer columns and in phases that need the object."""
+    hours = timedelta(hours=1)
+    return {
+        "tasksagas": [
+            obj("run", "Running", status={"currentStep": "charge"}, age=timedelta(minutes=5)),
+            obj("bad", "Failed", status={"result": {"status": "Failed", "error": "HTTP 400"}}, age=3 * hours),
+            obj("ok", "Succeeded", age=timedelta(days=3)),
+            obj(
+                "pay",
+                "Paused",
+                status={
+                    "currentStep": "charge",
+                    "pause": {"step": "charge", "expiresAt": "2026-12-07T12:00:00Z"},
+                    "steps": [{"name": "charge", "phase": "Failed", "message": "HTTP 503"}],
+                },
+            ),
+            obj(
+                "undo",
+                "CompensationFailed",
+                status={"compensations": [{"step": "r", "phase": "Failed", "message": "x"}]},
+            ),
+            obj("gated", "AwaitingApproval", status={"approvalRequest": "gated-approval"}),
+        ],
+        "approvalrequests": [
+            approval("ask", "Pending", users=["alice", "bob"], status={"approvals": [{"approved": True}]}),
+            approval("no", "Rejected", status={"reason": "too risky", "approver": "bob"}),
+            approval("yes", "Completed", status={"approver": "alice"}, age=timedelta(days=9)),
+            approval("boom", "ActionFailed", status={"actionResult": {"error": "HTTP 500"}}),
+        ],
+        "healthmonitors": [
+            obj("db", "Healthy", status={"checkCount": 42}),
+            obj("api", "Unhealthy", status={"lastTransitionTime": "2026-12-06T11:00:00Z", "lastError": "timeout"}),
+            obj("off", "Suspended", status={"failedCondition": 'status == "UP"'}),
+        ],
+    }
+
+
+def shown(found: list[FleetRecord]) -> str:
+    return render.table(found, namespaces=True) + "\n" + render.names(found)
+
+
+@pytest.mark.parametrize("filters", [Filters.build(), Filters.build(older_than="2h"), Filters.build(phases=["Failed"])])
+def test_the_table_from_printer_columns_shows_what_whole_objects_show(filters: Filters) -> None:
+    api = PagingApi(mixed_fleet(), refused=())
+    from_objects, _ = listing(api, filters, None, NOW, output="json")
+    api.calls.clear()
+    from_table, warnings = listing(api, filters, None, NOW, output="table")
+    assert shown(from_table) == shown(from_objects) and from_table and warnings == []
+    # Whole objects only for the phases whose detail needs them, each by its field selector.
+    whole = [c for c in api.calls if not c["table"]]
+    assert all(
+        c["fieldSelector"].split("=")[1]
+        in ("Paused", "CompensationFailed", "AwaitingApproval", "Pending", "ActionFailed", "Unhealthy")
+        for c in whole
+    )
+    assert any(c["table"] for c in api.calls)
+
+
+def test_a_phase_that_needs_the_object_and_a_filter_on_approvers_read_whole_objects_only() -> None:
+    api = PagingApi(mixed_fleet(), refused=())
+    found, _ = listing(api, Filters.build(needs_person=True), None, NOW, output="table")
+    assert {r.name for r in found} == {"pay", "undo", "gated", "ask", "api"}
+    found, _ = listing(api, Filters.build(waiting_for="alice"), None, NOW, output="name")
+    assert {r.name for r in found} == {"pay", "undo", "ask"}
+    assert not any(c["table"] for c in api.calls)
+
+
+def test_managed_fields_are_cut_before_parsing_and_an_unexpected_layout_is_parsed_whole() -> None:
+    api = PagingApi(mixed_fleet(), refused=())
+    answer = api._list("tasksagas", None, {"limit": 100}, table=True).data
+    lean = rows.loads(answer)
+    assert len(lean["rows"]) == 6 and all("managedFields" not in r["object"]["metadata"] for r in lean["rows"])
+    assert [r["cells"] for r in lean["rows"]] == [r["cells"] for r in json.loads(answer)["rows"]]
+    # A manager name that looks like the end of a row: the cut answer does not parse, so the whole one is read.
+    api.manager = "x]}}}]"
+    odd = api._list("tasksagas", None, {"limit": 100}, table=True).data
+    assert rows.loads(odd) == json.loads(odd)
+    found, _ = listing(api, Filters.build(), None, NOW, output="table")
+    assert shown(found) == shown(listing(api, Filters.build(), None, NOW, output="json")[0])
+
+
+def test_without_selectable_fields_the_table_reads_detailed_phases_from_one_list() -> None:
+    api = NoSelectableFieldApi(mixed_fleet(), refused=())
+    found, warnings = listing(api, Filters.build(), None, NOW, output="table")
+    assert warnings == [] and shown(found) == shown(
+        listing(PagingApi(mixed_fleet(), refused=()), Filters.build(), None, NOW)[0]
+    )
+    found, _ = listing(api, Filters.build(phases=["Succeeded"]), None, NOW, output="table")
+    assert [r.name for r in found] == ["ok"]
+
+
+def test_a_kind_the_viewer_may_not_list_is_one_warning_in_the_table_too() -> None:
+    api = PagingApi(mixed_fleet())
+    found, warnings = listing(api, Filters.build(), "team-a", NOW, output="table")
+    assert {r.kind for r in found} == {"TaskSaga", "HealthMonitor"}
+    assert warnings == ["warning: cannot list approvalrequests in namespace team-a: HTTP 403 Forbidden"]

@@ -36,7 +36,8 @@ CATEGORY = "steadfast"
 
 @dataclass(frozen=True)
 class PrinterColumn:
-    """An `additionalPrinterColumns` entry of the CRD (what `kubectl get` shows)."""
+    """An `additionalPrinterColumns` entry of the CRD (what `kubectl get` shows). `steadfast list` reads its
+    table from these columns too (the API server's Table format), so what its detail needs is a column."""
 
     name: str
     type: str  # string, integer, number, boolean or date
@@ -116,6 +117,7 @@ TASK_SAGA = Kind(
         PrinterColumn("Step", "string", ".status.currentStep", "The step or compensation running now."),
         PrinterColumn("Task", "string", ".spec.task.id", "The task ID.", priority=1),
         PrinterColumn("Result", "string", ".status.result.status", "The outcome.", priority=1),
+        PrinterColumn("Error", "string", ".status.result.error", "Why it did not succeed.", priority=1),
         AGE,
     ),
     spec_immutable=True,
@@ -137,6 +139,8 @@ HEALTH_MONITOR = Kind(
         PrinterColumn("Checks", "integer", ".status.checkCount", "Checks made."),
         PrinterColumn("Failures", "integer", ".status.consecutiveFailures", "Failed checks in a row.", priority=1),
         PrinterColumn("Last Check", "date", ".status.lastCheckTime", "When the last check finished."),
+        PrinterColumn("Condition", "string", ".status.failedCondition", "The condition that failed.", priority=1),
+        PrinterColumn("Last Error", "string", ".status.lastError", "Why the last failed check failed.", priority=1),
         AGE,
     ),
     selectable_fields=(".status.phase",),
@@ -156,6 +160,7 @@ APPROVAL_REQUEST = Kind(
         PrinterColumn("Title", "string", ".spec.subject.title", "What is being approved."),
         PrinterColumn("Approver", "string", ".status.approver", "Who decided."),
         PrinterColumn("Expires", "string", ".status.expiresAt", "When an undecided request times out."),
+        PrinterColumn("Reason", "string", ".status.reason", "Why it ended as it did.", priority=1),
         AGE,
     ),
     root_rules=(DECISION_FINAL,),

@@ -60,10 +60,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def listing(
-    api: client.CustomObjectsApi, filters: Filters, namespace: str | None, now: datetime | None = None
+    api: client.CustomObjectsApi,
+    filters: Filters,
+    namespace: str | None,
+    now: datetime | None = None,
+    *,
+    output: str = "json",
 ) -> tuple[list[FleetRecord], list[str]]:
-    """The records `filters` keep in `namespace` (None: all), sorted by kind, namespace and name; and warnings."""
-    answer = query.fetch(api, filters.requests(), namespace, filters.selector)
+    """The records `filters` keep in `namespace` (None: all), sorted by kind, namespace and name; and warnings.
+
+    For the table and names, unless a filter reads more than the printer columns, the API server's Table
+    format is read instead of whole objects (query.fetch); the records are the same but for JSON-only fields
+    (approvers outside the detailed phases)."""
+    objects = output == "json" or filters.needs_objects
+    answer = query.fetch(api, filters.requests(), namespace, filters.selector, objects=objects)
     now = now or datetime.now(UTC)
     records = [from_object(request.kind, obj, now) for request, obj in answer.items]
     order = {k.kind: i for i, k in enumerate(KINDS)}
@@ -87,7 +97,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     api, namespace = kubeconfig.connect(args)
-    records, warnings = listing(api, filters, None if args.all_namespaces else namespace)
+    records, warnings = listing(api, filters, None if args.all_namespaces else namespace, output=args.output)
     for warning in warnings:
         print(warning, file=sys.stderr)
     if not records and args.output != "json":  # as kubectl: nothing on stdout, so pipes see no rows

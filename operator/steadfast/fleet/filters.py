@@ -117,6 +117,11 @@ class Filters:
                 out.extend(Request(kind, p) for p in sorted(phases))
         return out
 
+    @property
+    def needs_objects(self) -> bool:
+        """Whether `keep` reads what no printer column shows (a request's approvers)."""
+        return self.waiting_for is not None
+
     def keep(self, record: FleetRecord) -> bool:
         """What the server could not filter: age and a request's approvers."""
         age = record.age_seconds

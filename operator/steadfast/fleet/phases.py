@@ -30,4 +30,12 @@ WAITING_FOR_USER: dict[Kind, frozenset[str]] = {
     HEALTH_MONITOR: frozenset(),
 }
 
-assert set(PHASES) == set(NEEDS_PERSON) == set(WAITING_FOR_USER) == set(KINDS)
+# Phases whose fleet record needs the whole object (approvers, the failed step's message, failed compensations,
+# the approvals so far): the table reads them as objects, every other phase from the printer columns alone.
+DETAILED: dict[Kind, frozenset[str]] = {
+    APPROVAL_REQUEST: NEEDS_PERSON[APPROVAL_REQUEST] | {ApprovalPhase.ACTION_FAILED.value},
+    TASK_SAGA: NEEDS_PERSON[TASK_SAGA],
+    HEALTH_MONITOR: NEEDS_PERSON[HEALTH_MONITOR],
+}
+
+assert set(PHASES) == set(NEEDS_PERSON) == set(WAITING_FOR_USER) == set(DETAILED) == set(KINDS)
