@@ -143,3 +143,10 @@ def test_keeper_applies_messages_and_survives_continue_as_new() -> None:
     apply(sem, KeeperMessage(op="acquire", instance="i-b", ticket=ticket("b", limit=1)))
     carried = Semaphore.model_validate(sem.wire())
     assert slots(apply(carried, KeeperMessage(op="release", instance="i-a"))) == ["i-b"]
+
+
+def test_a_check_looks_at_holders_and_the_head_of_a_long_line_only() -> None:
+    sem = Semaphore(namespace="ns", key="k")
+    for n in range(50):
+        sem.acquire(ticket(f"s{n:02}"))
+    assert sem.to_check() == [f"i-s{n:02}" for n in range(2 + TELL_FIRST)]

@@ -4,8 +4,9 @@ The engine hands an instance its events one at a time, whichever replica raised 
 replica shares this one truth. Sagas raise `acquire` and `release` on it (KeeperMessage); it grants by raising
 `slot` on a saga (NOTIFY). While it has holders or waiters it checks every `check_seconds` which of them still
 run (CHECK): a saga terminated (onDelete: Abandon) or purged without a release frees its slot so. It never ends
-by itself (an idle keeper waits for its next message), and continues as new every HISTORY_LIMIT messages with
-its state (and the events not yet handled) carried over, so its history stays short.
+by itself (an idle keeper waits for its next message), and continues as new after HISTORY_LIMIT messages and
+checks, right after a message (no waiter open), with its state and the events not yet handled carried over, so
+its history stays short.
 """
 
 from __future__ import annotations
@@ -36,23 +37,29 @@ def keeper_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[
     state.handled = 0
     # One waiter for messages and one check timer at a time: the SDK hands an event to the oldest waiter of its
     # name, and a timer made afresh for each message would never fire while messages keep coming.
-    message = ctx.wait_for_external_event(KEEPER_EVENT)
+    message: Any = None
     timer: Any = None
-    while state.handled < HISTORY_LIMIT:
+    while True:
+        if message is None:
+            # Continue as new only with no waiter open: the SDK carries over events nobody waited for, but an
+            # event that completed a waiter the code has not read yet would be lost.
+            if state.handled >= HISTORY_LIMIT:
+                break
+            message = ctx.wait_for_external_event(KEEPER_EVENT)
         if state.busy() and timer is None:
             timer = ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=state.check_seconds))
         winner = (yield when_any([message, timer])) if timer is not None else (yield message)
         state.handled += 1
-        if winner is timer:
+        if timer is not None and winner is timer:
             timer = None
             try:
-                gone = set((yield ctx.call_activity(CHECK, input={"instances": state.instances()})) or [])
+                gone = set((yield ctx.call_activity(CHECK, input={"instances": state.to_check()})) or [])
             except TaskFailedError:
                 gone = set()  # nothing known: keep everyone until the next check
             notices = state.drop(gone)
         else:
             notices = apply(state, KeeperMessage.model_validate(message.get_result() or {}))
-            message = ctx.wait_for_external_event(KEEPER_EVENT)
+            message = None
         if notices:
             # A saga that missed its slot asks again (workflows.saga REACQUIRE_EVERY) and is granted again.
             with suppress(TaskFailedError):

@@ -29,8 +29,11 @@ class Semaphore(Record):
     told: dict[str, int] = {}  # instance -> the position it was last told
     handled: int = 0  # messages and checks in this run (continue-as-new after a bound)
 
-    def instances(self) -> list[str]:
-        return [t.instance for t in self.holders + self.waiting]
+    def to_check(self) -> list[str]:
+        """The instances whose end matters now: the holders, and the waiters next in line (one ended further
+        back is found when it comes near the head). Bounded, so a long line costs no more per check."""
+        near = max(TELL_FIRST, self.waiting[0].limit if self.waiting else 0)
+        return [t.instance for t in self.holders + self.waiting[:near]]
 
     def busy(self) -> bool:
         return bool(self.holders or self.waiting)
