@@ -29,9 +29,10 @@ POLICIES = PolicyReader(api_client)
 
 
 def _saga_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]) -> saga.SagaInput:
-    """The saga's input with its gate, its failure behaviour and its retention resolved now, from its spec, the
-    policies and the operator's defaults (see approval.policy, repair.policy, retention.policy)."""
-    gate, on_failure, retention = POLICIES.for_saga(spec, body)
+    """The saga's input with its gate, its failure behaviour, its retention and its concurrency key and limit
+    resolved now, from its spec, the policies and the operator's defaults (see approval.policy, repair.policy,
+    retention.policy, concurrency.rules)."""
+    gate, on_failure, retention, concurrency = POLICIES.for_saga(spec, body)
     return saga.SagaInput(
         ref=ref,
         generation=generation,
@@ -40,6 +41,7 @@ def _saga_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, A
         gate_resolved=True,
         on_failure=on_failure,
         retention=retention,
+        concurrency=concurrency,
     )
 
 

@@ -1,5 +1,5 @@
-"""Reading SteadfastPolicies and a namespace's labels, to resolve a TaskSaga's gate, failure behaviour and
-retention (and an ApprovalRequest's retention) when it starts.
+"""Reading SteadfastPolicies and a namespace's labels, to resolve a TaskSaga's gate, failure behaviour,
+concurrency limit and retention (and an ApprovalRequest's retention) when it starts.
 
 Read from the API server at each start rather than from a watch cache: a cache that is still filling when
 the operator starts would let a saga through ungated. Two reads per saga start (not per step).
@@ -22,6 +22,8 @@ from steadfast.api.repair import OnFailure
 from steadfast.api.retention import Retention
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.approval.policy import EffectiveGate, effective_gate
+from steadfast.concurrency import rules as concurrency_rules
+from steadfast.concurrency.records import SagaConcurrency
 from steadfast.repair.policy import effective_on_failure
 from steadfast.retention import policy as retention_policy
 
@@ -34,6 +36,7 @@ class SagaPolicy(NamedTuple):
     gate: EffectiveGate | None
     on_failure: OnFailure | None
     retention: Retention | None
+    concurrency: SagaConcurrency | None = None
 
 
 class PolicyReader:
@@ -77,14 +80,19 @@ class PolicyReader:
         return self.for_saga(spec, body).gate
 
     def for_saga(self, spec: TaskSagaSpec, body: Mapping[str, Any]) -> SagaPolicy:
-        """The saga's gate, what it does when a step fails and its retention, from one read of the policies and
-        the namespace."""
+        """The saga's gate, what it does when a step fails, its retention and its concurrency key and limit, from
+        one read of the policies and the namespace."""
         meta = body["metadata"]
         labels = dict(meta.get("labels") or {})
         namespace_labels, policies = self.namespace_labels(meta["namespace"]), self.policies()
         gate = effective_gate(spec, labels, namespace_labels, policies)
         on_failure = effective_on_failure(spec, namespace_labels, policies)
-        return SagaPolicy(gate, on_failure, self._retention(spec.retention, namespace_labels, policies))
+        retention = self._retention(spec.retention, namespace_labels, policies)
+        created = str(meta.get("creationTimestamp") or "")
+        concurrency = concurrency_rules.resolve(
+            spec.concurrency, spec.task, meta["namespace"], created, namespace_labels, policies
+        )
+        return SagaPolicy(gate, on_failure, retention, concurrency)
 
     def retention_for(self, own: Retention | None, namespace: str) -> Retention | None:
         """A resource's retention: its own, else its namespace's policy default, else the operator's."""

@@ -25,6 +25,9 @@ from steadfast.api.retention import Retention
 from steadfast.api.saga import TaskSagaSpec
 from steadfast.binding import Bindings
 from steadfast.cluster_view import ClusterWatch
+from steadfast.concurrency import activities as slot_activities
+from steadfast.concurrency import keeper
+from steadfast.concurrency.records import KEEPER
 from steadfast.egress import EgressPolicy, IPAddress
 from steadfast.egress_rules import DEFAULT_CLUSTER_NETWORKS
 from steadfast.expressions.sandbox import Sandbox
@@ -186,6 +189,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="how often to look for finished resources whose status.retainedUntil has passed (a few list calls "
         "with a phase filter each time)",
     )
+    run.add_argument(
+        "--concurrency-check-interval",
+        type=float,
+        default=float(os.environ.get("STEADFAST_CONCURRENCY_CHECK_INTERVAL", str(slot_activities.CHECK_SECONDS))),
+        metavar="SECONDS",
+        help="how often a concurrency key's keeper with holders checks that they still run (a saga terminated "
+        "with onDelete: Abandon frees its slot so); set when the keeper starts",
+    )
     webhooks.add_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=main)
@@ -268,7 +279,10 @@ def _gate_warning(saga: Mapping[str, Any]) -> str | None:
 
 
 def runtime_factory(
-    activities: Activities, host: str | None = None, port: str | None = None
+    activities: Activities,
+    host: str | None = None,
+    port: str | None = None,
+    slots: slot_activities.SlotActivities | None = None,
 ) -> Callable[[], WorkflowRuntime]:
     """Builds the worker's runtime; called again for every reconnect of the watchdog (engine from the env)."""
 
@@ -283,6 +297,9 @@ def runtime_factory(
         activities.register(runtime)
         for binding in catalog.BINDINGS:
             runtime.register_workflow(registrable(binding.workflow_fn), name=binding.workflow)
+        runtime.register_workflow(registrable(keeper.keeper_workflow), name=KEEPER)
+        if slots is not None:
+            slots.register(runtime)
         return runtime
 
     return build
@@ -341,7 +358,8 @@ def main(args: argparse.Namespace) -> int:
     )
     metrics.watch_shares("actions", lambda: shares.in_use, lambda: shares.waiting)
     activities = Activities(runner, writer, shares)
-    worker = Worker(runtime_factory(activities), client, interval=args.worker_probe_interval)
+    slots = slot_activities.SlotActivities(client, check_seconds=args.concurrency_check_interval)
+    worker = Worker(runtime_factory(activities, slots=slots), client, interval=args.worker_probe_interval)
     worker.start()
     log.info("workflow worker connected")
     catalog.POLICIES.retention_default = _retention_default(args)

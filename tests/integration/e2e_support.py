@@ -122,6 +122,8 @@ class Operator:
             "STEADFAST_WORKER_PROBE_INTERVAL": "3",
             # Retention tests wait for removals: sweep every second (production: 30 s; a few list calls each).
             "STEADFAST_RETENTION_SWEEP_INTERVAL": "1",
+            # Concurrency tests wait for an abandoned saga's slot: keepers check their holders every 2 s (30 s).
+            "STEADFAST_CONCURRENCY_CHECK_INTERVAL": "2",
         }
         self.log = log
         self.extra_args = list(extra_args)

@@ -1,5 +1,6 @@
 """Two operator replicas, each with its own daprd, on one placement, one scheduler and one database, as the chart
-deploys them: the workflow work is spread over both, and SIGKILL of one replica with its daprd loses nothing.
+deploys them: the workflow work is spread over both, and SIGKILL of one replica with its daprd loses nothing
+(nor gives a concurrency slot twice: the killed batch shares one key).
 
 kopf peering makes one replica active for resource handlers (the other stands by), but both run the workflow
 worker: placement spreads the workflow and activity actors over both daprd, so each replica runs part of every
@@ -31,10 +32,12 @@ from steadfast.dev.controlplane import cluster
 from steadfast.dev.controlplane.daprd import DaprdEngine
 from steadfast.dev.engines import Engine
 from steadfast.dev.workflow_api import WorkflowAPI
+from steadfast.records import idempotency_key
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.chaos, pytest.mark.replicas]
 
 SAGAS = int(os.environ.get("STEADFAST_REPLICA_SAGAS", "10"))
+LIMIT = 3  # the killed batch shares one concurrency key: its keeper's slots across both replicas and the kill
 PEERING = "replica-peers"
 
 
@@ -42,6 +45,20 @@ def shared_store(engine: Engine) -> DaprdEngine:
     if isinstance(engine, DaprdEngine) and isinstance(engine.store, statestores.ChartPostgres | statestores.ChartRedis):
         return engine
     pytest.skip("several replicas need a state store on a database server (daprd-postgres, daprd-redis)")
+
+
+def sagas_at_once(svc: TaskService, uids: dict[str, str]) -> int:
+    """The most sagas whose calls overlapped: each saga's span runs from its first call's arrival to its last
+    (its Idempotency-Keys say which calls are its own; a redelivery after the kill stays inside its span)."""
+    steps = [s["name"] for s in saga(svc, "x")["steps"]]
+    owner = {idempotency_key(uid, step, "action"): name for name, uid in uids.items() for step in steps}
+    spans: dict[str, list[float]] = {}
+    for delivery in svc.stats()["deliveries"]:
+        name = owner.get(delivery["key"])
+        if name is not None:
+            spans.setdefault(name, []).append(delivery["at"])
+    bounds = [(min(times), max(times)) for times in spans.values()]
+    return max((sum(1 for start, end in bounds if start <= at <= end) for at, _ in bounds), default=0)
 
 
 def test_two_replicas_share_the_work_and_survive_sigkill(
@@ -98,7 +115,9 @@ def test_two_replicas_share_the_work_and_survive_sigkill(
         task_service.fault("POST /notices", fail=0, delay=0.5)  # keep sagas in flight across the kill
         killed = [f"k{i:03d}" for i in range(SAGAS)]
         for name in killed:
-            sagas.create(name, saga(task_service, f"{namespace}-{name}"))
+            sagas.create(
+                name, {**saga(task_service, f"{namespace}-{name}"), "concurrency": {"key": "batch", "limit": LIMIT}}
+            )
         eventually(lambda: len(task_service.applied("/records")) >= len(spread) + 2, what="the batch under way")
         b_before = activities(b)
         a.kill()
@@ -148,12 +167,14 @@ def test_two_replicas_share_the_work_and_survive_sigkill(
             "watch", lambda s: s.get("checkCount", 0) >= checks_at_kill + 3, "checks after the kill", timeout=60
         )
         assert_effects_once(task_service, spread + killed)
+        at_once = sagas_at_once(task_service, uids)
+        assert 0 < at_once <= LIMIT, f"{at_once} sagas of the key ran at once across the replicas (limit {LIMIT})"
         assert task_service.applied("/deploy") == ["POST /deploy"], "the approval's action ran other than once"
         assert activities(b) > b_before, "the surviving replica ran nothing after the kill"
         assert "Resuming operations" in b.log.read_text(), "the standby did not take over the resource handlers"
         print(
             f"[replicas] {len(open_at_kill)} of {SAGAS} sagas in flight at SIGKILL of replica a and its daprd; "
-            f"every saga final {recovered:.1f}s after it"
+            f"every saga final {recovered:.1f}s after it; at most {at_once} of the key's sagas at once (limit {LIMIT})"
         )
     finally:
         task_service.clear_faults()

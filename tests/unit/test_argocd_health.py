@@ -57,6 +57,7 @@ def ready(message: str) -> list[dict[str, Any]]:
         ("Pending", "Progressing"),
         ("Running", "Progressing"),
         ("Compensating", "Progressing"),
+        ("Queued", "Progressing"),  # waits for a concurrency slot: it moves on by itself, nobody needs to act
         ("AwaitingApproval", "Suspended"),
         ("Paused", "Suspended"),  # a step failed; a person decides (not finished, not healthy)
         ("Succeeded", "Healthy"),

@@ -44,6 +44,7 @@ def test_a_saga_that_ended_needing_nobody_is_removable(phase: SagaPhase, outcome
     [
         SagaPhase.PENDING,
         SagaPhase.AWAITING_APPROVAL,
+        SagaPhase.QUEUED,
         SagaPhase.RUNNING,
         SagaPhase.PAUSED,
         SagaPhase.COMPENSATING,
@@ -56,7 +57,7 @@ def test_an_unfinished_saga_or_one_waiting_for_a_person_never_is(phase: SagaPhas
 
 
 def test_every_saga_phase_is_either_removable_or_named_as_kept() -> None:
-    kept = {"Pending", "AwaitingApproval", "Running", "Paused", "Compensating", "CompensationFailed"}
+    kept = {"Pending", "AwaitingApproval", "Queued", "Running", "Paused", "Compensating", "CompensationFailed"}
     assert {p.value for p in SagaPhase} == set(REMOVABLE[SAGA]) | kept
 
 

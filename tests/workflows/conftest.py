@@ -16,6 +16,9 @@ import pytest
 from workflow_fakes import Harness, World
 
 from steadfast.approval import workflow as approval
+from steadfast.concurrency import keeper
+from steadfast.concurrency.activities import SlotActivities
+from steadfast.concurrency.records import KEEPER
 from steadfast.records import EXECUTE, REPORT
 from steadfast.workflows import monitor, saga
 from steadfast_engine.process import EngineProcess, start_engine
@@ -40,8 +43,12 @@ def world() -> World:
 
 @pytest.fixture(scope="session")
 def runtime(engine: EngineProcess, world: World) -> Iterator[wf.WorkflowRuntime]:
-    """One worker with the operator's real workflows and the fake activities."""
+    """One worker with the operator's real workflows, the fake activities and the real concurrency activities
+    (they only talk to the engine; a keeper checks its holders every second here)."""
     rt = wf.WorkflowRuntime(host=engine.host, port=str(engine.port))
+    slots_client = wf.DaprWorkflowClient(host=engine.host, port=str(engine.port))
+    rt.register_workflow(keeper.keeper_workflow, name=KEEPER)
+    SlotActivities(slots_client, check_seconds=1).register(rt)
     rt.register_workflow(saga.saga_workflow, name=saga.NAME)
     rt.register_workflow(monitor.monitor_workflow, name=monitor.NAME)
     rt.register_workflow(approval.approval_workflow, name=approval.NAME)

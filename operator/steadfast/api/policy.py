@@ -17,13 +17,14 @@ import ipaddress
 import re
 import unicodedata
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase
+from steadfast.api.concurrency import MAX_LIMIT
 from steadfast.api.duration import DurationCheck
 from steadfast.api.repair import FailureAction
 from steadfast.api.retention import MAXIMUM
@@ -224,6 +225,23 @@ class RetentionRule(ApiModel):
     )
 
 
+class ConcurrencyRule(ApiModel):
+    """A limit on the TaskSagas of the selected namespaces that name a matching concurrency key (their
+    spec.concurrency.key, rendered); per namespace and key, as a saga's own limit is."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Rule name, shown in a queued saga's status.")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Namespaces the rule applies to ({}: all)."
+    )
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        description="The keys it limits: exact, or a glob (payments-*; * matches every key). Sagas without "
+        "spec.concurrency are never limited.",
+    )
+    limit: int = Field(ge=1, le=MAX_LIMIT, description="Sagas of one such key running at once in a namespace.")
+
+
 class SteadfastPolicySpec(ApiModel):
     """Rules platform admins set for every namespace."""
 
@@ -251,11 +269,16 @@ class SteadfastPolicySpec(ApiModel):
         "outcome by outcome. Unfinished resources and those waiting for a person are never removed.",
     )
 
-    @field_validator("approvals", "egress", "limits", "failure", "retention")
+    concurrency: Annotated[list[ConcurrencyRule], list_map("name")] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Limits on TaskSagas by concurrency key; the lowest of the saga's own and every matching rule "
+        "applies, resolved when the saga starts.",
+    )
+
+    @field_validator("approvals", "egress", "limits", "failure", "retention", "concurrency")
     @classmethod
-    def _unique(
-        cls, rules: list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule] | list[RetentionRule]
-    ) -> list[ApprovalRule] | list[EgressRule] | list[LimitRule] | list[FailureRule] | list[RetentionRule]:
+    def _unique(cls, rules: list[Any]) -> list[Any]:
         dupes = sorted(n for n, c in Counter(r.name for r in rules).items() if c > 1)
         if dupes:
             raise PydanticCustomError(

@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.approval import Approvers
 from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase, Timestamp
+from steadfast.api.concurrency import Concurrency
 from steadfast.api.duration import DurationCheck, parse_duration
 from steadfast.api.repair import MAX_DECISIONS, DecisionRecord, OnFailure, PauseStatus, Repair
 from steadfast.api.retention import Retention
@@ -205,6 +206,7 @@ _FIXED_FIELDS = [
     ("onDelete", True),
     ("onFailure", True),
     ("retention", True),
+    ("concurrency", True),
 ]
 
 
@@ -244,6 +246,12 @@ class TaskSagaSpec(ApiModel):
         None,
         description="How long the finished saga is kept before the operator deletes it (and purges its workflow "
         "state), by outcome; unset outcomes take the namespace's SteadfastPolicy default, then the operator's.",
+    )
+    concurrency: Concurrency | None = Field(
+        None,
+        description="Wait for one of a limited number of slots shared by the namespace's sagas of the same key "
+        "(phase Queued), in creation order; the slot is held until the saga ends (a gated saga takes it once "
+        "approved).",
     )
     repair: Repair | None = Field(
         None,
@@ -294,6 +302,7 @@ class TaskSagaSpec(ApiModel):
 class SagaPhase(StrEnum):
     PENDING = "Pending"
     AWAITING_APPROVAL = "AwaitingApproval"
+    QUEUED = "Queued"  # waiting for a concurrency slot
     RUNNING = "Running"
     PAUSED = "Paused"
     COMPENSATING = "Compensating"
@@ -366,6 +375,17 @@ class SagaResult(ApiModel):
     error: str | None = Field(None, description="Why it did not succeed.")
 
 
+class QueueStatus(ApiModel):
+    """Where a Queued saga waits: its concurrency key, limit and place in line."""
+
+    key: str = Field(description="The rendered concurrency key (in the saga's namespace).")
+    limit: int = Field(description="The limit that applies to this saga (its own or a policy's, the lowest).")
+    position: int | None = Field(
+        None, description="Place in line (1: next) as last told; it only moves forward while the saga waits."
+    )
+    policy: str | None = Field(None, description="The SteadfastPolicy rules (policy/rule) that set the limit.")
+
+
 class TaskSagaStatus(StatusBase):
     """Progress of a TaskSaga: every step and compensation, visible with kubectl get -o yaml."""
 
@@ -386,6 +406,7 @@ class TaskSagaStatus(StatusBase):
         None, description="When the operator deletes this finished saga (finishedAt + its retention for the outcome)."
     )
     pause: PauseStatus | None = Field(None, description="Where the saga is paused, while it is Paused.")
+    queue: QueueStatus | None = Field(None, description="Where the saga waits for a concurrency slot, while Queued.")
     decisions: list[DecisionRecord] = Field(
         default_factory=list,
         max_length=MAX_DECISIONS,

@@ -8,14 +8,22 @@ races the event), then everything done is undone.
 A person may step in (steadfast.repair): a saga whose onFailure is Pause stops at a failed step until a
 decision (Retry, Skip, Compensate) or its pauseTimeout; a CompensationFailed saga waits for Retry (of the
 failed compensations, with their original idempotency keys) or Resolve (undone by hand) until it is deleted.
+
+A saga with a concurrency key (steadfast.concurrency) waits, once approved, for a slot of its key's keeper
+(phase Queued) and releases it at every end: after its steps, or its compensations, or when deleted while queued.
+Only inputs that carry a key take this path, so instances started before it replay as they ran.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from contextlib import suppress
+from datetime import timedelta
 from typing import Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
+from dapr.ext.workflow import RetryPolicy as EngineRetry
+from dapr.ext.workflow._durabletask.task import TaskFailedError
 
 from steadfast.api.duration import parse_duration
 from steadfast.api.kinds import TASK_SAGA
@@ -24,6 +32,7 @@ from steadfast.api.retention import Retention
 from steadfast.api.saga import (
     CompensationPhase,
     CompensationStatus,
+    QueueStatus,
     RetryPolicy,
     SagaPhase,
     SagaResult,
@@ -35,6 +44,16 @@ from steadfast.api.saga import (
 )
 from steadfast.approval import rules as approval
 from steadfast.approval.policy import EffectiveGate
+from steadfast.concurrency.records import (
+    ACQUIRE,
+    POSITION_EVENT,
+    RELEASE,
+    SLOT_EVENT,
+    KeeperMessage,
+    SagaConcurrency,
+    SlotRequest,
+    Ticket,
+)
 from steadfast.conditions import State, conditions
 from steadfast.records import Outcome, WorkflowInput
 from steadfast.repair import workflow as repairs
@@ -46,6 +65,14 @@ NAME = "steadfast.tasksaga"
 CANCEL_EVENT = "cancel"
 # Compensations without their own retry policy still get a few tries: undoing matters.
 COMPENSATION_RETRY = RetryPolicy(max_attempts=3, initial_interval="1s", backoff_coefficient=2, max_interval="10s")
+# A queued saga asks its keeper again this often: a slot event lost on the way (an engine outage) is sent again.
+REACQUIRE_EVERY = timedelta(minutes=5)
+SLOT_RETRY = EngineRetry(
+    first_retry_interval=timedelta(seconds=1),
+    max_number_of_attempts=8,
+    backoff_coefficient=2,
+    max_retry_interval=timedelta(seconds=30),
+)
 
 _CONDITION_STATE: dict[SagaPhase, State] = {
     SagaPhase.PAUSED: "stalled",  # needs a person: kstatus shows it as needing attention, Argo CD as Suspended
@@ -67,6 +94,8 @@ class SagaInput(WorkflowInput[TaskSagaSpec]):
     on_failure: OnFailure | None = None
     # How long the finished saga is kept, resolved at start (steadfast.retention.policy); None: kept.
     retention: Retention | None = None
+    # Its concurrency key and limit, resolved at start (steadfast.concurrency.rules); None: not limited.
+    concurrency: SagaConcurrency | None = None
 
     def effective_gate(self) -> EffectiveGate | None:
         if self.gate_resolved:
@@ -87,6 +116,8 @@ class _Saga:
         self.gate = given.effective_gate()
         self.on_failure = given.on_failure
         self.retention = given.retention
+        self.concurrency = given.concurrency
+        self.asked = False  # whether it asked its keeper for a slot (so it must release at its end)
         self.decisions = repairs.Decisions(ctx, given.generation)
         self.state = TaskSagaStatus(
             phase=SagaPhase.RUNNING,
@@ -138,7 +169,18 @@ class _Saga:
         """Whether `step` has something to undo: its compensation, or the recorded undo of its apply/patch."""
         return step.compensation is not None or step.name in self.undo
 
+    def queued(self) -> None:
+        """Show the saga waiting for a slot of its key (until the first step's snapshot says Running)."""
+        assert self.concurrency is not None
+        self.phase = SagaPhase.QUEUED
+        policy = ", ".join(self.concurrency.rules) or None
+        self.state.queue = QueueStatus(key=self.concurrency.key, limit=self.concurrency.limit, policy=policy)
+
     def _message(self) -> str:
+        queue = self.state.queue
+        if self.phase == SagaPhase.QUEUED and queue is not None:
+            where = f"; position {queue.position}" if queue.position else ""
+            return f"waiting for a slot of concurrency key {queue.key!r} (limit {queue.limit}){where}"
         if self.state.pause is not None:
             return (
                 f"step {self.state.pause.step} failed; paused for a decision (spec.repair: Retry, Skip or "
@@ -257,10 +299,75 @@ def _await_approval(saga: _Saga, cancel: Any) -> Generator[Any, Any, tuple[str |
     name = saga.state.approval_request
     if outcome.approved:
         saga.phase = SagaPhase.RUNNING
+        if saga.concurrency is not None:
+            saga.queued()
         saga.reporter.event("Approved", f"ApprovalRequest {name} approved by {outcome.approver}")
         yield saga.reporter.report(saga.status())
         return None, False
     return f"ApprovalRequest {name} {outcome.phase.value}: {outcome.reason}", True
+
+
+def _slot_request(saga: _Saga, message: KeeperMessage) -> dict[str, Any]:
+    assert saga.concurrency is not None
+    ref = saga.reporter.ref
+    return SlotRequest(
+        keeper=saga.concurrency.keeper, namespace=ref.namespace, key=saga.concurrency.key, message=message
+    ).wire()
+
+
+def _take_slot(saga: _Saga, cancel: Any) -> Generator[Any, Any, bool]:
+    """Wait in phase Queued for a slot of the saga's key: True once it holds one, False when deleted first."""
+    ctx = saga.reporter.ctx
+    assert saga.concurrency is not None
+    ticket = Ticket(
+        instance=ctx.instance_id,
+        created=saga.concurrency.created,
+        name=saga.reporter.ref.name,
+        limit=saga.concurrency.limit,
+    )
+    acquire = _slot_request(saga, KeeperMessage(op="acquire", instance=ctx.instance_id, ticket=ticket))
+    slot = ctx.wait_for_external_event(SLOT_EVENT)
+    position = ctx.wait_for_external_event(POSITION_EVENT)
+    saga.asked = True
+    timer: Any = None
+    while True:
+        if timer is None:  # ask (again): the keeper grants a holder again, and keeps a waiter's place
+            try:
+                yield ctx.call_activity(ACQUIRE, input=acquire, retry_policy=SLOT_RETRY)
+            except TaskFailedError as exc:
+                saga.reporter.event("QueueUnreachable", f"cannot reach the concurrency keeper: {exc}", warning=True)
+            timer = ctx.create_timer(ctx.current_utc_datetime + REACQUIRE_EVERY)
+        winner = yield when_any([slot, position, cancel, timer])
+        if winner is slot:
+            break
+        if winner is cancel:
+            saga.state.queue = None
+            return False
+        if winner is timer:
+            timer = None
+            continue
+        queue = saga.state.queue
+        if queue is not None:
+            first = queue.position is None
+            queue.position = int((position.get_result() or {}).get("position") or 0) or None
+            if first:
+                saga.reporter.event("Queued", saga._message())
+            yield saga.reporter.report(saga.status())
+        position = ctx.wait_for_external_event(POSITION_EVENT)
+    saga.state.queue = None
+    saga.phase = SagaPhase.RUNNING
+    return True
+
+
+def _release(saga: _Saga) -> Generator[Any, Any, None]:
+    """Leave the key's keeper, holding a slot or still in line (once; nothing when it never asked)."""
+    if not saga.asked:
+        return
+    saga.asked = False
+    ctx = saga.reporter.ctx
+    release = _slot_request(saga, KeeperMessage(op="release", instance=ctx.instance_id))
+    with suppress(TaskFailedError):  # if it fails for good, the keeper's check finds this instance ended
+        yield ctx.call_activity(RELEASE, input=release, retry_policy=SLOT_RETRY)
 
 
 def _pause(saga: _Saga, step: Step, cancel: Any) -> Generator[Any, Any, RepairEvent | str]:
@@ -356,6 +463,8 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
         saga.reporter.event(
             "AwaitingApproval", f"waiting for ApprovalRequest {saga.state.approval_request}: {saga.gate.describe()}"
         )
+    elif saga.concurrency is not None:
+        saga.queued()
     yield saga.reporter.report(saga.status())
 
     done: list[Step] = []
@@ -364,6 +473,8 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
     pauses = saga.on_failure is not None and saga.on_failure.action == FailureAction.PAUSE
     if gated:
         error, rejected = yield from _await_approval(saga, cancel)
+    if error is None and saga.concurrency is not None and not (yield from _take_slot(saga, cancel)):
+        error = "the TaskSaga was deleted while queued"
     for step, record in zip(saga.spec.steps, steps, strict=True):
         if error is not None:
             break
@@ -398,6 +509,7 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
 
     if error is None:
         saga.phase = SagaPhase.SUCCEEDED
+        yield from _release(saga)
     else:
         for record in steps:
             if record.phase == StepPhase.PENDING:
@@ -412,6 +524,7 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
             saga.state.compensations.append(undo)
             if not (yield from saga.run(step, undo, compensation=True)):
                 failed += 1
+        yield from _release(saga)  # after the compensations, which still call the key's downstream
         if to_undo:
             saga.phase = SagaPhase.COMPENSATION_FAILED if failed else SagaPhase.COMPENSATED
         base_error = error
