@@ -110,6 +110,16 @@ def report(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def series(row: dict[str, Any], points: int = 12) -> str:
+    """The flow's samples at about `points` moments, as a table (the plot's numbers)."""
+    samples = row["samples"]
+    step = max(1, len(samples) // points)
+    lines = ["| seconds | TaskSagas in etcd | engine instances | operator RSS (MiB) |", "|---:|---:|---:|---:|"]
+    for s in [*samples[::step], samples[-1]] if samples[-1] not in samples[::step] else samples[::step]:
+        lines.append(f"| {s['t']} | {int(s['objects'])} | {int(s['instances'])} | {s['rss']} |")
+    return "\n".join(lines)
+
+
 def plot(row: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -162,7 +172,9 @@ def main(argv: list[str]) -> int:
         drawn = plot(rows[1], image)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         figure = f"\n\n![retention flow]({image.name})\n" if drawn else ""
-        write_doc(args.write, table + figure, argv, script="bench/retention_bench.py")
+        note = "The flow with retention over time (the engine's count includes the baseline's instances):"
+        over_time = f"\n\n{note}\n\n{series(rows[1])}\n"
+        write_doc(args.write, table + figure + over_time, argv, script="bench/retention_bench.py")
         print(f"wrote {args.write} ({stamp}, {os.cpu_count()} CPUs, {platform.machine()})", file=sys.stderr)
     return 0
 
