@@ -274,21 +274,22 @@ def verify_creator(body: Mapping[str, Any], token: str | None) -> Sealed:
 
 def verify_decision(body: Mapping[str, Any], token: str | None) -> Sealed:
     """The decision seal of an ApprovalRequest, checked against its current spec.decision."""
-    sealed = SEALER.open(token)
-    if sealed.role != "decision":
-        raise SealError("not a decision's seal")
-    check_binding(sealed, body)
-    if sealed.decision != digest((body.get("spec") or {}).get("decision") or {}):
-        raise SealError("the decision is not the one admission sealed")
-    return sealed
+    return _verify_decided(body, token, "decision", "the decision")
 
 
 def verify_repair(body: Mapping[str, Any], token: str | None) -> Sealed:
     """The repair seal of `body`, checked against its current spec.repair and generation."""
+    return _verify_decided(body, token, "repair", "the repair decision")
+
+
+def _verify_decided(
+    body: Mapping[str, Any], token: str | None, role: Literal["decision", "repair"], what: str
+) -> Sealed:
+    """A decision's seal (role = the spec field it seals), bound to `body` and to that field as it is now."""
     sealed = SEALER.open(token)
-    if sealed.role != "repair":
-        raise SealError("not a repair decision's seal")
+    if sealed.role != role:
+        raise SealError(f"not {what}'s seal")
     check_binding(sealed, body)
-    if sealed.decision != digest((body.get("spec") or {}).get("repair") or {}):
-        raise SealError("the repair decision is not the one admission sealed")
+    if sealed.decision != digest((body.get("spec") or {}).get(role) or {}):
+        raise SealError(f"{what} is not the one admission sealed")
     return sealed

@@ -113,6 +113,16 @@ def fault_paths(task_service: TaskService) -> Iterator[list[str]]:
         task_service.fault(route, fail=0)
 
 
+def paused(who: Resources, svc: TaskService, armed: list[str], name: str) -> str:
+    """`name`, a pausing saga whose notify step fails (its exact path armed, and disarmed after the test): Paused."""
+    task = f"{who.namespace}-{name}"
+    armed.append(f"DELETE /notices/{task}")
+    svc.fault(armed[-1], fail=-1, status=503)
+    who.create(name, pausing_saga(svc, task))
+    who.wait_phase(name, "Paused")
+    return task
+
+
 def test_a_paused_saga_retried_once_the_cause_is_fixed_and_a_gitops_reapply_changes_nothing(
     operator: Operator,
     kube: client.ApiClient,
@@ -285,11 +295,7 @@ def test_only_those_rbac_lets_repair_may_and_only_what_fits(
     fault_paths: list[str],
 ) -> None:
     alice = as_user(control_plane, namespace, "alice")
-    task = f"{namespace}-who"
-    fault_paths.append(f"DELETE /notices/{task}")
-    task_service.fault(fault_paths[0], fail=-1, status=503)
-    alice.create("who", pausing_saga(task_service, task))
-    alice.wait_phase("who", "Paused")
+    paused(alice, task_service, fault_paths, "who")
     for user, code, words in (
         ("bob", 403, "cannot patch"),  # a viewer: the API server refuses before any webhook
         ("mallory", 403, "cannot patch"),  # a stranger
@@ -333,11 +339,7 @@ def test_a_decision_made_while_the_operator_dies_is_carried_out_once(
     fault_paths: list[str],
 ) -> None:
     alice = as_user(control_plane, namespace, "alice")
-    task = f"{namespace}-kill"
-    fault_paths.append(f"DELETE /notices/{task}")
-    task_service.fault(fault_paths[0], fail=-1, status=503)
-    alice.create("kill", pausing_saga(task_service, task))
-    alice.wait_phase("kill", "Paused")
+    task = paused(alice, task_service, fault_paths, "kill")
     task_service.fault(fault_paths[0], fail=0)
     repair(alice, "kill", "Retry")
     operator.kill()  # at once: the signal may or may not have been sent
