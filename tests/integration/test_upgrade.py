@@ -2,10 +2,11 @@
 
 The previous release (`PREVIOUS_RELEASE`, from this repository's git history) runs from a copy of its tree in
 the run's folder, its CRDs applied; it starts one of each kind of work that outlives a process: a saga at its
-approval gate, a saga between two attempts of a failing step, a saga waiting on a Kubernetes object, a monitor and
-an approval request. Its operator stops (SIGTERM, or SIGKILL), the current CRDs are applied and the current
-operator starts; then the gate and the approval are decided (through the current webhooks), the object is made
-ready, the failing route recovers, and every one must finish as if nothing had happened: each effect once at the
+approval gate, a saga between two attempts of a failing step, a saga waiting on a Kubernetes object, a saga paused
+at a failed step for a person's decision, a monitor and an approval request. Its operator stops (SIGTERM, or
+SIGKILL), the current CRDs are applied and the current operator starts; then the gate and the approval are decided
+(through the current webhooks), the object is made ready, the failing route recovers, the paused saga is retried
+(spec.repair), and every one must finish as if nothing had happened: each effect once at the
 idempotent receiver, the statuses right, and no instance stalled (the engine's own runtime status).
 
 The old code runs with the current virtual environment (`PYTHONPATH` pointing at its `operator/` folder): the
@@ -37,14 +38,13 @@ from kubernetes.client.exceptions import ApiException
 from steadfast.dev.controlplane import cluster
 from steadfast.dev.engines import Engine
 from steadfast.dev.workflow_api import WorkflowAPI
-from steadfast.workflows.common import INTERRUPT_RETRIES
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.upgrade]
 
 # The release before this one: the last commit of the previous release that landed on main. At the next
 # release, set it to the commit this release lands as (`git log --first-parent -1 main` right after the merge)
 # and run `pytest -m upgrade` on both engines before tagging.
-PREVIOUS_RELEASE = "6d5a7323aeb388b8fde822919278f70d1e53c647"
+PREVIOUS_RELEASE = "26627842a37ab61b4d978309a042610c89b02a21"
 # What the previous release's operator was started with in its own tests (127.0.0.0/8: it knew no ports).
 PREVIOUS_EGRESS = ("127.0.0.0/8", "10.96.0.0/16")
 
@@ -193,12 +193,12 @@ class Work:
             "watch", {"target": {"http": {"url": f"{svc.url}/healthz/upgrade"}}, "healthyInterval": "1s"}
         )
         gated = self.sagas.wait_phase("gated", "AwaitingApproval")
-        # The previous release's webhooks stamped it: who asked, with no seal (this release seals every stamp).
+        # The previous release's webhooks stamped and sealed it: the current operator must believe its seal.
         stamps = gated["metadata"].get("annotations") or {}
-        assert stamps.get("steadfast.dev/requested-by") == "dave" and "steadfast.dev/seal" not in stamps, stamps
+        assert stamps.get("steadfast.dev/requested-by") == "dave" and "steadfast.dev/seal" in stamps, stamps
         gate = self.approvals.wait_phase("gated-approval", "Pending")
-        # Its gate request has no gate seal either: the current operator knows it by the legacy rule (rules.gate_of).
-        assert "steadfast.dev/seal" not in (gate["metadata"].get("annotations") or {}), gate["metadata"]
+        # Its gate request carries the gate seal the previous release wrote (rules.gate_of believes only that).
+        assert "steadfast.dev/seal" in (gate["metadata"].get("annotations") or {}), gate["metadata"]
         self.expires_at = self.approvals.wait_status(
             "request", lambda s: s.get("phase") == "Pending" and bool(s.get("expiresAt")), "open"
         )["expiresAt"]
@@ -206,7 +206,7 @@ class Work:
             "waiting", lambda s: "waiting for" in ((s.get("steps") or [{}])[0].get("message") or ""), "waiting shown"
         )
         self.monitors.wait_status("watch", lambda s: s.get("phase") == "Healthy", "healthy")
-        self.delete_mid_retry(engine)
+        self.pause_for_repair()
         # Last, so that its pause spans the upgrade: a step whose first attempt fails and which retries.
         svc.fault("POST /notices", fail=1)
         retry = {"maxAttempts": 3, "initialInterval": RETRY_PAUSE, "maxInterval": RETRY_PAUSE}
@@ -234,39 +234,27 @@ class Work:
             )
         assert [d["route"] for d in svc.stats()["deliveries"] if d["route"] == "POST /notices"] == ["POST /notices"]
 
-    def delete_mid_retry(self, engine: Engine) -> None:
-        """A saga deleted while its step retries, whose next attempt the previous release already made.
-
-        The previous release ignored the delete during a retry's pause and made the next attempt; this release
-        stops retrying once deleted. Replaying this history with the new rule would take the other branch at the
-        recorded pause: the `steadfast.interrupt-retries` patch keeps the instance on the path it ran.
-        """
+    def pause_for_repair(self) -> None:
+        """A saga paused at its failed second step (onFailure Pause), retried with spec.repair after the upgrade."""
         svc = self.svc
-        svc.fault("POST /capacity/reserve", fail=-1)
-        pauses = {"initialInterval": "3s", "backoffCoefficient": 3.0, "maxInterval": "9s"}
+        svc.fault("POST /capacity/reserve", fail=1)
         self.sagas.create(
-            "deleted",
+            "paused",
             {
-                "task": {"id": "u-deleted"},
+                "task": {"id": "u-paused"},
+                "onFailure": {"action": "Pause", "pauseTimeout": "1h"},
                 "steps": [
                     {
                         "name": "record",
-                        "action": http(svc, "POST", "/records", {"id": "u-deleted"}),
-                        "compensation": http(svc, "DELETE", "/records/u-deleted"),
+                        "action": http(svc, "POST", "/records", {"id": "u-paused"}),
+                        "compensation": http(svc, "DELETE", "/records/u-paused"),
                     },
-                    {
-                        "name": "reserve",
-                        "action": http(svc, "POST", "/capacity/reserve", {"task": "u-deleted"}),
-                        "retry": {"maxAttempts": 3, **pauses},
-                    },
+                    {"name": "reserve", "action": http(svc, "POST", "/capacity/reserve", {"task": "u-paused"})},
                 ],
             },
         )
-        self.instances["deleted"] = instance_of(self.sagas, "deleted")
-        eventually(lambda: self.attempts("POST /capacity/reserve") == 1, what="first attempt failed")
-        self.sagas.delete("deleted")  # in the first pause (3 s)
-        eventually(lambda: self.attempts("POST /capacity/reserve") == 2, timeout=10, what="second attempt made")
-        assert self.sagas.get("deleted") is not None  # still compensating nothing: its step is not done
+        self.instances["paused"] = instance_of(self.sagas, "paused")
+        self.sagas.wait_phase("paused", "Paused")
 
     def attempts(self, route: str) -> int:
         return sum(1 for d in self.svc.stats()["deliveries"] if d["route"] == route)
@@ -280,10 +268,10 @@ class Work:
             "upgrade-wait", self.namespace, {"data": {"ready": "yes"}}
         )
         self.monitors.patch("watch", {"healthyInterval": "2s"})
-        done = {name: self.sagas.wait_phase(name, *FINAL_SAGA, timeout=90) for name in ("gated", "retrying", "waiting")}
+        self.sagas.patch("paused", {"repair": {"action": "Retry", "reason": "after the upgrade"}})
+        sagas = ("gated", "retrying", "waiting", "paused")
+        done = {name: self.sagas.wait_phase(name, *FINAL_SAGA, timeout=90) for name in sagas}
         done["request"] = self.approvals.wait_phase("request", *FINAL_APPROVAL, timeout=60)
-        # The deleted saga: its last attempt fails too, what it did is undone, and then it is gone.
-        self.sagas.wait_gone("deleted", timeout=60)
         done["watch"] = self.monitors.wait_status(
             "watch",
             lambda s: s.get("observedGeneration") == 2 and s.get("checkCount", 0) > checks_before + 1,
@@ -362,6 +350,8 @@ def test_work_started_by_the_previous_release_finishes_under_this_one(
         old.start()
         wait_webhooks(as_user("bob"), namespace)
         work.start(engine)
+        with WorkflowAPI(engine.address) as api:
+            before = {name: patches(api, iid) for name, iid in work.instances.items()}
     finally:
         if stop == "sigkill":
             old.kill()
@@ -375,12 +365,15 @@ def test_work_started_by_the_previous_release_finishes_under_this_one(
     finished = time.monotonic()
 
     statuses = {name: obj.get("status", obj) for name, obj in done.items()}
-    assert {n: statuses[n]["phase"] for n in ("gated", "retrying", "waiting", "request")} == {
+    assert {n: statuses[n]["phase"] for n in ("gated", "retrying", "waiting", "paused", "request")} == {
         "gated": "Succeeded",
         "retrying": "Succeeded",
         "waiting": "Succeeded",
+        "paused": "Succeeded",
         "request": "Completed",
     }, statuses
+    # The paused saga's decision, taken after the upgrade, is recorded with who took it.
+    assert [d.get("action") for d in statuses["paused"].get("decisions") or []] == ["Retry"], statuses["paused"]
     assert statuses["retrying"]["steps"][0]["attempts"] == 2, statuses["retrying"]
     assert statuses["watch"]["phase"] == "Healthy", statuses["watch"]
     # Decided after the upgrade, through the current webhooks: the deciders are the authenticated ones.
@@ -397,22 +390,21 @@ def test_work_started_by_the_previous_release_finishes_under_this_one(
         "POST /notices /notices": 1,
         "POST /alerts /alerts": 1,
         "POST /records /records": 1,
-        "DELETE /records/{id} /records/u-deleted": 1,
+        "POST /capacity/reserve /capacity/reserve": 1,
     }, applied
-    # The deleted saga made its three attempts (the last under this release: no patch, it replays as it ran).
-    assert work.attempts("POST /capacity/reserve") == 3
+    # The paused saga's failed step: the attempt that failed before the upgrade and the retry after it.
+    assert work.attempts("POST /capacity/reserve") == 2
     # The engine agrees: the finished ones completed, the monitor still runs, nothing stalled or failed.
-    expected = {"gated": "COMPLETED", "retrying": "COMPLETED", "waiting": "COMPLETED", "request": "COMPLETED"}
+    expected = {n: "COMPLETED" for n in ("gated", "retrying", "waiting", "paused", "request")}
     final = runtime_statuses(engine, {n: work.instances[n] for n in expected})
     assert final == expected, final
     watch = runtime_statuses(engine, {"watch": work.instances["watch"]})["watch"]
     assert watch in ("RUNNING", "CONTINUED_AS_NEW", "PENDING"), watch
-    # Workflow versioning at work: the saga that reached its first step after the upgrade runs the patched code
-    # (and its history says so); the ones already past that point replayed as they ran, unpatched.
+    # Workflow versioning: each instance replays as it ran, so the patches its history recorded under the previous
+    # release are still there after this one ran it on (a diverging replay would fail the instance instead).
     with WorkflowAPI(engine.address) as api:
-        patched = {name: patches(api, work.instances[name]) for name in ("gated", "retrying", "waiting")}
-    assert patched == {"gated": {INTERRUPT_RETRIES}, "retrying": set(), "waiting": set()}, patched
-    assert runtime_statuses(engine, {"deleted": work.instances["deleted"]}) == {"deleted": "MISSING"}  # purged
+        after = {name: patches(api, work.instances[name]) for name in before if name != "watch"}
+    assert all(before[name] <= after[name] for name in after), (before, after)
     print(
         f"\n[upgrade] {engine.name}/{stop}: previous release started the work in {started - began:.1f}s; "
         f"the current one finished it {finished - started:.1f}s after the stop"
