@@ -28,7 +28,7 @@ MAX_NAME = 52
 NAME_LENGTH = Cel(
     f"self.metadata.name.size() <= {MAX_NAME}",
     f"metadata.name: at most {MAX_NAME} characters (run names add a dash and the scheduled time in seconds)",
-    reason="FieldValueTooLong",
+    reason="FieldValueInvalid",
 )
 MAX_HISTORY = 100
 # The labels every run carries (a label selector finds a schedule's runs; the time orders them).
