@@ -33,6 +33,7 @@ from steadfast.api import (
     kind_named,
     parse_duration,
 )
+from steadfast.api.kinds import SCHEDULE_KINDS
 
 SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
 
@@ -126,7 +127,7 @@ def _sample_docs() -> list[dict[str, Any]]:
 
 def test_samples_cover_every_kind_and_validate() -> None:
     docs = _sample_docs()
-    assert {d["kind"] for d in docs} == {k.kind for k in KINDS}
+    assert {d["kind"] for d in docs} == {k.kind for k in (*KINDS, *SCHEDULE_KINDS)}
     for doc in docs:
         kind = kind_named(doc["kind"])
         assert doc["apiVersion"] == API_VERSION
@@ -208,7 +209,7 @@ def test_accepts_what_the_api_server_returns() -> None:
 
 
 def test_empty_statuses_parse() -> None:
-    for kind in KINDS:
+    for kind in (*KINDS, *SCHEDULE_KINDS):
         status = kind.parse_status(None)
         assert status.conditions == [] and status.observed_generation is None
 
