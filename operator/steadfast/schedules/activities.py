@@ -127,9 +127,18 @@ class ScheduleActivities:
         return None
 
     def _get(self, request: FireRequest, name: str) -> dict[str, Any] | None:
-        answer = self.requests.call("GET", f"{self._collection(request.ref.namespace)}/{name}", actor=None)
+        """The TaskSaga named `name`, by a list (the operator lists TaskSagas anyway; no extra RBAC verb)."""
+        answer = self.requests.call(
+            "GET",
+            self._collection(request.ref.namespace),
+            actor=None,
+            query={"fieldSelector": f"metadata.name={name}"},
+        )
         _raise_transient(answer, f"read {name}")
-        return answer.body if answer.ok and isinstance(answer.body, dict) else None
+        if not answer.ok or not isinstance(answer.body, dict):
+            return None
+        items = answer.body.get("items") or []
+        return dict(items[0]) if items else None
 
     def _delete(self, request: FireRequest, run: dict[str, Any]) -> str | None:
         """Delete `run` as the creator, only if it is still the same object (UID precondition)."""

@@ -117,6 +117,10 @@ def schedule_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
         now = utc(ctx.current_utc_datetime)
 
     latest = cron.latest_at_or_before(now)
+    if latest <= utc(state.since):  # woken early (not expected of a durable timer): nothing is due yet
+        yield from _report(reporter, state, due, *_health(state))  # end after an activity, not the timer
+        _continue(ctx, given, state, changed.get_result() if changed.is_complete else None)
+        return
     jumped = cron.count_between(utc(state.since), latest, MAX_COUNTED)
     if jumped:
         state.missed_runs += jumped
