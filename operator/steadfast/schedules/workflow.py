@@ -126,6 +126,7 @@ def schedule_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
         state.missed_runs += jumped
         reporter.event("RunMissed", f"{jumped} scheduled time(s) before {stamp(latest)} got no run (caught up once)")
     state.since = latest
+    was_refused = state.last_problem if state.refused else None  # said once, not at every scheduled time
     state.refused = False
     deadline = parse_duration(spec.starting_deadline) if spec.starting_deadline else None
     if deadline is not None and now - latest > deadline:
@@ -133,20 +134,35 @@ def schedule_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
         state.last_problem = f"the run for {stamp(latest)} could not start within startingDeadline"
         reporter.event("RunMissed", f"{state.last_problem} ({spec.starting_deadline})", warning=True)
     elif given.actor is None:
-        state.last_problem = (
-            "no creator recorded by Steadfast's admission webhook: runs are created only as the schedule's creator"
+        _refuse(
+            reporter,
+            state,
+            "no creator recorded by Steadfast's admission webhook: runs are created only as the schedule's creator",
+            was_refused,
         )
-        state.refused = True
-        reporter.event("RunRefused", state.last_problem, warning=True)
     else:
-        yield from _fire(reporter, spec, state, given.actor, latest)
+        yield from _fire(reporter, spec, state, given.actor, latest, was_refused)
     nxt = cron.next_after(latest)
     yield from _report(reporter, state, nxt, *_health(state))
     _continue(ctx, given, state, changed.get_result() if changed.is_complete else None)
 
 
+def _refuse(reporter: Reporter, state: ScheduleState, problem: str, was: str | None) -> None:
+    """Record a refused run; the Warning Event only when the reason is new (a refused schedule every second
+    would otherwise post an Event every second)."""
+    state.last_problem = problem
+    state.refused = True
+    if problem != was:
+        reporter.event("RunRefused", problem, warning=True)
+
+
 def _fire(
-    reporter: Reporter, spec: SagaScheduleSpec, state: ScheduleState, actor: Actor, scheduled: datetime
+    reporter: Reporter,
+    spec: SagaScheduleSpec,
+    state: ScheduleState,
+    actor: Actor,
+    scheduled: datetime,
+    was_refused: str | None,
 ) -> Generator[Any, Any, None]:
     """Ask the activity for the run of `scheduled`, and record what became of it."""
     ref = reporter.ref
@@ -178,9 +194,7 @@ def _fire(
         state.last_problem = f"skipped the run for {stamp(scheduled)}: run(s) still active (Forbid)"
         reporter.event("RunSkipped", f"{state.last_problem}: {', '.join(result.active)}")
     elif result.problem:
-        state.last_problem = result.problem
-        state.refused = True
-        reporter.event("RunRefused", result.problem, warning=True)
+        _refuse(reporter, state, result.problem, was_refused)
     else:
         state.runs_created += 1
         state.last_problem = None
