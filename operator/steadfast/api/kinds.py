@@ -212,7 +212,7 @@ POLICY = Kind(
 def kind_named(name: str) -> Kind:
     """Look up by kind, plural, singular or short name (case-insensitive), as kubectl does."""
     wanted = name.lower()
-    for k in (*KINDS, *SCHEDULE_KINDS):
+    for k in KINDS:
         if wanted in (k.kind.lower(), k.plural, k.singular, *k.short_names):
             return k
     raise KeyError(f"no Steadfast kind named {name!r}; known: {', '.join(k.kind for k in KINDS)}")
