@@ -13,7 +13,7 @@ from steadfast.api.schedule import ConcurrencyPolicy, SagaScheduleSpec, run_name
 from steadfast.objects import Answer
 from steadfast.records import Actor, ObjectRef
 from steadfast.schedules.activities import ScheduleActivities, TransientError
-from steadfast.schedules.records import FireRequest
+from steadfast.schedules.records import FireRequest, LookRequest
 
 REF = ObjectRef("steadfast.dev", "v1alpha1", "SagaSchedule", "sagaschedules", "team", "nightly", "uid-s")
 SAGA = {"steps": [{"name": "a", "action": {"http": {"url": "http://svc/a"}}}]}
@@ -173,3 +173,16 @@ def test_refused_create_is_a_problem_and_server_errors_are_retried() -> None:
     api.create_status = 503
     with pytest.raises(TransientError):
         ScheduleActivities(api).make_run(request())  # type: ignore[arg-type]
+
+
+def test_look_reports_active_runs_and_the_last_success_without_changing_anything() -> None:
+    api = FakeApi(
+        run(10, "Succeeded", finished="2026-12-01T00:00:00Z"),
+        run(20, "Running"),
+        run(30, None),  # no status yet: active
+        run(40, "Running", owner="someone-else"),
+    )
+    found = ScheduleActivities(api).look(None, LookRequest(ref=REF).wire())  # type: ignore[arg-type]
+    assert found["active"] == ["nightly-20", "nightly-30"]
+    assert found["lastSuccessful"] == "2026-12-01T00:00:00Z"
+    assert {c[0] for c in api.calls} == {"GET"}

@@ -23,7 +23,15 @@ pytestmark = pytest.mark.engine
 SAGA = {"steps": [{"name": "a", "action": {"http": {"url": "http://svc.test/a"}}}]}
 
 
-def start(harness: Harness, subject: Subject, spec: dict[str, Any], *, since: datetime, actor: Actor | None) -> None:
+def start(
+    harness: Harness,
+    subject: Subject,
+    spec: dict[str, Any],
+    *,
+    since: datetime,
+    actor: Actor | None,
+    look_every: int = schedule.LOOK_EVERY,
+) -> None:
     iid = instance_id(SAGA_SCHEDULE, subject.ref.namespace, subject.ref.name, subject.ref.uid)
     given = ScheduleInput(
         ref=subject.ref,
@@ -31,6 +39,7 @@ def start(harness: Harness, subject: Subject, spec: dict[str, Any], *, since: da
         spec=SagaScheduleSpec.model_validate({"sagaTemplate": {"spec": SAGA}, **spec}),
         actor=actor,
         state=ScheduleState(since=since),
+        look_every=look_every,
     )
     harness.client.schedule_new_workflow(schedule.NAME, input=given.wire(), instance_id=iid)
     harness.started.append(iid)
@@ -82,3 +91,13 @@ def test_without_a_creator_no_run_is_requested_and_it_says_so_once(harness: Harn
     assert {c["type"]: c["reason"] for c in stalled["conditions"]}["Stalled"] == "RunRefused"
     assert subject.fires == []
     assert subject.log.reasons().count("RunRefused") == 1
+
+
+def test_active_runs_are_looked_at_between_scheduled_times(harness: Harness) -> None:
+    subject = harness.subject(SAGA_SCHEDULE)
+    since = datetime.now(UTC) - timedelta(hours=2)
+    start(harness, subject, {"schedule": "@every 1h"}, since=since, actor=Actor(user="a"), look_every=1)
+    subject.log.wait_for(lambda s: s.get("activeCount") == 1, "the catch-up run active")
+    after = subject.log.wait_for(lambda s: s.get("activeCount") == 0 and s.get("runsCreated") == 1, "it finished")
+    assert after["active"] == [] and after["lastSuccessfulTime"] == "2026-01-01T00:00:00Z"
+    assert len(subject.fires) == 1

@@ -277,6 +277,11 @@ class World:
         subject.fires.append(inp)
         return {"created": True, "active": [inp["run"]]}
 
+    def look(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
+        """A schedule looking at its active runs between two times: every run has finished meanwhile."""
+        self._subject(inp)
+        return {"active": [], "lastSuccessful": "2026-01-01T00:00:00Z"}
+
 
 class Harness:
     """Starts one test's instances the way `Bindings.start` does, and waits for them."""

@@ -17,7 +17,8 @@ from steadfast.api.kinds import SAGA_SCHEDULE, TASK_SAGA
 from steadfast.api.saga import SagaPhase
 from steadfast.api.schedule import SCHEDULE_LABEL, TIME_LABEL, ConcurrencyPolicy, run_saga_spec
 from steadfast.objects import Answer, KubeRequests
-from steadfast.schedules.records import FIRE, FireRequest, FireResult
+from steadfast.records import ObjectRef
+from steadfast.schedules.records import FIRE, LOOK, FireRequest, FireResult, LookRequest
 from steadfast.worker import registrable
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class ScheduleActivities:
         return self.make_run(request).wire()
 
     def make_run(self, request: FireRequest) -> FireResult:
-        runs = self._runs(request)
+        runs = self._runs(request.ref)
         result = FireResult()
         active = [r for r in runs if _phase(r) not in _TERMINAL]
         names = {_name(r) for r in runs}
@@ -64,27 +65,33 @@ class ScheduleActivities:
             {_name(r) for r in active if _name(r) not in gone} | ({request.run} if result.created else set()),
             key=lambda n: (_scheduled(n), n),
         )
-        succeeded = [r for r in finished if _phase(r) == SagaPhase.SUCCEEDED.value]
-        times = [t for r in succeeded if (t := _finished(r)) is not None]
-        result.last_successful = max(times) if times else None
+        result.last_successful = _last_successful(finished)
         return result
+
+    def look(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
+        """The schedule's active runs and last success now (between two scheduled times); changes nothing."""
+        ref = LookRequest.model_validate(inp).ref
+        runs = self._runs(ref)
+        active = sorted((_name(r) for r in runs if _phase(r) not in _TERMINAL), key=lambda n: (_scheduled(n), n))
+        finished = [r for r in runs if _phase(r) in _TERMINAL]
+        return FireResult(active=active, last_successful=_last_successful(finished)).wire()
 
     def _collection(self, namespace: str) -> str:
         return f"/apis/{TASK_SAGA.api_version}/namespaces/{namespace}/{TASK_SAGA.plural}"
 
-    def _runs(self, request: FireRequest) -> list[dict[str, Any]]:
+    def _runs(self, ref: ObjectRef) -> list[dict[str, Any]]:
         """The schedule's runs: labelled with its name and owned by it (its UID)."""
         answer = self.requests.call(
             "GET",
-            self._collection(request.ref.namespace),
+            self._collection(ref.namespace),
             actor=None,
-            query={"labelSelector": f"{SCHEDULE_LABEL}={request.ref.name}"},
+            query={"labelSelector": f"{SCHEDULE_LABEL}={ref.name}"},
         )
         _raise_transient(answer, "list the schedule's runs")
         if not answer.ok:
             raise TransientError(f"cannot list the schedule's runs: {answer.reason()}")
         items = (answer.body or {}).get("items") or []
-        return [r for r in items if _owned_by(r, request.ref.uid)]
+        return [r for r in items if _owned_by(r, ref.uid)]
 
     def _create(self, request: FireRequest) -> str | None:
         ref = request.ref
@@ -178,6 +185,7 @@ class ScheduleActivities:
 
     def register(self, runtime: Any) -> None:
         runtime.register_activity(registrable(self.fire), name=FIRE)
+        runtime.register_activity(registrable(self.look), name=LOOK)
 
 
 def _raise_transient(answer: Answer, what: str) -> None:
@@ -202,6 +210,11 @@ def _scheduled(name: str) -> int:
     """The scheduled time a run's name ends with (its label says the same, but the name cannot be edited)."""
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+def _last_successful(finished: list[dict[str, Any]]) -> datetime | None:
+    times = [t for r in finished if _phase(r) == SagaPhase.SUCCEEDED.value and (t := _finished(r)) is not None]
+    return max(times) if times else None
 
 
 def _finished(run: dict[str, Any]) -> datetime | None:

@@ -8,8 +8,9 @@ from typing import Any
 from steadfast.api.schedule import ConcurrencyPolicy
 from steadfast.records import Actor, ObjectRef, Record
 
-# The activity that makes a due run (steadfast.schedules.activities).
+# The activities (steadfast.schedules.activities): make a due run; look at the active runs between two times.
 FIRE = "steadfast.schedule.fire"
+LOOK = "steadfast.schedule.look"
 
 
 class FireRequest(Record):
@@ -35,3 +36,9 @@ class FireResult(Record):
     active: list[str] = []  # the schedule's unfinished runs afterwards
     last_successful: datetime | None = None
     problem: str | None = None
+
+
+class LookRequest(Record):
+    """Which schedule's runs to look at (as the operator: a list, nothing changed)."""
+
+    ref: ObjectRef

@@ -29,13 +29,15 @@ from steadfast.api.schedule import SagaScheduleSpec, SagaScheduleStatus, run_nam
 from steadfast.conditions import State, conditions
 from steadfast.records import Actor, Record, WorkflowInput, compact
 from steadfast.schedules.cron import CronError, parse
-from steadfast.schedules.records import FIRE, FireRequest, FireResult
+from steadfast.schedules.records import FIRE, LOOK, FireRequest, FireResult, LookRequest
 from steadfast.workflows.common import Reporter, second, stamp, utc
 
 NAME = "steadfast.sagaschedule"
 SPEC_CHANGED = "spec_changed"
 # Missed times are counted one by one up to this many per wake (a 1 s schedule after a day down: 86,400).
 MAX_COUNTED = 10_000
+# How often a schedule with active runs looks whether they finished, between two scheduled times (a list call).
+LOOK_EVERY = 30
 FIRE_RETRY = EngineRetry(
     first_retry_interval=timedelta(seconds=1),
     max_number_of_attempts=6,
@@ -65,6 +67,9 @@ class ScheduleState(Record):
 
 class ScheduleInput(WorkflowInput[SagaScheduleSpec]):
     state: ScheduleState | None = None
+    # While runs are active and the next time is further off, look at them this often (status.active): in the
+    # input, not read from a clock or the environment, so a replay takes the same path.
+    look_every: int = LOOK_EVERY
 
 
 class SpecChange(Record):
@@ -107,7 +112,10 @@ def schedule_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
     if due > now:
         if state.shown_next != second(due) or state.shown_generation != given.generation:
             yield from _report(reporter, state, due, "ready", "Scheduled", f"next run at {stamp(due)}")
-        timer = ctx.create_timer(due.replace(tzinfo=None))  # the SDK works in naive UTC
+        wake = due
+        if state.active and given.look_every > 0:  # look at the active runs before then (status.active)
+            wake = min(due, now + timedelta(seconds=given.look_every))
+        timer = ctx.create_timer(wake.replace(tzinfo=None))  # the SDK works in naive UTC
         winner = yield when_any([timer, changed])
         if winner is changed:
             if utc(ctx.current_utc_datetime) < due:  # nothing was owed yet: a new schedule counts from now
@@ -115,6 +123,10 @@ def schedule_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
             _continue(ctx, given, state, changed.get_result())
             return
         now = utc(ctx.current_utc_datetime)
+        if now < due:
+            yield from _look(reporter, state, due)
+            _continue(ctx, given, state, changed.get_result() if changed.is_complete else None)
+            return
 
     latest = cron.latest_at_or_before(now)
     if latest <= utc(state.since):  # woken early (not expected of a durable timer): nothing is due yet
@@ -145,6 +157,23 @@ def schedule_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generato
     nxt = cron.next_after(latest)
     yield from _report(reporter, state, nxt, *_health(state))
     _continue(ctx, given, state, changed.get_result() if changed.is_complete else None)
+
+
+def _look(reporter: Reporter, state: ScheduleState, due: datetime) -> Generator[Any, Any, None]:
+    """Between two scheduled times: which runs are still active, and the last success; reported if changed."""
+    try:
+        raw = yield reporter.ctx.call_activity(
+            LOOK, input=LookRequest(ref=reporter.ref).wire(), retry_policy=FIRE_RETRY
+        )
+    except TaskFailedError:
+        return  # the next look or scheduled time tries again
+    result = FireResult.model_validate(raw or {})
+    last = result.last_successful or state.last_successful_time
+    if result.active == state.active and last == state.last_successful_time:
+        return
+    state.active = result.active
+    state.last_successful_time = last
+    yield from _report(reporter, state, due, *_health(state))
 
 
 def _refuse(reporter: Reporter, state: ScheduleState, problem: str, was: str | None) -> None:
