@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from steadfast.api.approval import ApprovalPhase
-from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA
+from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, SAGA_SCHEDULE, TASK_SAGA
 from steadfast.api.monitor import HealthMonitorSpec
 from steadfast.api.saga import OnDelete, SagaPhase
+from steadfast.api.schedule import SagaScheduleSpec
 from steadfast.approval import handlers as approval_handlers
 from steadfast.approval import rules as approval_rules
 from steadfast.approval import workflow as approval
@@ -17,6 +18,7 @@ from steadfast.kube import api_client
 from steadfast.policies import PolicyReader
 from steadfast.records import Actor, ObjectRef
 from steadfast.repair import signal as repair_signal
+from steadfast.schedules import workflow as schedule
 from steadfast.workflows import monitor, saga
 from steadfast.workflows.common import REARM_EVENT
 
@@ -103,4 +105,24 @@ APPROVAL = Binding(
     register_extra=lambda bindings, registry, own: approval_handlers.register_handlers(bindings, registry, own, SAGA),
 )
 
-BINDINGS: tuple[Binding, ...] = (SAGA, MONITOR, APPROVAL)
+
+def _schedule_spec(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The new spec for a running schedule, with its editor (admission restamps the creator on each spec change)."""
+    try:
+        spec = SagaScheduleSpec.model_validate(body.get("spec") or {})
+    except ValueError:
+        return None
+    generation = int(body["metadata"].get("generation") or 1)
+    return schedule.SpecChange(spec=spec, generation=generation, actor=Actor.of(body)).wire()
+
+
+# SagaSchedule: a workflow per schedule creates its TaskSagas (steadfast.schedules); edits arrive as events.
+SCHEDULE = Binding(
+    kind=SAGA_SCHEDULE,
+    workflow=schedule.NAME,
+    workflow_fn=schedule.schedule_workflow,
+    initial_status={},
+    signals=(Signal("spec", schedule.SPEC_CHANGED, _schedule_spec, catch_up=True),),
+)
+
+BINDINGS: tuple[Binding, ...] = (SAGA, MONITOR, APPROVAL, SCHEDULE)

@@ -32,7 +32,9 @@ from steadfast.egress import EgressPolicy, IPAddress
 from steadfast.egress_rules import DEFAULT_CLUSTER_NETWORKS
 from steadfast.expressions.sandbox import Sandbox
 from steadfast.kube import api_client
+from steadfast.objects import KubeRequests
 from steadfast.retention import sweeper
+from steadfast.schedules.activities import ScheduleActivities
 from steadfast.seals import SEALER
 from steadfast.status import StatusWriter
 from steadfast.worker import Worker, registrable
@@ -283,6 +285,7 @@ def runtime_factory(
     host: str | None = None,
     port: str | None = None,
     slots: slot_activities.SlotActivities | None = None,
+    schedules: ScheduleActivities | None = None,
 ) -> Callable[[], WorkflowRuntime]:
     """Builds the worker's runtime; called again for every reconnect of the watchdog (engine from the env)."""
 
@@ -300,6 +303,8 @@ def runtime_factory(
         runtime.register_workflow(registrable(keeper.keeper_workflow), name=KEEPER)
         if slots is not None:
             slots.register(runtime)
+        if schedules is not None:
+            schedules.register(runtime)
         return runtime
 
     return build
@@ -359,7 +364,10 @@ def main(args: argparse.Namespace) -> int:
     metrics.watch_shares("actions", lambda: shares.in_use, lambda: shares.waiting)
     activities = Activities(runner, writer, shares)
     slots = slot_activities.SlotActivities(client, check_seconds=args.concurrency_check_interval)
-    worker = Worker(runtime_factory(activities, slots=slots), client, interval=args.worker_probe_interval)
+    schedules = ScheduleActivities(KubeRequests(api))
+    worker = Worker(
+        runtime_factory(activities, slots=slots, schedules=schedules), client, interval=args.worker_probe_interval
+    )
     worker.start()
     log.info("workflow worker connected")
     catalog.POLICIES.retention_default = _retention_default(args)

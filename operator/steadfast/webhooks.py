@@ -48,6 +48,7 @@ from steadfast.api.kinds import (
     HEALTH_MONITOR,
     REQUESTED_BY,
     REQUESTED_GROUPS,
+    SAGA_SCHEDULE,
     SEAL,
     TASK_SAGA,
     Kind,
@@ -225,6 +226,22 @@ def register(
         refuse(check_depth(kw["new"]), 422)
         stamps = monitor_stamps(kw["operation"], user(kw), kw["old"], kw["new"], namespace=namespace(kw))
         refuse(check_spec(HEALTH_MONITOR, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
+        if stamps is None:
+            for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
+                refuse(identity.stamp_unchanged(key, kw["old"], kw["new"]))
+        else:
+            stamp(kw["patch"], stamps)
+        finalize(kw["patch"], kw["operation"])
+
+    schedules = (SAGA_SCHEDULE.group, SAGA_SCHEDULE.version, SAGA_SCHEDULE.plural)
+
+    # A schedule's runs are created as whoever last defined it (its creator, restamped at every spec change, as a
+    # monitor's): the runs' steps then act as that person, never as the operator.
+    @kopf.on.mutate(*schedules, id="schedule-rules", **common)
+    def _schedule_rules(**kw: Any) -> None:
+        refuse(check_depth(kw["new"]), 422)
+        stamps = monitor_stamps(kw["operation"], user(kw), kw["old"], kw["new"], namespace=namespace(kw))
+        refuse(check_spec(SAGA_SCHEDULE, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
         if stamps is None:
             for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
                 refuse(identity.stamp_unchanged(key, kw["old"], kw["new"]))

@@ -405,6 +405,7 @@ def test_helm_install(installed: str, tools: Tools, admin: client.ApiClient) -> 
         "tasksagas.steadfast.dev",
         "healthmonitors.steadfast.dev",
         "approvalrequests.steadfast.dev",
+        "sagaschedules.steadfast.dev",
         "clusterkopfpeerings.kopf.dev",
     )
     deployment = client.AppsV1Api(admin).read_namespaced_deployment(RELEASE, NAMESPACE)
@@ -418,6 +419,7 @@ def test_helm_install(installed: str, tools: Tools, admin: client.ApiClient) -> 
         "approval-identity.steadfast.dev",
         "saga-identity.steadfast.dev",
         "monitor-rules.steadfast.dev",
+        "schedule-rules.steadfast.dev",
     }
 
 
@@ -713,6 +715,10 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
         },
     )
     monitors.create("up", {"target": {"http": {"method": "GET", "url": f"{svc.url}/healthz"}}, "healthyInterval": "1s"})
+    # A schedule: watched, its finalizer and status written (without webhooks no creator is sealed: no runs).
+    schedules = Resources(admin, namespace, "sagaschedules", "SagaSchedule")
+    plain_saga = {"steps": [{"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}]}
+    schedules.create("every-second", {"schedule": "* * * * * *", "sagaTemplate": {"spec": plain_saga}})
     approvals.create(
         "standalone", {"subject": {"title": "times out"}, "approvers": {"users": ["alice"]}, "timeout": "2s"}
     )
@@ -746,6 +752,9 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
     timed_out = approvals.wait_phase("standalone", "TimedOut", timeout=60)
     assert_kstatus_stalled(timed_out)
     assert sagas.events("plain"), "no Event recorded under the chart's RBAC"
+    schedules.wait_status("every-second", lambda s: s.get("lastProblem") is not None, "a due run refused")
+    schedules.delete("every-second")  # before the namespace goes: Events cannot be made in a terminating one
+    schedules.wait_gone("every-second")
     sagas.wait_gone("short-lived")
     approvals.wait_gone("short-lived")
     for name in ("plain", "gated", "squatted"):

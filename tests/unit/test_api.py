@@ -33,6 +33,7 @@ from steadfast.api import (
     kind_named,
     parse_duration,
 )
+from steadfast.api.kinds import SCHEDULE_KINDS, Kind
 
 SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
 
@@ -118,6 +119,11 @@ def test_format_duration_round_trips(text: str) -> None:
 # -- samples and round trips ----------------------------------------------------------------------
 
 
+def _kind_of(name: str) -> Kind:
+    """The kind of a sample, schedules included (kind_named knows the fleet's kinds only)."""
+    return next(k for k in (*KINDS, *SCHEDULE_KINDS) if k.kind == name)
+
+
 def _sample_docs() -> list[dict[str, Any]]:
     docs = [d for p in sorted(SAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
     assert docs, f"no samples under {SAMPLES}"
@@ -126,9 +132,9 @@ def _sample_docs() -> list[dict[str, Any]]:
 
 def test_samples_cover_every_kind_and_validate() -> None:
     docs = _sample_docs()
-    assert {d["kind"] for d in docs} == {k.kind for k in KINDS}
+    assert {d["kind"] for d in docs} == {k.kind for k in (*KINDS, *SCHEDULE_KINDS)}
     for doc in docs:
-        kind = kind_named(doc["kind"])
+        kind = _kind_of(doc["kind"])
         assert doc["apiVersion"] == API_VERSION
         spec = kind.parse_spec(doc["spec"])
         assert _contains(spec.to_wire(), doc["spec"]), doc["metadata"]["name"]
@@ -145,7 +151,7 @@ def test_saga_samples_succeed_and_compensate() -> None:
 
 @pytest.mark.parametrize("model", [TaskSagaSpec, HealthMonitorSpec, ApprovalRequestSpec])
 def test_round_trip_is_stable(model: type[TaskSagaSpec | HealthMonitorSpec | ApprovalRequestSpec]) -> None:
-    raw = next(d["spec"] for d in _sample_docs() if kind_named(d["kind"]).spec_model is model)
+    raw = next(d["spec"] for d in _sample_docs() if _kind_of(d["kind"]).spec_model is model)
     first = model.model_validate(raw)
     wire = first.to_wire()
     again = model.model_validate(wire)
@@ -208,7 +214,7 @@ def test_accepts_what_the_api_server_returns() -> None:
 
 
 def test_empty_statuses_parse() -> None:
-    for kind in KINDS:
+    for kind in (*KINDS, *SCHEDULE_KINDS):
         status = kind.parse_status(None)
         assert status.conditions == [] and status.observed_generation is None
 

@@ -20,6 +20,8 @@ from steadfast.concurrency import keeper
 from steadfast.concurrency.activities import SlotActivities
 from steadfast.concurrency.records import KEEPER
 from steadfast.records import EXECUTE, REPORT
+from steadfast.schedules import workflow as schedule
+from steadfast.schedules.records import FIRE, LOOK
 from steadfast.workflows import monitor, saga
 from steadfast_engine.process import EngineProcess, start_engine
 
@@ -52,6 +54,9 @@ def runtime(engine: EngineProcess, world: World) -> Iterator[wf.WorkflowRuntime]
     rt.register_workflow(saga.saga_workflow, name=saga.NAME)
     rt.register_workflow(monitor.monitor_workflow, name=monitor.NAME)
     rt.register_workflow(approval.approval_workflow, name=approval.NAME)
+    rt.register_workflow(schedule.schedule_workflow, name=schedule.NAME)
+    rt.register_activity(world.fire, name=FIRE)
+    rt.register_activity(world.look, name=LOOK)
     rt.register_activity(world.execute, name=EXECUTE)
     rt.register_activity(world.report, name=REPORT)
     rt.start()  # type: ignore[no-untyped-call]  # the SDK's start() has no hints

@@ -14,7 +14,7 @@ from typing import Any
 from jsonschema import Draft7Validator
 
 from steadfast.api import crd
-from steadfast.api.kinds import KINDS
+from steadfast.api.kinds import KINDS, SCHEDULE_KINDS
 
 
 def _closed(schema: Any) -> Any:
@@ -39,7 +39,7 @@ def _without_nulls(value: Any) -> Any:
 
 @functools.cache
 def _validator(kind: str) -> Draft7Validator:
-    found = next(k for k in KINDS if k.kind == kind)
+    found = next(k for k in (*KINDS, *SCHEDULE_KINDS) if k.kind == kind)
     return Draft7Validator(_closed(crd.open_api_schema(found)["properties"]["status"]))
 
 

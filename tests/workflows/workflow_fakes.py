@@ -233,6 +233,7 @@ class Subject:
     ref: ObjectRef
     service: FakeService = field(default_factory=FakeService)
     log: StatusLog = field(default_factory=StatusLog)
+    fires: list[dict[str, Any]] = field(default_factory=list)  # a schedule's run requests (FireRequest wires)
 
 
 class World:
@@ -268,6 +269,18 @@ class World:
 
     def report(self, _ctx: Any, inp: dict[str, Any]) -> None:
         self._subject(inp).log.submit(json.loads(json.dumps(inp)))
+
+    def fire(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
+        """A schedule's run request: recorded; the run is "created" and stays the only active one."""
+        inp = json.loads(json.dumps(inp))
+        subject = self._subject(inp)
+        subject.fires.append(inp)
+        return {"created": True, "active": [inp["run"]]}
+
+    def look(self, _ctx: Any, inp: dict[str, Any]) -> dict[str, Any]:
+        """A schedule looking at its active runs between two times: every run has finished meanwhile."""
+        self._subject(inp)
+        return {"active": [], "lastSuccessful": "2026-01-01T00:00:00Z"}
 
 
 class Harness:

@@ -73,6 +73,7 @@ mutating:
   - {id: approval-identity, resource: approvalrequests, operations: [CREATE, UPDATE]}
   - {id: saga-identity, resource: tasksagas, operations: [CREATE, UPDATE]}
   - {id: monitor-rules, resource: healthmonitors, operations: [CREATE, UPDATE]}
+  - {id: schedule-rules, resource: sagaschedules, operations: [CREATE, UPDATE]}
 validating:
   - {id: approval-rules, resource: approvalrequests, operations: [CREATE, UPDATE]}
   - {id: saga-rules, resource: tasksagas, operations: [UPDATE]}

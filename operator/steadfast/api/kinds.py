@@ -10,6 +10,7 @@ from steadfast.api.common import ApiModel, StatusBase
 from steadfast.api.monitor import HealthMonitorSpec, HealthMonitorStatus
 from steadfast.api.policy import SteadfastPolicySpec, SteadfastPolicyStatus
 from steadfast.api.saga import TaskSagaSpec, TaskSagaStatus
+from steadfast.api.schedule import NAME_LENGTH, SagaScheduleSpec, SagaScheduleStatus
 from steadfast.api.schema import Cel
 
 GROUP = "steadfast.dev"
@@ -167,7 +168,31 @@ APPROVAL_REQUEST = Kind(
     selectable_fields=(".status.phase",),
 )
 
+SAGA_SCHEDULE = Kind(
+    kind="SagaSchedule",
+    plural="sagaschedules",
+    singular="sagaschedule",
+    short_names=("ssched",),
+    spec_model=SagaScheduleSpec,
+    status_model=SagaScheduleStatus,
+    description="Creates a TaskSaga on a cron schedule, as the schedule's creator; driven by a durable workflow, "
+    "so a time missed while the operator was down is caught up once (within startingDeadline).",
+    printer_columns=(
+        PrinterColumn("Schedule", "string", ".spec.schedule", "The cron schedule."),
+        PrinterColumn("Suspend", "boolean", ".spec.suspend", "No runs while true."),
+        PrinterColumn("Active", "integer", ".status.activeCount", "Runs not finished yet."),
+        PrinterColumn("Runs", "string", ".status.active", "The active runs.", priority=1),
+        PrinterColumn("Last", "date", ".status.lastScheduleTime", "The scheduled time of the last run."),
+        PrinterColumn("Next", "date", ".status.nextScheduleTime", "When the next run is due."),
+        AGE,
+    ),
+    root_rules=(NAME_LENGTH,),
+)
+
 KINDS: tuple[Kind, ...] = (TASK_SAGA, HEALTH_MONITOR, APPROVAL_REQUEST)
+# Kinds that make runs rather than being one: bound to a workflow like KINDS, but without phases, so not in the
+# fleet's views (steadfast list) that KINDS feeds.
+SCHEDULE_KINDS: tuple[Kind, ...] = (SAGA_SCHEDULE,)
 
 # Admin-owned and cluster-scoped; no workflow runs it, so it is not one of the KINDS the operator binds.
 POLICY = Kind(
