@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_saga_workflow import FAST_RETRY, finish, phases, spec, step, wait_until
+from test_object_waits import calls_to, configmap, pending
+from test_repair_workflow import paused, start_pausing
+from test_saga_workflow import FAST_RETRY, finish, phases, repair, spec, step, wait_until
 from workflow_fakes import Harness
 
 from steadfast.api.kinds import TASK_SAGA
 from steadfast.workflows import saga
+from steadfast.workflows.common import REARM_EVENT
 
 pytestmark = pytest.mark.engine
 
@@ -135,3 +138,59 @@ def test_deleting_a_running_graph_saga_finishes_in_flight_and_compensates(harnes
     assert order[-1] == "a/compensation"
     assert status["steps"][1]["phase"] == "Failed"
     assert len(subject.service.calls_to("/b")) < 50, "retries went on after the deletion"
+
+
+def test_two_kubernetes_waits_in_flight_both_hear_their_events_and_the_re_arm(harness: Harness) -> None:
+    waiting = {"successWhen": 'object.data.open == "yes"', "timeout": "5m"}
+    plan = spec(
+        *(
+            {"name": n, "action": {"kubernetes": {"object": configmap(n), **waiting}}, "dependsOn": []}
+            for n in ("one", "two")
+        ),
+        {**step("after", undo=False), "dependsOn": ["one", "two"]},
+    )
+    subject = harness.subject(TASK_SAGA)
+    for name in ("one", "two"):
+        subject.service.object_answers(name, pending())
+    iid = harness.start_saga(subject, plan)
+    first = {name: calls_to(subject, name, 1)[0] for name in ("one", "two")}
+    harness.client.raise_workflow_event(iid, REARM_EVENT, data={"reason": "operator resumed"})
+    again = {name: calls_to(subject, name, 2)[1] for name in ("one", "two")}  # the fake now answers ok
+    assert all(call.rearm and call.key == first[name].key for name, call in again.items())
+    result = harness.finish(iid)
+    assert result["status"] == "Succeeded"
+    assert subject.service.order()[-1] == "after/action"
+
+
+def test_a_paused_graph_waits_for_siblings_then_retry_and_skip_work(harness: Harness) -> None:
+    plan = spec(after("a"), after("b"), after("c", "a"), after("d", "b"))
+    subject, iid = start_pausing(harness, plan, failing="/a")
+    status = paused(subject)
+    assert status["pause"]["step"] == "a" and status["currentStep"] == "a"
+    assert status["steps"][1]["phase"] == "Succeeded", "the sibling in flight finished before the pause"
+    assert "d/action" not in subject.service.order(), "a step started after the failure"
+    repair(harness, iid, "Skip", generation=2, step="a", reason="done by hand")
+    result, status = finish(harness, subject, iid)
+    assert result["status"] == "Succeeded"
+    assert phases(status) == ["Skipped", "Succeeded", "Succeeded", "Succeeded"]
+    assert status["progress"] == "4/4"
+
+
+def test_a_paused_graph_step_retried_runs_again(harness: Harness) -> None:
+    subject, iid = start_pausing(harness, spec(after("a"), after("b", "a")), failing="/a", times=1)
+    paused(subject)
+    repair(harness, iid, "Retry", generation=2)
+    result, status = finish(harness, subject, iid)
+    assert result["status"] == "Succeeded"
+    assert subject.service.order() == ["a/action", "a/action", "b/action"]
+    assert status["steps"][0]["attempts"] == 2
+
+
+def test_a_step_timeout_in_a_graph_fails_it_and_compensates_the_rest(harness: Harness) -> None:
+    slow = after("slow", retry={"maxAttempts": 100, **FAST_RETRY}, timeout="1s")
+    subject = harness.subject(TASK_SAGA)
+    subject.service.fail("/slow")
+    result, status = finish(harness, subject, harness.start_saga(subject, spec(after("fine"), slow)))
+    assert result["status"] == "Compensated"
+    assert "time limit 1s reached" in status["steps"][1]["message"]
+    assert subject.service.order()[-1] == "fine/compensation"
