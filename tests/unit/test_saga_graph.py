@@ -76,3 +76,10 @@ def test_output_readers_follow_the_graph() -> None:
 
 def test_depends_on_is_a_set() -> None:
     assert "spec.steps[1].dependsOn[1]: a is listed twice" in refused(_step("a"), _step("b", "a", "a"))
+
+
+def test_an_empty_depends_on_declares_a_root_and_makes_a_graph() -> None:
+    fan = TaskSagaSpec.model_validate(_spec({**_step("a"), "dependsOn": []}, {**_step("b"), "dependsOn": []}))
+    assert fan.is_graph()
+    assert dependencies(fan) == {"a": (), "b": ()}
+    assert fan.to_wire()["steps"][0]["dependsOn"] == []

@@ -88,7 +88,8 @@ class Step(ApiModel):
     compensation: Action | None = Field(
         None,
         description=(
-            "Undoes the action; recorded when the step succeeds, run in reverse order on failure. Unset for a "
+            "Undoes the action; recorded when the step succeeds, run in reverse order on failure (with dependsOn: "
+            "after the compensations of the steps that depend on it). Unset for a "
             "kubernetes apply or patch: the step's own undo (delete what it created, restore what it changed)."
         ),
     )
@@ -96,13 +97,13 @@ class Step(ApiModel):
     timeout: Annotated[str, DurationCheck("step timeout")] | None = Field(
         None, description="Time limit for the step across all its attempts."
     )
-    depends_on: Annotated[list[Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]], LIST_SET] = Field(
-        default_factory=list,
+    depends_on: Annotated[list[Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]] | None, LIST_SET] = Field(
+        None,
         max_length=MAX_STEPS,
         description=(
-            "Names of the steps this one runs after (each must succeed first). When any step declares dependsOn, "
-            "every step depends on exactly what it lists (none: it starts at once) and independent steps run "
-            "concurrently; when no step does, the steps run in order."
+            "Names of the steps this one runs after (each must succeed first); [] for none. When any step declares "
+            "dependsOn, the steps form a graph: each depends on exactly what it lists (unset or []: it starts at "
+            "once) and independent steps run concurrently. When no step declares it, the steps run in order."
         ),
     )
     outputs: Annotated[
@@ -157,7 +158,7 @@ def dependencies(spec: TaskSagaSpec) -> dict[str, tuple[str, ...]]:
     if not spec.is_graph():
         names = [s.name for s in spec.steps]
         return {name: tuple(names[n - 1 : n]) for n, name in enumerate(names)}
-    return {s.name: tuple(s.depends_on) for s in spec.steps}
+    return {s.name: tuple(s.depends_on or ()) for s in spec.steps}
 
 
 def ancestors(graph: dict[str, tuple[str, ...]], step: str) -> set[str]:
@@ -214,13 +215,14 @@ def _cycle(graph: dict[str, tuple[str, ...]], start: str) -> list[str] | None:
 def graph_problems(spec: TaskSagaSpec) -> list[str]:
     """Why the steps' dependsOn do not form a graph the saga can run, each naming the field."""
     names = {s.name for s in spec.steps}
-    graph = {s.name: tuple(d for d in s.depends_on if d in names and d != s.name) for s in spec.steps}
+    graph = {s.name: tuple(d for d in s.depends_on or () if d in names and d != s.name) for s in spec.steps}
     problems: list[str] = []
     reported: set[frozenset[str]] = set()
     for n, step in enumerate(spec.steps):
-        for i, dep in enumerate(step.depends_on):
+        listed = step.depends_on or []
+        for i, dep in enumerate(listed):
             where = f"spec.steps[{n}].dependsOn[{i}]"
-            if dep in step.depends_on[:i]:
+            if dep in listed[:i]:
                 problems.append(f"{where}: {dep} is listed twice")
             elif dep == step.name:
                 problems.append(f"{where}: step {dep} cannot depend on itself")
@@ -393,8 +395,8 @@ class TaskSagaSpec(ApiModel):
         return self
 
     def is_graph(self) -> bool:
-        """Whether steps run as their dependsOn allow (any step declares it) rather than in order."""
-        return any(s.depends_on for s in self.steps)
+        """Whether steps run as their dependsOn allow (any step declares it, even as []) rather than in order."""
+        return any(s.depends_on is not None for s in self.steps)
 
     def needs_approval(self) -> bool:
         """Whether the approval gate holds this saga."""
@@ -460,7 +462,8 @@ class CompensationPhase(StrEnum):
 
 
 class CompensationStatus(ApiModel):
-    """Progress of one compensation; the list is in the order they ran (reverse step order)."""
+    """Progress of one compensation; the list is in the order they started (reverse step order, or reverse
+    dependency order when steps declare dependsOn)."""
 
     step: str = Field(description="The step being undone.")
     phase: CompensationPhase = Field(description="Where the compensation is.")
@@ -505,7 +508,7 @@ class TaskSagaStatus(StatusBase):
     )
     steps: list[StepStatus] = Field(default_factory=list, description="One record per step, in spec order.")
     compensations: list[CompensationStatus] = Field(
-        default_factory=list, description="Compensations in the order they ran."
+        default_factory=list, description="Compensations in the order they started."
     )
     result: SagaResult | None = Field(None, description="The outcome, once the saga ends.")
     approval_request: str | None = Field(None, description="Name of the ApprovalRequest the gate created.")

@@ -142,7 +142,7 @@ class _Saga:
         )
         if self.spec.is_graph():  # status-only (the report's content): instances in order replay as they ran
             for record, step in zip(self.state.steps, self.spec.steps, strict=True):
-                record.depends_on = list(step.depends_on)
+                record.depends_on = list(step.depends_on or [])
         # How to undo each Kubernetes apply/patch that happened (from activity results: a replay rebuilds it).
         self.undo: dict[str, dict[str, Any]] = {}
 
