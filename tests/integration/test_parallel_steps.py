@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 pytestmark = pytest.mark.controlplane
 
 STEP_DELAY = 1.0  # seconds each step's request is held at the service
-UNDO_DELAY = 0.5  # and each compensation's
+UNDO_DELAY = 1.0  # and each compensation's
 SLACK = 0.05  # clock granularity of the receiver's timestamps
 
 
@@ -122,7 +122,9 @@ def test_a_failure_lets_siblings_in_flight_finish_and_undoes_their_success(
     operator: Operator, task_service: TaskService, sagas: Resources
 ) -> None:
     svc = task_service
-    plan = [node(svc, "sib", "slow"), node(svc, "sib", "bad", fail=True), node(svc, "sib", "after", "slow")]
+    bad = node(svc, "sib", "bad", fail=True)
+    bad["action"]["http"]["url"] = f"{svc.url}/notices"  # no delay there: it fails while slow is in flight
+    plan = [node(svc, "sib", "slow"), bad, node(svc, "sib", "after", "slow")]
     sagas.create("sib", {"task": {"id": "sib"}, "steps": plan})
     status = sagas.wait_phase("sib", "Compensated", "CompensationFailed", "Succeeded", timeout=90)["status"]
     assert status["phase"] == "Compensated"
