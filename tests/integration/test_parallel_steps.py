@@ -135,6 +135,23 @@ def test_a_failure_lets_siblings_in_flight_finish_and_undoes_their_success(
     assert svc.stats()["records"] == {}
 
 
+def test_deleting_a_running_graph_saga_lets_steps_in_flight_finish_then_undoes_them(
+    operator: Operator, task_service: TaskService, sagas: Resources
+) -> None:
+    svc = task_service
+    plan = [node(svc, "del", "a"), node(svc, "del", "b"), node(svc, "del", "c", "a", "b")]
+    sagas.create("del", {"task": {"id": "del"}, "steps": plan})
+    eventually(
+        lambda: sum(1 for d in svc.stats()["deliveries"] if d["route"] == "POST /records") >= 2,
+        what="two steps in flight",
+    )
+    sagas.delete("del")
+    sagas.wait_gone("del", timeout=60)
+    assert sorted(posted(svc, "del")) == ["a", "b"], "a step started after the deletion"
+    assert set(received(svc, "DELETE", "del")) == {"a", "b"}, "what the steps in flight made was not undone"
+    assert svc.stats()["records"] == {}
+
+
 def test_operator_sigkill_with_steps_in_flight_loses_nothing_and_repeats_nothing(
     operator: Operator, task_service: TaskService, sagas: Resources
 ) -> None:
