@@ -132,7 +132,8 @@ def main(argv: list[str]) -> int:
     if args.write:
         load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
         section = (
-            f"## {args.steps} steps, at most {args.actions_per_namespace} actions per namespace at once\n\n"
+            f"## {args.engine}: {args.steps} steps, at most {args.actions_per_namespace} actions per namespace at "
+            "once\n\n"
             f"`python bench/dag_bench.py {' '.join(argv)}` on {platform.machine()}, "
             f"{datetime.now(UTC):%Y-%m-%d}, engine {args.engine}, receiver delay {args.delay}s per step; load "
             f"average (1 min) {load} at the end.\n\n"
