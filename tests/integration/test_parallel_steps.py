@@ -8,12 +8,16 @@ at the service keeps each request in flight long enough for overlaps, and their 
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e_support import Operator, Resources, TaskService, eventually
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from steadfast.dev.controlplane import cluster
 
 pytestmark = pytest.mark.controlplane
 
@@ -67,7 +71,12 @@ def delays(task_service: TaskService) -> None:
 
 
 def test_independent_steps_overlap_and_a_join_waits_for_all(
-    operator: Operator, task_service: TaskService, sagas: Resources
+    operator: Operator,
+    task_service: TaskService,
+    sagas: Resources,
+    kubectl_path: Path,
+    control_plane: cluster.State,
+    namespace: str,
 ) -> None:
     svc = task_service
     plan = [node(svc, "fan", n) for n in ("db", "queue", "bucket")] + [
@@ -82,6 +91,14 @@ def test_independent_steps_overlap_and_a_join_waits_for_all(
     roots = [at["db"], at["queue"], at["bucket"]]
     assert max(roots) - min(roots) < STEP_DELAY, f"independent steps did not overlap: {at}"
     assert at["deploy"] >= max(roots) + STEP_DELAY - SLACK, f"the join started before all it waits for: {at}"
+    shown = subprocess.run(
+        [str(kubectl_path), "--kubeconfig", control_plane.kubeconfig, "get", "tasksagas", "fan", "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split("\n")
+    assert "PROGRESS" in shown[0].split() and "4/4" in shown[1].split(), shown
 
 
 def test_diamond_and_wide_fan_out_compensate_in_reverse_dependency_order(
