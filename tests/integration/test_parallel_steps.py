@@ -156,6 +156,7 @@ def test_deleting_a_running_graph_saga_lets_steps_in_flight_finish_then_undoes_t
     operator: Operator, task_service: TaskService, sagas: Resources
 ) -> None:
     svc = task_service
+    svc.fault("POST /records", fail=0, delay=3)  # long enough for the deletion to arrive while a and b run
     plan = [node(svc, "del", "a"), node(svc, "del", "b"), node(svc, "del", "c", "a", "b")]
     sagas.create("del", {"task": {"id": "del"}, "steps": plan})
     eventually(

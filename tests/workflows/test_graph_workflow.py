@@ -93,7 +93,7 @@ def test_failure_lets_siblings_in_flight_finish_and_undoes_their_success(harness
     entered, release = subject.service.hold("/slow")
     iid = harness.start_saga(subject, plan)
     assert entered.wait(10)
-    wait_until(lambda: "bad/action" in subject.service.order(), "bad ran")
+    subject.log.wait_for(lambda s: s["steps"][1]["phase"] == "Failed", "bad failed while slow is in flight")
     release.set()
     result, status = finish(harness, subject, iid)
 
@@ -164,7 +164,12 @@ def test_two_kubernetes_waits_in_flight_both_hear_their_events_and_the_re_arm(ha
 
 def test_a_paused_graph_waits_for_siblings_then_retry_and_skip_work(harness: Harness) -> None:
     plan = spec(after("a"), after("b"), after("c", "a"), after("d", "b"))
-    subject, iid = start_pausing(harness, plan, failing="/a")
+    subject = harness.subject(TASK_SAGA)
+    entered, release = subject.service.hold("/b")  # b is still in flight when a fails
+    subject, iid = start_pausing(harness, plan, failing="/a", subject=subject)
+    assert entered.wait(10)
+    subject.log.wait_for(lambda s: s["steps"][0]["phase"] == "Failed" or s["phase"] == "Paused", "a failed")
+    release.set()
     status = paused(subject)
     assert status["pause"]["step"] == "a" and status["currentStep"] == "a"
     assert status["steps"][1]["phase"] == "Succeeded", "the sibling in flight finished before the pause"
