@@ -265,7 +265,8 @@ class Bed:
         loaded: dict[str, Any] = yaml.safe_load(Path(self.state.kubeconfig).read_text())
         return loaded
 
-    def start_operator(self) -> None:
+    def start_operator(self, *extra: str) -> None:
+        """Start the operator; `extra`: more `steadfast run` flags (e.g. --actions-per-namespace 64)."""
         address = self.metrics_url.removeprefix("http://").removesuffix("/metrics")
         log = self.workdir / "operator.log"
         self.operator = self.processes.launch(
@@ -279,6 +280,7 @@ class Bed:
                 self.egress_allow,
                 "--metrics",
                 address,
+                *extra,
             ],
             log,
             detach=False,

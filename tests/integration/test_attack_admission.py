@@ -46,6 +46,16 @@ INVALID: list[tuple[Kind, dict[str, Any]]] = [
         APPROVAL_REQUEST,
         {"subject": {"title": "t"}, "approvers": {"users": ["alice"]}, "action": {"kubernetes": {"object": SECRET}}},
     ),
+    (  # parallel steps whose dependencies loop: no step would ever be ready
+        TASK_SAGA,
+        {
+            "task": {"id": "t"},
+            "steps": [
+                {"name": "a", "action": {"http": {"url": DEAD_URL}}, "dependsOn": ["b"]},
+                {"name": "b", "action": {"http": {"url": DEAD_URL}}, "dependsOn": ["a"]},
+            ],
+        },
+    ),
 ]
 
 

@@ -30,10 +30,11 @@ def start_pausing(
     times: int | None = None,
     timeout: str = "1h",
     creator: str = "ada",
+    subject: Subject | None = None,
 ) -> tuple[Subject, str]:
     """A saga whose failure policy (resolved at start) is Pause, as `Bindings.start` schedules it; calls to the
-    path `failing` fail (`times` times, or until the test scripts otherwise)."""
-    subject = harness.subject(TASK_SAGA)
+    path `failing` fail (`times` times, or until the test scripts otherwise). `subject`: one the test prepared."""
+    subject = subject or harness.subject(TASK_SAGA)
     subject.service.fail(failing, times=times)
     iid = instance_id(TASK_SAGA, subject.ref.namespace, subject.ref.name, subject.ref.uid)
     given = saga.SagaInput(

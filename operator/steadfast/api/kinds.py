@@ -116,6 +116,7 @@ TASK_SAGA = Kind(
     printer_columns=(
         PrinterColumn("Phase", "string", ".status.phase", "Where the saga is."),
         PrinterColumn("Step", "string", ".status.currentStep", "The step or compensation running now."),
+        PrinterColumn("Progress", "string", ".status.progress", "Steps succeeded or skipped over all steps."),
         PrinterColumn("Task", "string", ".spec.task.id", "The task ID.", priority=1),
         PrinterColumn("Result", "string", ".status.result.status", "The outcome.", priority=1),
         PrinterColumn("Error", "string", ".status.result.error", "Why it did not succeed.", priority=1),

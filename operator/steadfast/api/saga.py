@@ -1,5 +1,9 @@
 """TaskSaga: steps run in order; when one fails, the compensations of the completed ones run in reverse.
 
+Steps that declare `dependsOn` form a graph instead (docs/parallel-steps.md): a step runs once its
+dependencies have succeeded, independent ones at the same time, and compensations run in reverse
+dependency order.
+
 The spec is immutable once created (a CEL transition rule), so a running workflow never sees its
 plan change under it; only `spec.repair`, a person's decision (steadfast.api.repair), may change.
 """
@@ -84,13 +88,23 @@ class Step(ApiModel):
     compensation: Action | None = Field(
         None,
         description=(
-            "Undoes the action; recorded when the step succeeds, run in reverse order on failure. Unset for a "
+            "Undoes the action; recorded when the step succeeds, run in reverse order on failure (with dependsOn: "
+            "after the compensations of the steps that depend on it). Unset for a "
             "kubernetes apply or patch: the step's own undo (delete what it created, restore what it changed)."
         ),
     )
     retry: RetryPolicy | None = Field(None, description="Retry policy; without it the action is tried once.")
     timeout: Annotated[str, DurationCheck("step timeout")] | None = Field(
         None, description="Time limit for the step across all its attempts."
+    )
+    depends_on: Annotated[list[Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]] | None, LIST_SET] = Field(
+        None,
+        max_length=MAX_STEPS,
+        description=(
+            "Names of the steps this one runs after (each must succeed first); [] for none. When any step declares "
+            "dependsOn, the steps form a graph: each depends on exactly what it lists (unset or []: it starts at "
+            "once) and independent steps run concurrently. When no step declares it, the steps run in order."
+        ),
     )
     outputs: Annotated[
         dict[Annotated[str, Field(pattern=OUTPUT_NAME)], Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]],
@@ -112,7 +126,8 @@ class Step(ApiModel):
         max_length=MAX_OUTPUTS,
         description=(
             "Named values taken from the step's response, each a CEL expression over response (e.g. "
-            "paymentId: response.body.id); later steps and compensations use them as outputs.paymentId. "
+            "paymentId: response.body.id); later steps (with dependsOn: the steps that depend on this one, "
+            "directly or not) and compensations use them as outputs.paymentId. "
             f"Names are unique across the saga; a step's outputs take at most {MAX_OUTPUT_BYTES} bytes of JSON."
         ),
     )
@@ -138,16 +153,39 @@ class OutputReader(NamedTuple):
     name: str  # the output it reads
 
 
+def dependencies(spec: TaskSagaSpec) -> dict[str, tuple[str, ...]]:
+    """What each step waits for: its dependsOn in a graph, else the step before it (in order)."""
+    if not spec.is_graph():
+        names = [s.name for s in spec.steps]
+        return {name: tuple(names[n - 1 : n]) for n, name in enumerate(names)}
+    return {s.name: tuple(s.depends_on or ()) for s in spec.steps}
+
+
+def ancestors(graph: dict[str, tuple[str, ...]], step: str) -> set[str]:
+    """Every step `step` waits for, directly or not (unknown names and cycles are tolerated: admission refuses
+    them separately)."""
+    found: set[str] = set()
+    todo = list(graph.get(step, ()))
+    while todo:
+        name = todo.pop()
+        if name not in found and name != step:
+            found.add(name)
+            todo.extend(graph.get(name, ()))
+    return found
+
+
 def output_readers(spec: TaskSagaSpec, step: str) -> list[OutputReader]:
-    """Where the steps after `step` (actions and compensations) read the outputs `step` declares: what skipping it
-    would leave without a value."""
+    """Where the steps that come after `step` (in order, or depending on it in a graph), actions and compensations,
+    read the outputs `step` declares: what skipping it would leave without a value."""
     names = [s.name for s in spec.steps]
     if step not in names:
         return []
-    index = names.index(step)
-    declared = set(spec.steps[index].outputs)
+    graph = dependencies(spec)
+    declared = set(spec.steps[names.index(step)].outputs)
     found: list[OutputReader] = []
-    for n, later in enumerate(spec.steps[index + 1 :], start=index + 1):
+    for n, later in enumerate(spec.steps):
+        if step not in ancestors(graph, later.name):
+            continue
         for part, action in (("action", later.action), ("compensation", later.compensation)):
             if action is None:
                 continue
@@ -157,6 +195,45 @@ def output_readers(spec: TaskSagaSpec, step: str) -> list[OutputReader]:
                     if name in declared:
                         found.append(OutputReader(f"spec.steps[{n}].{part}", name))
     return list(dict.fromkeys(found))
+
+
+def _cycle(graph: dict[str, tuple[str, ...]], start: str) -> list[str] | None:
+    """A path start -> ... -> start through the graph, if there is one (the shortest by breadth-first search)."""
+    paths: list[list[str]] = [[start]]
+    seen: set[str] = set()
+    while paths:
+        path = paths.pop(0)
+        for nxt in graph.get(path[-1], ()):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                paths.append([*path, nxt])
+    return None
+
+
+def graph_problems(spec: TaskSagaSpec) -> list[str]:
+    """Why the steps' dependsOn do not form a graph the saga can run, each naming the field."""
+    names = {s.name for s in spec.steps}
+    graph = {s.name: tuple(d for d in s.depends_on or () if d in names and d != s.name) for s in spec.steps}
+    problems: list[str] = []
+    reported: set[frozenset[str]] = set()
+    for n, step in enumerate(spec.steps):
+        listed = step.depends_on or []
+        for i, dep in enumerate(listed):
+            where = f"spec.steps[{n}].dependsOn[{i}]"
+            if dep in listed[:i]:
+                problems.append(f"{where}: {dep} is listed twice")
+            elif dep == step.name:
+                problems.append(f"{where}: step {dep} cannot depend on itself")
+            elif dep not in names:
+                problems.append(f"{where}: no step is named {dep} (steps: {', '.join(s.name for s in spec.steps)})")
+            else:
+                loop = _cycle(graph, step.name)
+                if loop is not None and dep == loop[1] and frozenset(loop) not in reported:
+                    reported.add(frozenset(loop))
+                    problems.append(f"{where}: {dep} closes a cycle ({' -> '.join(loop)}); dependencies must not loop")
+    return problems
 
 
 class OnDelete(StrEnum):
@@ -207,6 +284,7 @@ _FIXED_FIELDS = [
     ("onFailure", True),
     ("retention", True),
     ("concurrency", True),
+    ("parallelism", True),
 ]
 
 
@@ -230,7 +308,16 @@ class TaskSagaSpec(ApiModel):
 
     task: Task = Field(description="The task this saga carries out.")
     steps: Annotated[list[Step], list_map("name")] = Field(
-        min_length=1, max_length=MAX_STEPS, description="Steps, run in order; names are unique."
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="Steps, run in order (or, when any declares dependsOn, as their dependencies allow); names are "
+        "unique.",
+    )
+    parallelism: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_STEPS,
+        description="At most this many steps run at once when steps declare dependsOn (unset: as many as are ready).",
     )
     approval: ApprovalGate | None = Field(None, description="Wait for an approval before the first step.")
     on_delete: OnDelete = Field(
@@ -270,15 +357,28 @@ class TaskSagaSpec(ApiModel):
         return steps
 
     @model_validator(mode="after")
+    def _graph(self) -> TaskSagaSpec:
+        problems = graph_problems(self)
+        if problems:
+            raise PydanticCustomError("dependsOn", "{problems}", {"problems": "; ".join(problems)})
+        return self
+
+    @model_validator(mode="after")
     def _expressions(self) -> TaskSagaSpec:
         problems: list[str] = []
-        owners: dict[str, str] = {}
+        owners: dict[str, str] = {}  # output name -> the step that declares it first
+        for step in self.steps:
+            for name in step.outputs:
+                owners.setdefault(name, step.name)
+        graph = dependencies(self)  # in order: each step after the one before, so ancestors are the earlier steps
+        whose = "an ancestor's (a step it depends on, directly or not)" if self.is_graph() else "an earlier step's"
         for n, step in enumerate(self.steps):
             where = f"spec.steps[{n}]"
             for name in step.outputs:
-                if name in owners:
+                if owners[name] != step.name:
                     problems.append(f"{where}.outputs.{name}: step {owners[name]} already declares output {name}")
-            earlier = set(owners)
+            before = ancestors(graph, step.name)
+            readable = {name for name, owner in owners.items() if owner in before}
             for name, source in step.outputs.items():
                 try:
                     compile_expression(source, responding(TASK, step.action.answer))
@@ -287,12 +387,16 @@ class TaskSagaSpec(ApiModel):
             problems += step.action.sealed_problems(
                 TASK, [(f"{where}.outputs.{name}", source) for name, source in step.outputs.items()]
             )
-            problems += _uses(step.action, earlier, f"{where}.action", "an earlier step's")
-            owners.update(dict.fromkeys(step.outputs, step.name))
+            problems += _uses(step.action, readable, f"{where}.action", whose)
             if step.compensation is not None:
-                problems += _uses(step.compensation, set(owners), f"{where}.compensation", "this or an earlier step's")
+                own = readable | set(step.outputs)
+                problems += _uses(step.compensation, own, f"{where}.compensation", f"this or {whose}")
         refuse_expressions(problems)
         return self
+
+    def is_graph(self) -> bool:
+        """Whether steps run as their dependsOn allow (any step declares it, even as []) rather than in order."""
+        return any(s.depends_on is not None for s in self.steps)
 
     def needs_approval(self) -> bool:
         """Whether the approval gate holds this saga."""
@@ -335,6 +439,9 @@ class StepStatus(ApiModel):
 
     name: str = Field(description="Step name.")
     phase: StepPhase = Field(description="Where the step is.")
+    depends_on: list[str] | None = Field(
+        None, description="The steps it runs after (spec.steps[].dependsOn), when the saga's steps form a graph."
+    )
     attempts: int = Field(0, ge=0, description="Attempts made so far.")
     started_at: Timestamp | None = Field(None, description="When the first attempt started.")
     finished_at: Timestamp | None = Field(None, description="When the step succeeded or finally failed.")
@@ -355,7 +462,8 @@ class CompensationPhase(StrEnum):
 
 
 class CompensationStatus(ApiModel):
-    """Progress of one compensation; the list is in the order they ran (reverse step order)."""
+    """Progress of one compensation; the list is in the order they started (reverse step order, or reverse
+    dependency order when steps declare dependsOn)."""
 
     step: str = Field(description="The step being undone.")
     phase: CompensationPhase = Field(description="Where the compensation is.")
@@ -390,10 +498,17 @@ class TaskSagaStatus(StatusBase):
     """Progress of a TaskSaga: every step and compensation, visible with kubectl get -o yaml."""
 
     phase: SagaPhase | None = Field(None, description="Where the saga is.")
-    current_step: str | None = Field(None, description="The step or compensation running now.")
+    current_step: str | None = Field(
+        None,
+        description="The step or compensation running now; with steps running concurrently, their names joined with "
+        "commas, in spec order.",
+    )
+    progress: str | None = Field(
+        None, description="Steps succeeded or skipped over all steps, e.g. 5/9 (set by sagas whose steps form a graph)."
+    )
     steps: list[StepStatus] = Field(default_factory=list, description="One record per step, in spec order.")
     compensations: list[CompensationStatus] = Field(
-        default_factory=list, description="Compensations in the order they ran."
+        default_factory=list, description="Compensations in the order they started."
     )
     result: SagaResult | None = Field(None, description="The outcome, once the saga ends.")
     approval_request: str | None = Field(None, description="Name of the ApprovalRequest the gate created.")

@@ -12,6 +12,9 @@ failed compensations, with their original idempotency keys) or Resolve (undone b
 A saga with a concurrency key (steadfast.concurrency) waits, once approved, for a slot of its key's keeper
 (phase Queued) and releases it at every end: after its steps, or its compensations, or when deleted while queued.
 Only inputs that carry a key take this path, so instances started before it replay as they ran.
+
+Steps that declare dependsOn run as a graph (steadfast.workflows.graph): a separate path chosen by the spec, so
+sagas without dependsOn, and every instance started before it, run and replay as they did.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from steadfast.records import Outcome, WorkflowInput
 from steadfast.repair import workflow as repairs
 from steadfast.repair.rules import RepairEvent, Situation, misfit
 from steadfast.retention import rules as retention
+from steadfast.workflows import graph
 from steadfast.workflows.common import Reporter, run_action, second, stamp
 
 NAME = "steadfast.tasksaga"
@@ -82,6 +86,16 @@ _CONDITION_STATE: dict[SagaPhase, State] = {
     SagaPhase.FAILED: "stalled",
     SagaPhase.REJECTED: "stalled",
 }
+# Phases after a failure: the progress of the steps is no longer updated.
+_UNDOING = frozenset(
+    {
+        SagaPhase.COMPENSATING,
+        SagaPhase.COMPENSATED,
+        SagaPhase.COMPENSATION_FAILED,
+        SagaPhase.FAILED,
+        SagaPhase.REJECTED,
+    }
+)
 
 
 class SagaInput(WorkflowInput[TaskSagaSpec]):
@@ -126,6 +140,9 @@ class _Saga:
             observed_generation=self.reporter.generation,
             workflow_instance_id=ctx.instance_id,
         )
+        if self.spec.is_graph():  # status-only (the report's content): instances in order replay as they ran
+            for record, step in zip(self.state.steps, self.spec.steps, strict=True):
+                record.depends_on = list(step.depends_on or [])
         # How to undo each Kubernetes apply/patch that happened (from activity results: a replay rebuilds it).
         self.undo: dict[str, dict[str, Any]] = {}
 
@@ -139,6 +156,15 @@ class _Saga:
 
     def status(self, message: str = "") -> TaskSagaStatus:
         self.state.observed_generation = self.reporter.generation
+        steps = self.state.steps
+        if self.phase not in _UNDOING:  # kept as it was once steps stop (those not run are then Skipped too)
+            finished = sum(1 for r in steps if r.phase in (StepPhase.SUCCEEDED, StepPhase.SKIPPED))
+            self.state.progress = f"{finished}/{len(steps)}"
+        if self.spec.is_graph() and self.state.finished_at is None:  # several steps may run at once
+            running = [r.name for r in steps if r.phase == StepPhase.RUNNING]
+            running += [c.step for c in self.state.compensations if c.phase == CompensationPhase.RUNNING]
+            pause = self.state.pause
+            self.state.current_step = pause.step if pause else ", ".join(running) or None
         self.state.conditions = conditions(
             _CONDITION_STATE.get(self.phase, "progressing"),
             reason=self.phase.value,
@@ -233,9 +259,10 @@ class _Saga:
         compensation: bool,
         cancel: Any = None,
         earlier: int = 0,
+        reporter: Reporter | None = None,
     ) -> Generator[Any, Any, bool]:
         """One run of a step's action (or compensation) with its retries; `earlier`: attempts of earlier runs
-        (a person's Retry), so status counts them all."""
+        (a person's Retry), so status counts them all; `reporter`: a lane's (steadfast.workflows.lanes)."""
         record.phase = CompensationPhase.RUNNING if compensation else StepPhase.RUNNING
         record.started_at = record.started_at if earlier else second(self.reporter.now)
         self.state.current_step = step.name
@@ -252,7 +279,7 @@ class _Saga:
         undo = self.undo.get(step.name) if compensation and step.compensation is None else None
         retry = step.retry if step.retry else (COMPENSATION_RETRY if compensation else None)
         outcome, attempts = yield from run_action(
-            self.reporter,
+            reporter or self.reporter,
             action,
             key_parts=(step.name, "compensation" if compensation else "action"),
             retry=retry,
@@ -475,37 +502,41 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
         error, rejected = yield from _await_approval(saga, cancel)
     if error is None and saga.concurrency is not None and not (yield from _take_slot(saga, cancel)):
         error = "the TaskSaga was deleted while queued"
-    for step, record in zip(saga.spec.steps, steps, strict=True):
-        if error is not None:
-            break
-        if cancel.is_complete:
+    if saga.spec.is_graph():
+        if error is None:
+            error, done = yield from graph.run_steps(saga, cancel, pause=_pause if pauses else None)
+    else:
+        for step, record in zip(saga.spec.steps, steps, strict=True):
+            if error is not None:
+                break
+            if cancel.is_complete:
+                error = "the TaskSaga was deleted while running"
+                break
+            while True:  # a person's Retry runs the step again
+                if (yield from saga.run(step, record, compensation=False, cancel=cancel, earlier=record.attempts)):
+                    done.append(step)
+                    break
+                failure = f"step {step.name} failed: {record.message or ''}"
+                decided: RepairEvent | str = "the TaskSaga was deleted while running" if cancel.is_complete else failure
+                if pauses and not cancel.is_complete:
+                    decided = yield from _pause(saga, step, cancel)
+                if isinstance(decided, RepairEvent) and decided.action == RepairAction.RETRY:
+                    saga.phase = SagaPhase.RUNNING
+                    continue
+                if step.compensation is None and step.name in saga.undo:
+                    done.append(step)  # its apply happened (its wait failed): undo that too
+                if isinstance(decided, RepairEvent) and decided.action == RepairAction.SKIP:
+                    saga.phase = SagaPhase.RUNNING
+                    record.phase = StepPhase.SKIPPED
+                    record.message = f"skipped by {decided.user}: {decided.reason} (it had failed: {record.message})"
+                    yield saga.reporter.report(saga.status())
+                    break
+                error = failure if isinstance(decided, RepairEvent) else decided
+                if isinstance(decided, RepairEvent):
+                    error = f"{failure}; compensating on {decided.user}'s decision"
+                break
+        if error is None and cancel.is_complete and len(done) < len(steps):
             error = "the TaskSaga was deleted while running"
-            break
-        while True:  # a person's Retry runs the step again
-            if (yield from saga.run(step, record, compensation=False, cancel=cancel, earlier=record.attempts)):
-                done.append(step)
-                break
-            failure = f"step {step.name} failed: {record.message or ''}"
-            decided: RepairEvent | str = "the TaskSaga was deleted while running" if cancel.is_complete else failure
-            if pauses and not cancel.is_complete:
-                decided = yield from _pause(saga, step, cancel)
-            if isinstance(decided, RepairEvent) and decided.action == RepairAction.RETRY:
-                saga.phase = SagaPhase.RUNNING
-                continue
-            if step.compensation is None and step.name in saga.undo:
-                done.append(step)  # its apply happened (its wait failed): undo that too
-            if isinstance(decided, RepairEvent) and decided.action == RepairAction.SKIP:
-                saga.phase = SagaPhase.RUNNING
-                record.phase = StepPhase.SKIPPED
-                record.message = f"skipped by {decided.user}: {decided.reason} (it had failed: {record.message})"
-                yield saga.reporter.report(saga.status())
-                break
-            error = failure if isinstance(decided, RepairEvent) else decided
-            if isinstance(decided, RepairEvent):
-                error = f"{failure}; compensating on {decided.user}'s decision"
-            break
-    if error is None and cancel.is_complete and len(done) < len(steps):
-        error = "the TaskSaga was deleted while running"
 
     if error is None:
         saga.phase = SagaPhase.SUCCEEDED
@@ -519,7 +550,9 @@ def saga_workflow(ctx: DaprWorkflowContext, inp: dict[str, Any]) -> Generator[An
         if to_undo:
             saga.reporter.event("Compensating", f"{error}; compensating {len(to_undo)} step(s)", warning=True)
         failed = 0
-        for step in to_undo:
+        if saga.spec.is_graph():
+            failed = yield from graph.compensate(saga, to_undo)
+        for step in [] if saga.spec.is_graph() else to_undo:
             undo = CompensationStatus(step=step.name, phase=CompensationPhase.RUNNING)
             saga.state.compensations.append(undo)
             if not (yield from saga.run(step, undo, compensation=True)):
