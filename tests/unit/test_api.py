@@ -291,12 +291,15 @@ def _http(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        (_saga(steps=[]), "spec.steps: List should have at least 1 item"),
+        (_saga(steps=[]), "spec: a TaskSaga sets exactly one of spec.steps and spec.template"),
         (
             _saga(steps=[_step(), _step()]),
             "spec.steps: step names in spec.steps must be unique; repeated: create-task-record",
         ),
-        ({k: v for k, v in SAGA.items() if k != "steps"}, "spec.steps: Field required"),
+        (
+            {k: v for k, v in SAGA.items() if k != "steps"},
+            "spec: a TaskSaga sets exactly one of spec.steps and spec.template",
+        ),
         (
             _saga(steps=[_step(action=_http(url="ftp://tasks.svc/x"))]),
             "spec.steps[0].action.http.url: http.url must be",

@@ -11,6 +11,7 @@ from steadfast.api.monitor import HealthMonitorSpec, HealthMonitorStatus
 from steadfast.api.policy import SteadfastPolicySpec, SteadfastPolicyStatus
 from steadfast.api.saga import TaskSagaSpec, TaskSagaStatus
 from steadfast.api.schema import Cel
+from steadfast.api.template import SagaTemplateSpec, SagaTemplateStatus
 
 GROUP = "steadfast.dev"
 # Set at admission on CREATE (a kopf patch per resource otherwise); kopf removes it once the instance is gone.
@@ -182,6 +183,35 @@ POLICY = Kind(
     categories=(),
     namespaced=False,
 )
+
+
+# Definitions a TaskSaga names (spec.template); no workflow runs them, so they are not among the KINDS either.
+_TEMPLATE_COLUMNS = (
+    PrinterColumn("Description", "string", ".spec.description", "What a saga made from it does."),
+    AGE,
+)
+SAGA_TEMPLATE = Kind(
+    kind="SagaTemplate",
+    plural="sagatemplates",
+    singular="sagatemplate",
+    short_names=("stpl",),
+    spec_model=SagaTemplateSpec,
+    status_model=SagaTemplateStatus,
+    description="A TaskSaga's definition with typed parameters, for the sagas of its namespace (spec.template).",
+    printer_columns=_TEMPLATE_COLUMNS,
+)
+CLUSTER_SAGA_TEMPLATE = Kind(
+    kind="ClusterSagaTemplate",
+    plural="clustersagatemplates",
+    singular="clustersagatemplate",
+    short_names=("cstpl",),
+    spec_model=SagaTemplateSpec,
+    status_model=SagaTemplateStatus,
+    description="A TaskSaga's definition with typed parameters, offered to every namespace by the platform team.",
+    printer_columns=_TEMPLATE_COLUMNS,
+    namespaced=False,
+)
+TEMPLATES: tuple[Kind, ...] = (SAGA_TEMPLATE, CLUSTER_SAGA_TEMPLATE)
 
 
 def kind_named(name: str) -> Kind:

@@ -24,12 +24,14 @@ from typing import Any
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 from dapr.ext.workflow import RetryPolicy as EngineRetry
 from dapr.ext.workflow._durabletask.task import TaskFailedError
+from pydantic import field_validator
 
 from steadfast.api.duration import parse_duration
 from steadfast.api.kinds import TASK_SAGA
 from steadfast.api.repair import FailureAction, OnFailure, PauseStatus, RepairAction
 from steadfast.api.retention import Retention
 from steadfast.api.saga import (
+    RENDERED,
     CompensationPhase,
     CompensationStatus,
     QueueStatus,
@@ -41,6 +43,7 @@ from steadfast.api.saga import (
     StepStatus,
     TaskSagaSpec,
     TaskSagaStatus,
+    TemplateRecord,
 )
 from steadfast.approval import rules as approval
 from steadfast.approval.policy import EffectiveGate
@@ -96,6 +99,17 @@ class SagaInput(WorkflowInput[TaskSagaSpec]):
     retention: Retention | None = None
     # Its concurrency key and limit, resolved at start (steadfast.concurrency.rules); None: not limited.
     concurrency: SagaConcurrency | None = None
+    # The template the spec was rendered from at start (steadfast.templates); the spec is then the template's
+    # definition with the saga's task and parameter values, pinned for the whole run.
+    template: TemplateRecord | None = None
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _rendered(cls, value: Any) -> Any:
+        """A rendered spec carries both steps and template, and its steps read its parameters."""
+        if isinstance(value, dict):
+            return TaskSagaSpec.model_validate(value, context={RENDERED: True})
+        return value
 
     def effective_gate(self) -> EffectiveGate | None:
         if self.gate_resolved:
@@ -125,6 +139,7 @@ class _Saga:
             started_at=second(self.reporter.now),
             observed_generation=self.reporter.generation,
             workflow_instance_id=ctx.instance_id,
+            template=given.template,
         )
         # How to undo each Kubernetes apply/patch that happened (from activity results: a replay rebuilds it).
         self.undo: dict[str, dict[str, Any]] = {}
@@ -163,6 +178,7 @@ class _Saga:
             "task": self.spec.task.model_dump(mode="json", by_alias=True, exclude_none=True),
             "saga": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid},
             "outputs": outputs,
+            "params": dict(self.spec.parameters),
         }
 
     def undoable(self, step: Step) -> bool:
