@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from steadfast.api.errors import Unstartable, invalid_spec
-from steadfast.api.saga import RENDERED, TaskSagaSpec
+from steadfast.api.policy import SteadfastPolicySpec
+from steadfast.api.saga import RENDERED, TaskSagaSpec, TemplateRef
 from steadfast.api.template import SagaTemplateSpec, fit
 from steadfast.expressions.language import TASK, compile_expression
+from steadfast.templates.admission import TemplateAdmission
 from steadfast.templates.render import render
 
 TEMPLATE: dict[str, Any] = {
@@ -170,3 +173,68 @@ def test_rendering_refuses_values_that_no_longer_fit() -> None:
 
 def test_params_is_a_variable_of_the_task_scope() -> None:
     compile_expression('params.region == "eu"', TASK)
+
+
+# -- admission: who may run which template, golden paths --------------------------------------------
+
+
+def _admission(
+    *, allowed: bool = True, exists: bool = True, policies: list[tuple[str, SteadfastPolicySpec]] | None = None
+) -> tuple[TemplateAdmission, list[tuple[str, str, str]]]:
+    asked: list[tuple[str, str, str]] = []
+
+    def read(ref: TemplateRef, namespace: str) -> dict[str, Any] | None:
+        return copy.deepcopy(BODY) if exists else None
+
+    def may_get(userinfo: Mapping[str, Any], plural: str, namespace: str, name: str) -> bool:
+        asked.append((plural, namespace, name))
+        return allowed
+
+    return TemplateAdmission(read, may_get, lambda namespace: ({"team": "web"}, policies or [])), asked
+
+
+USER = {"username": "dev", "groups": ["devs"]}
+
+
+def test_admission_reads_a_cluster_template_only_for_who_may_get_it() -> None:
+    check, asked = _admission(allowed=False)
+    problem = check(USER, "team-a", {"spec": SAGA})
+    assert problem is not None and problem.startswith("spec.template: dev may not get ClusterSagaTemplate onboard")
+    assert asked == [("clustersagatemplates", "", "onboard")]
+    check, asked = _admission()
+    assert check(USER, "team-a", {"spec": SAGA}) is None
+
+
+def test_admission_names_a_missing_template_and_misfit_parameters() -> None:
+    local = {**SAGA, "template": {"name": "onboard"}}
+    check, asked = _admission(exists=False)
+    assert check(USER, "team-a", {"spec": local}) == "spec.template: SagaTemplate onboard not found in namespace team-a"
+    assert asked == [("sagatemplates", "team-a", "onboard")]
+    check, _ = _admission()
+    problem = check(USER, "team-a", {"spec": {**SAGA, "parameters": {"region": "mars", "team": "web"}}})
+    assert problem == "spec.parameters.region: must be one of eu, us"
+
+
+def test_golden_paths_refuse_inline_steps_and_other_templates_naming_the_rule() -> None:
+    policy = SteadfastPolicySpec.model_validate(
+        {
+            "templates": [
+                {
+                    "name": "onboarding",
+                    "namespaceSelector": {"matchLabels": {"team": "web"}},
+                    "allowed": [{"name": "onboard"}],
+                }
+            ]
+        }
+    )
+    check, _ = _admission(policies=[("golden", policy)])
+    assert check(USER, "team-a", {"spec": SAGA}) is None
+    inline = {"task": {"id": "1"}, "steps": TEMPLATE["steps"][:1]}
+    inline["steps"] = [{"name": "a", "action": {"http": {"method": "GET", "url": "http://x.team-a.svc/"}}}]
+    problem = check(USER, "team-a", {"spec": inline})
+    assert problem == (
+        "inline spec.steps are not allowed in this namespace: SteadfastPolicy golden rule onboarding requires "
+        "TaskSagas made from one of: ClusterSagaTemplate onboard"
+    )
+    other = check(USER, "team-a", {"spec": {**SAGA, "template": {"name": "onboard"}}})
+    assert other is not None and other.startswith("spec.template SagaTemplate onboard is not allowed")
