@@ -173,6 +173,8 @@ def check_saga(
     for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
         if problem := identity.stamp_unchanged(key, old, new):
             return problem
+    if identity.spec_of(old).get("parameters") != identity.spec_of(new).get("parameters"):
+        return "spec.parameters is immutable once the TaskSaga is created"  # the CRD's rule cannot read them
     return None
 
 

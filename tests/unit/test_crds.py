@@ -167,7 +167,7 @@ def test_saga_rules() -> None:
     spec_rules = {r["message"]: r["rule"] for r in spec["x-kubernetes-validations"]}
     fixed = spec_rules["spec is immutable once the TaskSaga is created (only spec.repair, a decision, may change)"]
     assert "self.steps == oldSelf.steps" in fixed and "self.template == oldSelf.template" in fixed
-    assert "self.parameters == oldSelf.parameters" in fixed and "repair" not in fixed
+    assert "repair" not in fixed
     assert spec_rules["a TaskSaga sets exactly one of spec.steps and spec.template"]
     assert spec_rules["spec.repair cannot be removed once set (set a new decision instead)"] == (
         "!has(oldSelf.repair) || has(self.repair)"
@@ -194,7 +194,8 @@ def test_a_kind_is_treated_as_immutable_only_when_its_crd_refuses_spec_changes(k
     back that up with a rule fixing every other field of the spec."""
     spec = _schema(kind.kind)["properties"]["spec"]
     rules = [r["rule"] for r in spec.get("x-kubernetes-validations", [])]
-    fixed = [f for f in spec["properties"] if f not in kind.mutable_spec]
+    # A TaskSaga's parameters hold typed values CEL cannot read: the admission webhook keeps them fixed.
+    fixed = [f for f in spec["properties"] if f not in kind.mutable_spec and f != "parameters"]
     fixing = [r for r in rules if r == "self == oldSelf" or all(f"self.{f} == oldSelf.{f}" in r for f in fixed)]
     assert bool(fixing) == kind.spec_immutable
     for mutable in kind.mutable_spec:

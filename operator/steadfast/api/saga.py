@@ -310,12 +310,12 @@ class TemplateRef(ApiModel):
 # Set on a saga made from a template: these come from the template, never from the saga.
 FROM_TEMPLATE = ("steps", "approval", "onFailure", "concurrency")
 
-# Every field but `repair` is fixed at creation: (name, optional).
+# Every field but `repair` is fixed at creation: (name, optional). `parameters` too, but its typed values are free
+# JSON to the schema, which CEL cannot read: the admission webhook keeps it (steadfast.webhooks.check_saga).
 _FIXED_FIELDS = [
     ("task", False),
     ("steps", True),
     ("template", True),
-    ("parameters", True),
     ("approval", True),
     ("onDelete", True),
     ("onFailure", True),
@@ -350,10 +350,6 @@ class TaskSagaSpec(ApiModel):
                 )
                 for name in ("approval", "onFailure", "concurrency")
             ),
-            Cel(
-                "has(self.template) || !has(self.parameters) || size(self.parameters) == 0",
-                "spec.parameters are given to a template: set spec.template",
-            ),
         )
     )
 
@@ -375,12 +371,6 @@ class TaskSagaSpec(ApiModel):
                 "type": "object",
                 "maxProperties": MAX_PARAMETERS,
                 "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True},
-                VALIDATIONS: [
-                    {
-                        "rule": f"self.all(k, k.matches('{OUTPUT_NAME}'))",
-                        "message": "parameter names are CEL identifiers: a letter or _, then letters, digits or _",
-                    }
-                ],
             }
         ),
     ] = Field(

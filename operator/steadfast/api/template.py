@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from steadfast.api.action import refuse_expressions
@@ -30,7 +30,7 @@ from steadfast.api.saga import (
     steps_problems,
     unique_step_names,
 )
-from steadfast.api.schema import Cel, list_map, rules
+from steadfast.api.schema import list_map
 
 MAX_ENUM = 64
 MAX_TEXT = 1024  # characters of a string parameter's value
@@ -51,15 +51,6 @@ _PYTHON_TYPE: dict[ParameterType, type] = {
 
 class Parameter(ApiModel):
     """One typed parameter of a template; a saga's value is checked against it at admission and at start."""
-
-    model_config = ConfigDict(
-        json_schema_extra=rules(
-            Cel(
-                "!has(self.required) || self.required || has(self.default)",
-                "a parameter that is not required needs a default",
-            )
-        )
-    )
 
     name: str = Field(
         max_length=63, pattern=OUTPUT_NAME, description="Name; steps read the value as params.NAME (a CEL identifier)."

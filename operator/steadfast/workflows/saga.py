@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Generator
 from contextlib import suppress
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 from dapr.ext.workflow import RetryPolicy as EngineRetry
 from dapr.ext.workflow._durabletask.task import TaskFailedError
-from pydantic import field_validator
+from pydantic import SkipValidation, field_validator
 
 from steadfast.api.duration import parse_duration
 from steadfast.api.kinds import TASK_SAGA
@@ -102,14 +102,16 @@ class SagaInput(WorkflowInput[TaskSagaSpec]):
     # The template the spec was rendered from at start (steadfast.templates); the spec is then the template's
     # definition with the saga's task and parameter values, pinned for the whole run.
     template: TemplateRecord | None = None
+    # Validated by `_rendered` alone: a rendered spec carries both steps and template, and its steps read its
+    # parameters, which the model accepts only in the RENDERED context.
+    spec: Annotated[TaskSagaSpec, SkipValidation]
 
     @field_validator("spec", mode="before")
     @classmethod
-    def _rendered(cls, value: Any) -> Any:
-        """A rendered spec carries both steps and template, and its steps read its parameters."""
-        if isinstance(value, dict):
-            return TaskSagaSpec.model_validate(value, context={RENDERED: True})
-        return value
+    def _rendered(cls, value: Any) -> TaskSagaSpec:
+        if isinstance(value, TaskSagaSpec):
+            return value
+        return TaskSagaSpec.model_validate(value, context={RENDERED: True})
 
     def effective_gate(self) -> EffectiveGate | None:
         if self.gate_resolved:
