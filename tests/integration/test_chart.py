@@ -655,7 +655,8 @@ def test_operator_under_chart_service_account(
 
 
 def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService) -> None:
-    """Every code path behind an RBAC rule: the three kinds, a Secret header, an approval gate and its conflict."""
+    """Every code path behind an RBAC rule: the three kinds, a Secret header, an approval gate and its conflict,
+    sagas made from templates."""
     core = client.CoreV1Api(admin)
     core.create_namespaced_secret(
         namespace,
@@ -735,6 +736,28 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
         },
     )
 
+    # Templates: read (get) when a saga made from one starts, a namespace's and the cluster's.
+    record = [{"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}]
+    Resources(admin, namespace, "sagatemplates", "SagaTemplate").create("local", {"steps": record})
+    objects = client.CustomObjectsApi(admin)
+    cluster_template = f"chart-{namespace}"
+    objects.create_cluster_custom_object(
+        "steadfast.dev",
+        "v1alpha1",
+        "clustersagatemplates",
+        {
+            "apiVersion": "steadfast.dev/v1alpha1",
+            "kind": "ClusterSagaTemplate",
+            "metadata": {"name": cluster_template},
+            "spec": {"steps": record},
+        },
+    )
+    sagas.create("templated", {"task": {"id": "chart-5"}, "template": {"name": "local"}})
+    sagas.create(
+        "cluster-templated",
+        {"task": {"id": "chart-6"}, "template": {"kind": "ClusterSagaTemplate", "name": cluster_template}},
+    )
+
     done = sagas.wait_phase("plain", "Succeeded", "Compensated", "Failed", timeout=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert_kstatus_current(done)
@@ -748,7 +771,10 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
     assert sagas.events("plain"), "no Event recorded under the chart's RBAC"
     sagas.wait_gone("short-lived")
     approvals.wait_gone("short-lived")
-    for name in ("plain", "gated", "squatted"):
+    for name in ("templated", "cluster-templated"):
+        assert sagas.wait_phase(name, "Succeeded", "Failed", timeout=60)["status"]["template"]["generation"] == 1
+    objects.delete_cluster_custom_object("steadfast.dev", "v1alpha1", "clustersagatemplates", cluster_template)
+    for name in ("plain", "gated", "squatted", "templated", "cluster-templated"):
         sagas.delete(name)
         sagas.wait_gone(name)
 
