@@ -15,6 +15,7 @@ from steadfast.api.saga import RENDERED, TaskSagaSpec, TemplateRef
 from steadfast.api.template import SagaTemplateSpec, fit
 from steadfast.expressions.language import TASK, compile_expression
 from steadfast.templates.admission import TemplateAdmission
+from steadfast.templates.cli import table
 from steadfast.templates.render import render
 
 TEMPLATE: dict[str, Any] = {
@@ -238,3 +239,12 @@ def test_golden_paths_refuse_inline_steps_and_other_templates_naming_the_rule() 
     )
     other = check(USER, "team-a", {"spec": {**SAGA, "template": {"name": "onboard"}}})
     assert other is not None and other.startswith("spec.template SagaTemplate onboard is not allowed")
+
+
+def test_the_cli_shows_each_parameter_with_its_constraints() -> None:
+    shown = table(SagaTemplateSpec.model_validate(TEMPLATE)).splitlines()
+    assert shown[0].split() == ["NAME", "TYPE", "REQUIRED", "DEFAULT", "ALLOWED", "DESCRIPTION"]
+    assert shown[1].split() == ["region", "string", "yes", "-", "eu|us", "Where", "the", "account", "lives."]
+    assert shown[2].split() == ["seats", "integer", "no", "1", "1..10"]
+    assert shown[3].split() == ["vip", "boolean", "no", "false", "-"]
+    assert shown[4].split() == ["team", "string", "yes", "-", "length", "..12", "~^[a-z]+$"]
