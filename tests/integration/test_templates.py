@@ -165,6 +165,8 @@ def test_parameters_are_checked_at_apply(
     sagas = Resources(bob.api_client, team, "tasksagas", "TaskSaga")
     status = sagas.wait_phase("good", "Succeeded", "Failed", "Compensated")["status"]
     assert status["phase"] == "Succeeded" and status["steps"][0]["outputs"] == {"id": "us-good"}
+    # The values are fixed once created, like the rest of the spec.
+    assert "spec.parameters is immutable" in refused(lambda: sagas.patch("good", {"parameters": {"region": "eu"}}))
 
 
 def test_a_run_keeps_its_template_as_it_started(
