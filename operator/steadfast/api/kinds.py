@@ -117,6 +117,7 @@ TASK_SAGA = Kind(
         PrinterColumn("Phase", "string", ".status.phase", "Where the saga is."),
         PrinterColumn("Step", "string", ".status.currentStep", "The step or compensation running now."),
         PrinterColumn("Task", "string", ".spec.task.id", "The task ID.", priority=1),
+        PrinterColumn("Template", "string", ".spec.template.name", "The template it runs, if any.", priority=1),
         PrinterColumn("Result", "string", ".status.result.status", "The outcome.", priority=1),
         PrinterColumn("Error", "string", ".status.result.error", "Why it did not succeed.", priority=1),
         AGE,
