@@ -381,7 +381,8 @@ def main(args: argparse.Namespace) -> int:
         registry,
         api,
         saga_gate=_gate_warning,
-        saga_policies=lambda namespace: (catalog.POLICIES.namespace_labels(namespace), catalog.POLICIES.policies()),
+        saga_policies=catalog.POLICIES.policies,
+        namespace_labels=catalog.POLICIES.namespace_labels,
     )
     try:
         asyncio.run(

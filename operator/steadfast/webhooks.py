@@ -56,7 +56,7 @@ from steadfast.api.kinds import (
 )
 from steadfast.approval.admission import approval_stamps, check_approval
 from steadfast.repair.admission import Authorizer, MayRepair, check_repair, repair_stamps
-from steadfast.templates.admission import ReadPolicies, TemplateAdmission
+from steadfast.templates.admission import ReadLabels, ReadPolicies, TemplateAdmission
 from steadfast.templates.reader import TemplateReader
 
 log = logging.getLogger(__name__)
@@ -396,10 +396,12 @@ def configure(
     api: client.ApiClient,
     saga_gate: GateWarning | None = None,
     saga_policies: ReadPolicies | None = None,
+    namespace_labels: ReadLabels | None = None,
 ) -> None:
     """Register the admission handlers and a kopf webhook server that keeps its configurations up to date.
 
-    `saga_policies` reads a namespace's labels and the SteadfastPolicies (golden paths); unset: no policies."""
+    `saga_policies` and `namespace_labels` read the SteadfastPolicies and a namespace's labels (golden paths);
+    unset: no policies."""
     if args.no_webhooks:
         log.warning("admission webhooks disabled: ApprovalRequest decisions will be ignored")
         return
@@ -407,7 +409,8 @@ def configure(
     check = TemplateAdmission(
         TemplateReader(lambda: api).read,
         Authorizer(api, verb="get"),
-        saga_policies or (lambda namespace: ({}, [])),
+        saga_policies or list,
+        namespace_labels or (lambda namespace: {}),
     )
     register(registry, operator=operator, may_repair=Authorizer(api), saga_gate=saga_gate, template_check=check)
     addr, port = listen_address(args)

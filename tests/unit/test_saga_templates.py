@@ -191,7 +191,7 @@ def _admission(
         asked.append((plural, namespace, name))
         return allowed
 
-    return TemplateAdmission(read, may_get, lambda namespace: ({"team": "web"}, policies or [])), asked
+    return TemplateAdmission(read, may_get, lambda: policies or [], lambda namespace: {"team": "web"}), asked
 
 
 USER = {"username": "dev", "groups": ["devs"]}

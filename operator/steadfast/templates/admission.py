@@ -24,8 +24,9 @@ from steadfast.templates.render import parameter_problems, template_spec
 ReadTemplate = Callable[[TemplateRef, str], "dict[str, Any] | None"]
 # (userinfo, plural, namespace ("" for cluster-scoped), name) -> whether RBAC allows `get`.
 MayGet = Callable[[Mapping[str, Any], str, str, str], bool]
-# namespace -> (its labels, every SteadfastPolicy by name).
-ReadPolicies = Callable[[str], "tuple[dict[str, str], list[tuple[str, SteadfastPolicySpec]]]"]
+# Every SteadfastPolicy by name; and a namespace's labels, read only when a policy has golden paths.
+ReadPolicies = Callable[[], "list[tuple[str, SteadfastPolicySpec]]"]
+ReadLabels = Callable[[str], "dict[str, str]"]
 
 
 def golden_path_problem(
@@ -55,10 +56,11 @@ def _selects(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
 class TemplateAdmission:
     """The checks of a TaskSaga's CREATE; the clients are the operator's (reads) and the API server's answers."""
 
-    def __init__(self, read: ReadTemplate, may_get: MayGet, policies: ReadPolicies) -> None:
+    def __init__(self, read: ReadTemplate, may_get: MayGet, policies: ReadPolicies, labels: ReadLabels) -> None:
         self._read = read
         self._may_get = may_get
         self._policies = policies
+        self._labels = labels
 
     def __call__(self, userinfo: Mapping[str, Any], namespace: str, new: Mapping[str, Any] | None) -> str | None:
         """Why the saga must be refused, or None. A spec the model refuses is the spec check's to report."""
@@ -66,8 +68,9 @@ class TemplateAdmission:
             spec = TaskSagaSpec.model_validate(identity.spec_of(new))
         except ValidationError:
             return None
-        labels, policies = self._policies(namespace)
-        if problem := golden_path_problem(spec, labels, policies):
+        policies = self._policies()  # fail closed: an unreadable policy refuses the saga (the webhook errs)
+        golden = any(p.templates for _, p in policies)
+        if golden and (problem := golden_path_problem(spec, self._labels(namespace), policies)):
             return problem
         ref = spec.template
         if ref is None:
