@@ -170,6 +170,21 @@ def param_problems(sources: list[tuple[str, str]], declared: frozenset[str] | No
     return problems
 
 
+# Validation context: the parameters a template declares, when its steps are checked as a saga's (api.template).
+DECLARED = "declared"
+
+
+def declared_params(spec: TaskSagaSpec, info: ValidationInfo) -> frozenset[str] | None:
+    """The parameters `spec`'s expressions may read: a template's declarations (context DECLARED), a rendered or
+    templated saga's values, or None for an inline saga (no parameters at all)."""
+    context = info.context or {}
+    if context.get(DECLARED) is not None:
+        return frozenset(context[DECLARED])
+    if context.get(RENDERED) or spec.template is not None:
+        return frozenset(spec.parameters)
+    return None
+
+
 def _uses(action: Action, known: set[str], where: str, whose: str, params: frozenset[str] | None) -> list[str]:
     """Compile errors of `action`'s expressions, outputs they read that no step has produced by then, and
     parameters they read that are not declared."""
@@ -250,46 +265,6 @@ class ApprovalGate(ApiModel):
     def applies_to(self, task: Task) -> bool:
         """Whether this gate holds a saga for `task`."""
         return self.required or (task.priority is not None and task.priority in self.priorities)
-
-
-def steps_problems(steps: list[Step], params: frozenset[str] | None) -> list[str]:
-    """What is wrong with the expressions of `steps` (a saga's or a template's): compile errors, outputs
-    declared twice or read before they exist, reads of a Secret-carrying response, undeclared parameters."""
-    problems: list[str] = []
-    owners: dict[str, str] = {}
-    for n, step in enumerate(steps):
-        where = f"spec.steps[{n}]"
-        for name in step.outputs:
-            if name in owners:
-                problems.append(f"{where}.outputs.{name}: step {owners[name]} already declares output {name}")
-        earlier = set(owners)
-        for name, source in step.outputs.items():
-            try:
-                compile_expression(source, responding(TASK, step.action.answer))
-            except ExpressionError as exc:
-                problems.append(f"{where}.outputs.{name}: {exc}")
-        problems += param_problems(
-            [(f"{where}.outputs.{name}", source) for name, source in step.outputs.items()], params
-        )
-        problems += step.action.sealed_problems(
-            TASK, [(f"{where}.outputs.{name}", source) for name, source in step.outputs.items()]
-        )
-        problems += _uses(step.action, earlier, f"{where}.action", "an earlier step's", params)
-        owners.update(dict.fromkeys(step.outputs, step.name))
-        if step.compensation is not None:
-            problems += _uses(
-                step.compensation, set(owners), f"{where}.compensation", "this or an earlier step's", params
-            )
-    return list(dict.fromkeys(problems))
-
-
-def unique_step_names(steps: list[Step]) -> list[Step]:
-    dupes = sorted(n for n, c in Counter(s.name for s in steps).items() if c > 1)
-    if dupes:
-        raise PydanticCustomError(
-            "unique", "step names in spec.steps must be unique; repeated: {names}", {"names": ", ".join(dupes)}
-        )
-    return steps
 
 
 class TemplateKind(StrEnum):
@@ -409,26 +384,58 @@ class TaskSagaSpec(ApiModel):
     @field_validator("steps")
     @classmethod
     def _unique_names(cls, steps: list[Step]) -> list[Step]:
-        return unique_step_names(steps)
+        dupes = sorted(n for n, c in Counter(s.name for s in steps).items() if c > 1)
+        if dupes:
+            raise PydanticCustomError(
+                "unique", "step names in spec.steps must be unique; repeated: {names}", {"names": ", ".join(dupes)}
+            )
+        return steps
+
+    @model_validator(mode="after")
+    def _template(self, info: ValidationInfo) -> TaskSagaSpec:
+        if (info.context or {}).get(RENDERED):
+            return self  # rendered for a run: the template's steps beside its reference
+        if (self.template is None) == (not self.steps):
+            raise PydanticCustomError("template", "a TaskSaga sets exactly one of spec.steps and spec.template")
+        if self.template is not None:
+            given = [f for f in FROM_TEMPLATE if getattr(self, _attr(f)) not in (None, [])]
+            if given:
+                raise PydanticCustomError(
+                    "template",
+                    "spec.{field} comes from the template: not set beside spec.template",
+                    {"field": given[0]},
+                )
+        elif self.parameters:
+            raise PydanticCustomError("template", "spec.parameters are given to a template: set spec.template")
+        return self
 
     @model_validator(mode="after")
     def _expressions(self, info: ValidationInfo) -> TaskSagaSpec:
-        rendered = bool((info.context or {}).get(RENDERED))
-        if not rendered:
-            if (self.template is None) == (not self.steps):
-                raise PydanticCustomError("template", "a TaskSaga sets exactly one of spec.steps and spec.template")
-            if self.template is not None:
-                given = [f for f in FROM_TEMPLATE if getattr(self, _attr(f)) not in (None, [])]
-                if given:
-                    raise PydanticCustomError(
-                        "template",
-                        "spec.{field} comes from the template: not set beside spec.template",
-                        {"field": given[0]},
-                    )
-            elif self.parameters:
-                raise PydanticCustomError("template", "spec.parameters are given to a template: set spec.template")
-        params = frozenset(self.parameters) if rendered or self.template is not None else None
-        refuse_expressions(steps_problems(self.steps, params))
+        params = declared_params(self, info)
+        problems: list[str] = []
+        owners: dict[str, str] = {}
+        for n, step in enumerate(self.steps):
+            where = f"spec.steps[{n}]"
+            for name in step.outputs:
+                if name in owners:
+                    problems.append(f"{where}.outputs.{name}: step {owners[name]} already declares output {name}")
+            earlier = set(owners)
+            for name, source in step.outputs.items():
+                try:
+                    compile_expression(source, responding(TASK, step.action.answer))
+                except ExpressionError as exc:
+                    problems.append(f"{where}.outputs.{name}: {exc}")
+            problems += step.action.sealed_problems(
+                TASK, [(f"{where}.outputs.{name}", source) for name, source in step.outputs.items()]
+            )
+            problems += param_problems([(f"{where}.outputs.{n_}", src) for n_, src in step.outputs.items()], params)
+            problems += _uses(step.action, earlier, f"{where}.action", "an earlier step's", params)
+            owners.update(dict.fromkeys(step.outputs, step.name))
+            if step.compensation is not None:
+                problems += _uses(
+                    step.compensation, set(owners), f"{where}.compensation", "this or an earlier step's", params
+                )
+        refuse_expressions(problems)
         return self
 
     def needs_approval(self) -> bool:

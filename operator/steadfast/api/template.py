@@ -12,23 +12,24 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from steadfast.api.action import refuse_expressions
 from steadfast.api.common import ApiModel, StatusBase
 from steadfast.api.concurrency import Concurrency
+from steadfast.api.errors import invalid_spec
 from steadfast.api.repair import OnFailure
 from steadfast.api.retention import Retention
 from steadfast.api.saga import (
+    DECLARED,
     MAX_PARAMETERS,
     MAX_STEPS,
     OUTPUT_NAME,
+    RENDERED,
     ApprovalGate,
     ParamValue,
     Step,
-    steps_problems,
-    unique_step_names,
+    TaskSagaSpec,
 )
 from steadfast.api.schema import list_map
 
@@ -189,11 +190,6 @@ class SagaTemplateSpec(ApiModel):
         None, description="Share a limited number of slots with the namespace's other sagas of the same key."
     )
 
-    @field_validator("steps")
-    @classmethod
-    def _unique_names(cls, steps: list[Step]) -> list[Step]:
-        return unique_step_names(steps)
-
     @field_validator("parameters")
     @classmethod
     def _unique_parameters(cls, parameters: list[Parameter]) -> list[Parameter]:
@@ -205,8 +201,15 @@ class SagaTemplateSpec(ApiModel):
         return parameters
 
     @model_validator(mode="after")
-    def _expressions(self) -> SagaTemplateSpec:
-        refuse_expressions(steps_problems(self.steps, frozenset(p.name for p in self.parameters)))
+    def _steps(self) -> SagaTemplateSpec:
+        """The steps are checked as a saga's are (names, outputs, expressions), reading the declared parameters."""
+        try:
+            TaskSagaSpec.model_validate(
+                {"task": {"id": "template"}, "steps": self.steps},
+                context={RENDERED: True, DECLARED: [p.name for p in self.parameters]},
+            )
+        except ValidationError as exc:
+            raise PydanticCustomError("steps", "{problems}", {"problems": invalid_spec(exc)}) from None
         return self
 
 
