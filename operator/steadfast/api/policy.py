@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from steadfast.api.approval import Approvers
-from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase
+from steadfast.api.common import DNS_LABEL, DNS_SUBDOMAIN, PRIORITY, ApiModel, StatusBase
 from steadfast.api.concurrency import MAX_LIMIT
 from steadfast.api.duration import DurationCheck
 from steadfast.api.repair import FailureAction
@@ -247,7 +247,7 @@ class AllowedTemplate(ApiModel):
     """A template sagas may come from (a SagaTemplate is the saga's own namespace's, which its editors write)."""
 
     kind: TemplateKind = Field(TemplateKind.CLUSTER_SAGA_TEMPLATE, description="ClusterSagaTemplate or SagaTemplate.")
-    name: str = Field(min_length=1, max_length=253, description="The template's name.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="The template's name.")
 
     def describe(self) -> str:
         return f"{self.kind.value} {self.name}"

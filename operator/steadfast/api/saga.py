@@ -27,7 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.approval import Approvers
-from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase, Timestamp
+from steadfast.api.common import DNS_LABEL, DNS_SUBDOMAIN, PRIORITY, ApiModel, StatusBase, Timestamp
 from steadfast.api.concurrency import Concurrency
 from steadfast.api.duration import DurationCheck, parse_duration
 from steadfast.api.repair import MAX_DECISIONS, DecisionRecord, OnFailure, PauseStatus, Repair
@@ -279,7 +279,7 @@ class TemplateRef(ApiModel):
         TemplateKind.SAGA_TEMPLATE,
         description="SagaTemplate (of the saga's namespace; no other namespace can be named) or ClusterSagaTemplate.",
     )
-    name: str = Field(min_length=1, max_length=253, description="The template's name.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="The template's name.")
 
 
 # Set on a saga made from a template: these come from the template, never from the saga.
