@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from steadfast import persistence
 from steadfast.api.common import ApiModel, StatusBase
-from steadfast.api.errors import invalid_spec
+from steadfast.api.errors import Unstartable, invalid_spec
 from steadfast.api.kinds import Kind
 from steadfast.conditions import State, conditions
 from steadfast.records import Actor, ObjectRef, WorkflowInput
@@ -213,6 +213,9 @@ class Bindings:
             return
         try:  # in a thread: a kind's input may read the API server (a saga's policies)
             given = await asyncio.to_thread(binding.workflow_input, ref, generation, spec, body)
+        except Unstartable as exc:  # e.g. its template is gone: nothing runs, the condition says why
+            await self._write(ref, reporting("stalled", exc.reason, exc.message))
+            raise kopf.PermanentError(exc.message) from None
         except (ApiException, ValueError, urllib3.exceptions.HTTPError) as exc:
             reason = f"HTTP {exc.status}" if isinstance(exc, ApiException) else str(exc)
             message = f"cannot prepare the workflow's input: {reason}"

@@ -19,6 +19,7 @@ from steadfast.policies import PolicyReader
 from steadfast.records import Actor, ObjectRef
 from steadfast.repair import signal as repair_signal
 from steadfast.schedules import workflow as schedule
+from steadfast.templates.reader import TemplateReader
 from steadfast.workflows import monitor, saga
 from steadfast.workflows.common import REARM_EVENT
 
@@ -28,17 +29,23 @@ def _saga_stop_event(spec: Any) -> str | None:
 
 
 POLICIES = PolicyReader(api_client)
+TEMPLATES = TemplateReader(api_client)
 
 
 def _saga_input(ref: ObjectRef, generation: int, spec: Any, body: Mapping[str, Any]) -> saga.SagaInput:
     """The saga's input with its gate, its failure behaviour, its retention and its concurrency key and limit
     resolved now, from its spec, the policies and the operator's defaults (see approval.policy, repair.policy,
-    retention.policy, concurrency.rules)."""
+    retention.policy, concurrency.rules). A saga made from a template starts with the template's definition as
+    it is now (steadfast.templates): the input pins it, and the policies apply to it as to inline steps."""
+    template = None
+    if spec.template is not None:
+        spec, template = TEMPLATES.render_for(spec, ref.namespace)
     gate, on_failure, retention, concurrency = POLICIES.for_saga(spec, body)
     return saga.SagaInput(
         ref=ref,
         generation=generation,
         spec=spec,
+        template=template,
         gate=gate,
         gate_resolved=True,
         on_failure=on_failure,

@@ -9,6 +9,7 @@ from steadfast import overview, runner
 from steadfast.approval import cli as approval_cli
 from steadfast.fleet import cli as fleet_cli
 from steadfast.repair import cli as repair_cli
+from steadfast.templates import cli as template_cli
 
 # The development tools (control plane, daprd unit, local engine, demo) are not in the operator's image.
 try:
@@ -41,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     repair_cli.add_parsers(sub)
     overview.add_parsers(sub)
     fleet_cli.add_parsers(sub)
+    template_cli.add_parsers(sub)
     if dev_cli is not None:
         dev_cli.add_parser(sub)
     return top

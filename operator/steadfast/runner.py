@@ -383,7 +383,15 @@ def main(args: argparse.Namespace) -> int:
     configure_settings(settings)
     settings.peering.lifetime = args.peering_lifetime
     priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1
-    webhooks.configure(args, settings, registry, api, saga_gate=_gate_warning)
+    webhooks.configure(
+        args,
+        settings,
+        registry,
+        api,
+        saga_gate=_gate_warning,
+        saga_policies=catalog.POLICIES.policies,
+        namespace_labels=catalog.POLICIES.namespace_labels,
+    )
     try:
         asyncio.run(
             _operate(

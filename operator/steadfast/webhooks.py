@@ -44,17 +44,21 @@ from steadfast.api.common import MAX_BODY_DEPTH, json_depth
 from steadfast.api.errors import invalid_spec
 from steadfast.api.kinds import (
     APPROVAL_REQUEST,
+    CLUSTER_SAGA_TEMPLATE,
     FINALIZER,
     HEALTH_MONITOR,
     REQUESTED_BY,
     REQUESTED_GROUPS,
     SAGA_SCHEDULE,
+    SAGA_TEMPLATE,
     SEAL,
     TASK_SAGA,
     Kind,
 )
 from steadfast.approval.admission import approval_stamps, check_approval
 from steadfast.repair.admission import Authorizer, MayRepair, check_repair, repair_stamps
+from steadfast.templates.admission import ReadLabels, ReadPolicies, TemplateAdmission
+from steadfast.templates.reader import TemplateReader
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +174,8 @@ def check_saga(
     for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
         if problem := identity.stamp_unchanged(key, old, new):
             return problem
+    if identity.spec_of(old).get("parameters") != identity.spec_of(new).get("parameters"):
+        return "spec.parameters is immutable once the TaskSaga is created"  # the CRD's rule cannot read them
     return None
 
 
@@ -177,6 +183,9 @@ def check_saga(
 
 
 GateWarning = Callable[[Mapping[str, Any]], "str | None"]
+# (userinfo, namespace, new saga) -> why a saga naming a template (or off a golden path) is refused
+# (steadfast.templates.admission).
+TemplateCheck = Callable[[Mapping[str, Any], str, "Mapping[str, Any] | None"], "str | None"]
 
 
 def register(
@@ -185,8 +194,12 @@ def register(
     operator: str,
     may_repair: MayRepair,
     saga_gate: GateWarning | None = None,
+    template_check: TemplateCheck | None = None,
 ) -> None:
     """Register the admission handlers; `operator` is the operator's own user name (from the API server).
+
+    `template_check` refuses a saga whose template the user may not read, is missing, or whose parameters do
+    not fit, and one a golden-path policy does not allow.
 
     `may_repair` asks RBAC whether the user of a repair decision holds the verb `repair` (steadfast.repair).
     `saga_gate` says, for a TaskSaga being created, which approval it will wait for under the admins'
@@ -288,6 +301,8 @@ def register(
         refuse(check_depth(kw["new"]), 422)  # a saga's spec never changes, so CREATE is the one place to look
         stamps = saga_stamps(kw["operation"], user(kw), kw["new"], namespace=namespace(kw))
         refuse(check_spec(TASK_SAGA, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
+        if template_check is not None:
+            refuse(template_check(kw["userinfo"], namespace(kw), kw["new"]), 422)
         if saga_gate is not None:
             new = dict(kw["new"] or {})
             new["metadata"] = {**(new.get("metadata") or {}), "namespace": kw.get("namespace")}
@@ -300,6 +315,18 @@ def register(
                     kw["warnings"].append(warning)
         stamp(kw["patch"], stamps)
         finalize(kw["patch"], kw["operation"])
+
+    # A template's model refuses what a saga's would (and expressions that read undeclared parameters).
+    def template_rules(kind: Kind) -> Callable[..., None]:
+        def check(**kw: Any) -> None:
+            refuse(check_depth(kw["new"]), 422)
+            refuse(check_spec(kind, kw["operation"], kw["old"], kw["new"]), 422)
+
+        return check
+
+    for template_kind in (SAGA_TEMPLATE, CLUSTER_SAGA_TEMPLATE):
+        resource = (template_kind.group, template_kind.version, template_kind.plural)
+        kopf.on.validate(*resource, id=f"{template_kind.singular}-rules", **common)(template_rules(template_kind))
 
     @kopf.on.validate(*sagas, id="saga-rules", **{**common, "operations": ["UPDATE"]})
     def _saga_rules(**kw: Any) -> None:
@@ -385,13 +412,24 @@ def configure(
     registry: kopf.OperatorRegistry,
     api: client.ApiClient,
     saga_gate: GateWarning | None = None,
+    saga_policies: ReadPolicies | None = None,
+    namespace_labels: ReadLabels | None = None,
 ) -> None:
-    """Register the admission handlers and a kopf webhook server that keeps its configurations up to date."""
+    """Register the admission handlers and a kopf webhook server that keeps its configurations up to date.
+
+    `saga_policies` and `namespace_labels` read the SteadfastPolicies and a namespace's labels (golden paths);
+    unset: no policies."""
     if args.no_webhooks:
         log.warning("admission webhooks disabled: ApprovalRequest decisions will be ignored")
         return
     operator = whoami(api)
-    register(registry, operator=operator, may_repair=Authorizer(api), saga_gate=saga_gate)
+    check = TemplateAdmission(
+        TemplateReader(lambda: api).read,
+        Authorizer(api, verb="get"),
+        saga_policies or list,
+        namespace_labels or (lambda namespace: {}),
+    )
+    register(registry, operator=operator, may_repair=Authorizer(api), saga_gate=saga_gate, template_check=check)
     addr, port = listen_address(args)
     host = args.webhook_host or addr
     cert, key, ca = args.webhook_cert, args.webhook_key, args.webhook_ca

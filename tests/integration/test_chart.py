@@ -371,9 +371,18 @@ def test_server_side_dry_run(tools: Tools) -> None:
 @pytest.fixture(scope="module")
 def installed(tools: Tools, admin: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `helm install` of the default chart; the webhooks apply only to namespaces labelled for them."""
+
     # The control plane pre-installs crds/ for development; the chart must own them, so start without.
     # Waited for here rather than by `kubectl --wait` within one 120 s command: on a loaded machine the API
     # server's CRD cleanup once took longer than that (CI flake, all three CRDs already marked deleted).
+    # A CRD deleted while its storage still initializes keeps its cleanup finalizer for minutes (the API server's
+    # finalizer backs off): wait until every kind lists before deleting.
+    def listable(resource: str) -> bool:
+        return tools.run("kubectl", "get", resource, "-A", check=False).returncode == 0
+
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        resource = path.name.removesuffix(".yaml")
+        eventually(lambda: listable(resource), timeout=60, what=f"{resource} listable")  # noqa: B023
     tools.run("kubectl", "delete", "-f", str(REPO / "crds"), "--wait=false")
     extensions = client.ApiextensionsV1Api(admin)
     deadline = time.monotonic() + 300
@@ -406,6 +415,8 @@ def test_helm_install(installed: str, tools: Tools, admin: client.ApiClient) -> 
         "healthmonitors.steadfast.dev",
         "approvalrequests.steadfast.dev",
         "sagaschedules.steadfast.dev",
+        "sagatemplates.steadfast.dev",
+        "clustersagatemplates.steadfast.dev",
         "clusterkopfpeerings.kopf.dev",
     )
     deployment = client.AppsV1Api(admin).read_namespaced_deployment(RELEASE, NAMESPACE)
@@ -413,7 +424,15 @@ def test_helm_install(installed: str, tools: Tools, admin: client.ApiClient) -> 
     assert client.PolicyV1Api(admin).read_namespaced_pod_disruption_budget(RELEASE, NAMESPACE)
     registry = client.AdmissionregistrationV1Api(admin)
     hooks = registry.read_validating_webhook_configuration(RELEASE)
-    assert {w.name for w in hooks.webhooks} == {"approval-rules.steadfast.dev", "saga-rules.steadfast.dev"}
+    assert {w.name for w in hooks.webhooks} == {
+        "approval-rules.steadfast.dev",
+        "saga-rules.steadfast.dev",
+        "sagatemplate-rules.steadfast.dev",
+        "clustersagatemplate-rules.steadfast.dev",
+    }
+    scopes = {w.name: w.rules[0].scope for w in hooks.webhooks}
+    assert scopes["clustersagatemplate-rules.steadfast.dev"] == "Cluster"
+    assert scopes["sagatemplate-rules.steadfast.dev"] == "Namespaced"
     mutating = registry.read_mutating_webhook_configuration(RELEASE)
     assert {w.name for w in mutating.webhooks} == {
         "approval-identity.steadfast.dev",
@@ -624,6 +643,14 @@ def test_operator_under_chart_service_account(
     namespace = f"chart-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(admin)
     core.create_namespace({"metadata": {"name": namespace}})
+    # The values keep the unreachable webhooks to labelled namespaces; a cluster-scoped kind has no namespace, so
+    # the ClusterSagaTemplate webhook would refuse every create here: let it fail open for this test.
+    registry = client.AdmissionregistrationV1Api(admin)
+    hooks = registry.read_validating_webhook_configuration(RELEASE)
+    for hook in hooks.webhooks:
+        if hook.name == "clustersagatemplate-rules.steadfast.dev":
+            hook.failure_policy = "Ignore"
+    registry.replace_validating_webhook_configuration(RELEASE, hooks)
     operator.start()
     try:
         exercise_all_kinds(admin, namespace, task_service)
@@ -657,7 +684,8 @@ def test_operator_under_chart_service_account(
 
 
 def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService) -> None:
-    """Every code path behind an RBAC rule: the three kinds, a Secret header, an approval gate and its conflict."""
+    """Every code path behind an RBAC rule: the three kinds, a Secret header, an approval gate and its conflict,
+    sagas made from templates."""
     core = client.CoreV1Api(admin)
     core.create_namespaced_secret(
         namespace,
@@ -741,6 +769,28 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
         },
     )
 
+    # Templates: read (get) when a saga made from one starts, a namespace's and the cluster's.
+    record = [{"name": "record", "action": {"http": {"method": "POST", "url": f"{svc.url}/records"}}}]
+    Resources(admin, namespace, "sagatemplates", "SagaTemplate").create("local", {"steps": record})
+    objects = client.CustomObjectsApi(admin)
+    cluster_template = f"chart-{namespace}"
+    objects.create_cluster_custom_object(
+        "steadfast.dev",
+        "v1alpha1",
+        "clustersagatemplates",
+        {
+            "apiVersion": "steadfast.dev/v1alpha1",
+            "kind": "ClusterSagaTemplate",
+            "metadata": {"name": cluster_template},
+            "spec": {"steps": record},
+        },
+    )
+    sagas.create("templated", {"task": {"id": "chart-5"}, "template": {"name": "local"}})
+    sagas.create(
+        "cluster-templated",
+        {"task": {"id": "chart-6"}, "template": {"kind": "ClusterSagaTemplate", "name": cluster_template}},
+    )
+
     done = sagas.wait_phase("plain", "Succeeded", "Compensated", "Failed", timeout=60)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert_kstatus_current(done)
@@ -757,7 +807,10 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
     schedules.wait_gone("every-second")
     sagas.wait_gone("short-lived")
     approvals.wait_gone("short-lived")
-    for name in ("plain", "gated", "squatted"):
+    for name in ("templated", "cluster-templated"):
+        assert sagas.wait_phase(name, "Succeeded", "Failed", timeout=60)["status"]["template"]["generation"] == 1
+    objects.delete_cluster_custom_object("steadfast.dev", "v1alpha1", "clustersagatemplates", cluster_template)
+    for name in ("plain", "gated", "squatted", "templated", "cluster-templated"):
         sagas.delete(name)
         sagas.wait_gone(name)
 

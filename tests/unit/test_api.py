@@ -33,7 +33,7 @@ from steadfast.api import (
     kind_named,
     parse_duration,
 )
-from steadfast.api.kinds import SCHEDULE_KINDS, Kind
+from steadfast.api.kinds import SCHEDULE_KINDS, TEMPLATES, Kind
 
 SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
 
@@ -120,8 +120,8 @@ def test_format_duration_round_trips(text: str) -> None:
 
 
 def _kind_of(name: str) -> Kind:
-    """The kind of a sample, schedules included (kind_named knows the fleet's kinds only)."""
-    return next(k for k in (*KINDS, *SCHEDULE_KINDS) if k.kind == name)
+    """The kind of a sample, schedules and templates included (kind_named knows the fleet's kinds only)."""
+    return next(k for k in (*KINDS, *SCHEDULE_KINDS, *TEMPLATES) if k.kind == name)
 
 
 def _sample_docs() -> list[dict[str, Any]]:
@@ -132,7 +132,7 @@ def _sample_docs() -> list[dict[str, Any]]:
 
 def test_samples_cover_every_kind_and_validate() -> None:
     docs = _sample_docs()
-    assert {d["kind"] for d in docs} == {k.kind for k in (*KINDS, *SCHEDULE_KINDS)}
+    assert {d["kind"] for d in docs} == {k.kind for k in (*KINDS, *SCHEDULE_KINDS, *TEMPLATES)}
     for doc in docs:
         kind = _kind_of(doc["kind"])
         assert doc["apiVersion"] == API_VERSION
@@ -145,6 +145,8 @@ def test_saga_samples_succeed_and_compensate() -> None:
     assert len(sagas) >= 2
     for doc in sagas.values():
         spec = TaskSagaSpec.model_validate(doc["spec"])
+        if spec.template is not None:  # its steps are the template's sample's
+            continue
         http = [s.action.http for s in spec.steps if s.action.kubernetes is None]
         assert all(h and h.url.startswith("http://127.0.0.1:8089/") for h in http), doc["metadata"]["name"]
 
@@ -297,12 +299,15 @@ def _http(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        (_saga(steps=[]), "spec.steps: List should have at least 1 item"),
+        (_saga(steps=[]), "spec: a TaskSaga sets exactly one of spec.steps and spec.template"),
         (
             _saga(steps=[_step(), _step()]),
             "spec.steps: step names in spec.steps must be unique; repeated: create-task-record",
         ),
-        ({k: v for k, v in SAGA.items() if k != "steps"}, "spec.steps: Field required"),
+        (
+            {k: v for k, v in SAGA.items() if k != "steps"},
+            "spec: a TaskSaga sets exactly one of spec.steps and spec.template",
+        ),
         (
             _saga(steps=[_step(action=_http(url="ftp://tasks.svc/x"))]),
             "spec.steps[0].action.http.url: http.url must be",

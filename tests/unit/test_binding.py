@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +12,7 @@ import kopf
 import pytest
 from dapr.ext.workflow import WorkflowStatus
 
+from steadfast.api.errors import Unstartable
 from steadfast.api.kinds import TASK_SAGA
 from steadfast.binding import Binding, Bindings, instance_id
 
@@ -48,3 +50,45 @@ def test_a_delete_waiting_for_a_long_wind_down_comes_back_in_a_second() -> None:
         asyncio.run(bindings.stop(binding, body, logging.getLogger("test")))  # type: ignore[arg-type]
     assert caught.value.delay == 1
     assert client.raised == ["cancel"]
+
+
+class _Absent:
+    """A workflow client with no instance yet; records schedules."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[str] = []
+
+    def get_workflow_state(self, iid: str, fetch_payloads: bool = True) -> Any:
+        return None
+
+    def schedule_new_workflow(self, workflow: str, input: Any = None, instance_id: str = "") -> None:
+        self.scheduled.append(instance_id)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    def submit(self, ref: Any, patch: dict[str, Any], seq: int = 0, urgent: bool = False) -> Any:
+        self.patches.append(patch)
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        future.set_result(None)
+        return future
+
+
+def test_a_saga_whose_template_is_gone_at_start_is_stalled_and_runs_nothing() -> None:
+    client, writer = _Absent(), _Writer()
+    bindings = Bindings(client, writer)  # type: ignore[arg-type]
+
+    def gone(*_: Any) -> Any:
+        raise Unstartable("TemplateNotFound", "ClusterSagaTemplate onboard not found")
+
+    binding = Binding(TASK_SAGA, "saga", lambda *_: None, workflow_input=gone)
+    spec = {"task": {"id": "1"}, "template": {"kind": "ClusterSagaTemplate", "name": "onboard"}}
+    body = {"metadata": {"namespace": "team-a", "name": "s", "uid": "u-1", "generation": 1}, "spec": spec}
+    with pytest.raises(kopf.PermanentError):
+        asyncio.run(bindings.start(binding, body, logging.getLogger("test")))  # type: ignore[arg-type]
+    assert client.scheduled == []
+    stalled = next(c for c in writer.patches[-1]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "TemplateNotFound"
+    assert stalled["message"] == "ClusterSagaTemplate onboard not found"

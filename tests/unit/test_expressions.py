@@ -33,7 +33,7 @@ def test_unknown_variable_names_position_and_what_is_known() -> None:
     with pytest.raises(ExpressionError) as caught:
         compile_expression("outputz.id", TASK)
     assert "undeclared reference to 'outputz" in str(caught.value)
-    assert "(variables here: outputs, saga, task)" in str(caught.value)
+    assert "(variables here: outputs, params, saga, task)" in str(caught.value)
     assert str(caught.value).startswith("1:")
 
 

@@ -42,7 +42,9 @@ def test_refusals_name_the_field() -> None:
     assert "spec.timeZone: unknown time zone 'Nowhere/City'" in refusal(spec(timeZone="Nowhere/City"))
     bad = {"steps": [{"name": "a", "action": {}}]}
     assert "spec.sagaTemplate.spec.steps[0].action" in refusal(spec(sagaTemplate={"spec": bad}))
-    assert "spec.sagaTemplate.spec.steps" in refusal(spec(sagaTemplate={"spec": {}}))
+    assert "spec.sagaTemplate.spec: a TaskSaga sets exactly one of spec.steps and spec.template" in refusal(
+        spec(sagaTemplate={"spec": {}})
+    )
     stamped = {"spec": SAGA, "metadata": {"annotations": {"steadfast.dev/requested-by": "alice"}}}
     assert "spec.sagaTemplate.metadata.annotations.steadfast.dev/requested-by" in refusal(spec(sagaTemplate=stamped))
     assert "startingDeadline" in refusal(spec(startingDeadline="soon"))

@@ -48,6 +48,11 @@ def test_saga_creator_is_stamped_and_kept() -> None:
     resealed = {"metadata": {"annotations": {**stamps, SEAL: "x.y"}}}
     assert SEAL in (check_saga("UPDATE", DAVE, created, resealed) or "")
     assert check_saga("UPDATE", User(OPERATOR), created, created) is None
+    # A templated saga's values: typed free JSON to the CRD, kept fixed here.
+    given = {**created, "spec": {"parameters": {"region": "eu"}}}
+    other = {**created, "spec": {"parameters": {"region": "us"}}}
+    assert check_saga("UPDATE", DAVE, given, other) == "spec.parameters is immutable once the TaskSaga is created"
+    assert check_saga("UPDATE", DAVE, given, given) is None
 
 
 def test_certificate_serves_loopback_and_chains_to_its_ca(tmp_path: Path) -> None:

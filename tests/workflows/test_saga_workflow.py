@@ -16,8 +16,9 @@ from workflow_fakes import SERVICE, Harness, Subject
 
 from steadfast.api.kinds import TASK_SAGA
 from steadfast.api.repair import RepairAction
-from steadfast.api.saga import TaskSagaSpec
+from steadfast.api.saga import RENDERED, TaskSagaSpec, TemplateKind, TemplateRecord
 from steadfast.approval import rules as approval
+from steadfast.binding import instance_id
 from steadfast.repair.rules import REPAIR_EVENT, RepairEvent
 from steadfast.workflows import saga
 
@@ -415,3 +416,34 @@ def test_approval_gate_ignores_priorities_it_does_not_list(harness: Harness) -> 
     assert subject.service.order() == ["reserve/action", "charge/action"]
     assert status["phase"] == "Succeeded" and status["approvalRequest"] is None
     assert "AwaitingApproval" not in [s["phase"] for s in subject.log.snapshots()]
+
+
+def test_a_templated_saga_runs_its_pinned_definition_with_typed_parameters(harness: Harness) -> None:
+    """The input carries the rendered template (steps and values) and its record: actions read `params`, status
+    shows the template, and nothing else of the template is read again."""
+    rendered = TaskSagaSpec.model_validate(
+        {
+            "task": {"id": "task-1"},
+            "template": {"kind": "ClusterSagaTemplate", "name": "onboard"},
+            "parameters": {"region": "eu", "seats": 2, "vip": False},
+            "steps": [{"name": "record", "action": {"http": {"method": "POST", "url": f"{SERVICE}/$(params.region)"}}}],
+        },
+        context={RENDERED: True},
+    )
+    subject = harness.subject(TASK_SAGA)
+    record = TemplateRecord(kind=TemplateKind.CLUSTER_SAGA_TEMPLATE, name="onboard", uid="t-1", generation=4)
+    iid = instance_id(TASK_SAGA, subject.ref.namespace, subject.ref.name, subject.ref.uid)
+    given = saga.SagaInput(ref=subject.ref, generation=1, spec=rendered, template=record)
+    harness.client.schedule_new_workflow(saga.NAME, input=given.wire(), instance_id=iid)
+    result, status = finish(harness, subject, iid)
+    assert result["status"] == "Succeeded"
+    (call,) = subject.service.calls
+    assert call.variables is not None and call.variables["params"] == {"region": "eu", "seats": 2, "vip": False}
+    assert status["template"] == {"kind": "ClusterSagaTemplate", "name": "onboard", "uid": "t-1", "generation": 4}
+
+
+def test_an_inline_saga_reads_no_parameters(harness: Harness) -> None:
+    subject, result, status = run(harness, spec(step("one")))
+    assert result["status"] == "Succeeded" and status.get("template") is None
+    (call,) = subject.service.calls
+    assert call.variables is not None and call.variables["params"] == {}

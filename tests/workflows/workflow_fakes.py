@@ -49,6 +49,7 @@ class Call:
     wait_event: str = ""  # a Kubernetes action's: the event its decision would come as
     rearm: bool = False
     undo: dict[str, Any] | None = None
+    variables: dict[str, Any] | None = None  # what the action's placeholders would read (task, outputs, params)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class FakeService:
                     inp.get("timeout"),
                     http.get("body"),
                     result is True,
+                    variables=inp.get("variables"),
                 )
             )
         if hold is not None:

@@ -77,6 +77,8 @@ mutating:
 validating:
   - {id: approval-rules, resource: approvalrequests, operations: [CREATE, UPDATE]}
   - {id: saga-rules, resource: tasksagas, operations: [UPDATE]}
+  - {id: sagatemplate-rules, resource: sagatemplates, operations: [CREATE, UPDATE]}
+  - {id: clustersagatemplate-rules, resource: clustersagatemplates, operations: [CREATE, UPDATE], scope: Cluster}
 {{- end -}}
 
 {{- define "steadfast.validate" -}}

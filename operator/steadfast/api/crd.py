@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from steadfast.api.kinds import KINDS, POLICY, SCHEDULE_KINDS, Kind
+from steadfast.api.kinds import KINDS, POLICY, SCHEDULE_KINDS, TEMPLATES, Kind
 from steadfast.api.structural import Schema, to_structural, violations
 
 HEADER = "# Generated from operator/steadfast/api by `steadfast crds`; do not edit.\n"
@@ -99,7 +99,7 @@ def filename(kind: Kind) -> str:
 
 def render_all() -> dict[str, str]:
     """File name → YAML text, one CRD per kind."""
-    return {filename(k): render(k) for k in (*KINDS, *SCHEDULE_KINDS, POLICY)}
+    return {filename(k): render(k) for k in (*KINDS, *SCHEDULE_KINDS, POLICY, *TEMPLATES)}
 
 
 def default_dir() -> Path:

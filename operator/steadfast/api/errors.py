@@ -32,3 +32,13 @@ def describe(exc: ValidationError, prefix: str = "spec") -> list[str]:
 def invalid_spec(exc: ValidationError) -> str:
     """The one message for a spec the models refuse: admission's refusal and the Stalled condition's message."""
     return "; ".join(describe(exc, prefix="spec"))
+
+
+class Unstartable(ValueError):
+    """A resource that cannot start as it is (its template is gone, its parameters no longer fit): the operator
+    marks it Stalled with `reason` and runs nothing."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -12,6 +12,7 @@ from steadfast.api.policy import SteadfastPolicySpec, SteadfastPolicyStatus
 from steadfast.api.saga import TaskSagaSpec, TaskSagaStatus
 from steadfast.api.schedule import NAME_LENGTH, SagaScheduleSpec, SagaScheduleStatus
 from steadfast.api.schema import Cel
+from steadfast.api.template import SagaTemplateSpec, SagaTemplateStatus
 
 GROUP = "steadfast.dev"
 # Set at admission on CREATE (a kopf patch per resource otherwise); kopf removes it once the instance is gone.
@@ -118,6 +119,7 @@ TASK_SAGA = Kind(
         PrinterColumn("Step", "string", ".status.currentStep", "The step or compensation running now."),
         PrinterColumn("Progress", "string", ".status.progress", "Steps succeeded or skipped over all steps."),
         PrinterColumn("Task", "string", ".spec.task.id", "The task ID.", priority=1),
+        PrinterColumn("Template", "string", ".spec.template.name", "The template it runs, if any.", priority=1),
         PrinterColumn("Result", "string", ".status.result.status", "The outcome.", priority=1),
         PrinterColumn("Error", "string", ".status.result.error", "Why it did not succeed.", priority=1),
         AGE,
@@ -208,6 +210,35 @@ POLICY = Kind(
     categories=(),
     namespaced=False,
 )
+
+
+# Definitions a TaskSaga names (spec.template); no workflow runs them, so they are not among the KINDS either.
+_TEMPLATE_COLUMNS = (
+    PrinterColumn("Description", "string", ".spec.description", "What a saga made from it does."),
+    AGE,
+)
+SAGA_TEMPLATE = Kind(
+    kind="SagaTemplate",
+    plural="sagatemplates",
+    singular="sagatemplate",
+    short_names=("stpl",),
+    spec_model=SagaTemplateSpec,
+    status_model=SagaTemplateStatus,
+    description="A TaskSaga's definition with typed parameters, for the sagas of its namespace (spec.template).",
+    printer_columns=_TEMPLATE_COLUMNS,
+)
+CLUSTER_SAGA_TEMPLATE = Kind(
+    kind="ClusterSagaTemplate",
+    plural="clustersagatemplates",
+    singular="clustersagatemplate",
+    short_names=("cstpl",),
+    spec_model=SagaTemplateSpec,
+    status_model=SagaTemplateStatus,
+    description="A TaskSaga's definition with typed parameters, offered to every namespace by the platform team.",
+    printer_columns=_TEMPLATE_COLUMNS,
+    namespaced=False,
+)
+TEMPLATES: tuple[Kind, ...] = (SAGA_TEMPLATE, CLUSTER_SAGA_TEMPLATE)
 
 
 def kind_named(name: str) -> Kind:

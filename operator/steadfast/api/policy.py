@@ -23,11 +23,12 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from steadfast.api.approval import Approvers
-from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase
+from steadfast.api.common import DNS_LABEL, DNS_SUBDOMAIN, PRIORITY, ApiModel, StatusBase
 from steadfast.api.concurrency import MAX_LIMIT
 from steadfast.api.duration import DurationCheck
 from steadfast.api.repair import FailureAction
 from steadfast.api.retention import MAXIMUM
+from steadfast.api.saga import TemplateKind
 from steadfast.api.schema import LIST_SET, Cel, list_map, rules
 
 LabelValue = Annotated[str, Field(max_length=63)]
@@ -242,6 +243,29 @@ class ConcurrencyRule(ApiModel):
     limit: int = Field(ge=1, le=MAX_LIMIT, description="Sagas of one such key running at once in a namespace.")
 
 
+class AllowedTemplate(ApiModel):
+    """A template sagas may come from (a SagaTemplate is the saga's own namespace's, which its editors write)."""
+
+    kind: TemplateKind = Field(TemplateKind.CLUSTER_SAGA_TEMPLATE, description="ClusterSagaTemplate or SagaTemplate.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="The template's name.")
+
+    def describe(self) -> str:
+        return f"{self.kind.value} {self.name}"
+
+
+class TemplateRule(ApiModel):
+    """Golden paths: TaskSagas in the selected namespaces must come from one of these templates; inline steps
+    and other templates are refused at admission."""
+
+    name: str = Field(max_length=63, pattern=DNS_LABEL, description="Rule name, shown in the refusal.")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Namespaces the rule applies to ({}: all)."
+    )
+    allowed: Annotated[list[AllowedTemplate], list_map("kind", "name")] = Field(
+        min_length=1, max_length=64, description="The templates sagas there may name."
+    )
+
+
 class SteadfastPolicySpec(ApiModel):
     """Rules platform admins set for every namespace."""
 
@@ -276,7 +300,14 @@ class SteadfastPolicySpec(ApiModel):
         "applies, resolved when the saga starts.",
     )
 
-    @field_validator("approvals", "egress", "limits", "failure", "retention", "concurrency")
+    templates: Annotated[list[TemplateRule], list_map("name")] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Golden paths: the templates TaskSagas of the selected namespaces must come from; every "
+        "matching rule must hold.",
+    )
+
+    @field_validator("approvals", "egress", "limits", "failure", "retention", "concurrency", "templates")
     @classmethod
     def _unique(cls, rules: list[Any]) -> list[Any]:
         dupes = sorted(n for n, c in Counter(r.name for r in rules).items() if c > 1)

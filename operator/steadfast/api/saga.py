@@ -15,18 +15,37 @@ from collections import Counter
 from enum import StrEnum
 from typing import Annotated, NamedTuple
 
-from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from steadfast.api.action import Action, refuse_expressions
 from steadfast.api.approval import Approvers
-from steadfast.api.common import DNS_LABEL, PRIORITY, ApiModel, StatusBase, Timestamp
+from steadfast.api.common import DNS_LABEL, DNS_SUBDOMAIN, PRIORITY, ApiModel, StatusBase, Timestamp
 from steadfast.api.concurrency import Concurrency
 from steadfast.api.duration import DurationCheck, parse_duration
 from steadfast.api.repair import MAX_DECISIONS, DecisionRecord, OnFailure, PauseStatus, Repair
 from steadfast.api.retention import Retention
 from steadfast.api.schema import LIST_SET, VALIDATIONS, Cel, list_map, rules, unchanged
-from steadfast.expressions.language import MAX_LENGTH, TASK, ExpressionError, compile_expression, responding
+from steadfast.expressions.language import (
+    MAX_LENGTH,
+    TASK,
+    VARIABLES,
+    ExpressionError,
+    compile_expression,
+    responding,
+)
+from steadfast.expressions.reads import reads
 
 MAX_STEPS = 50
 MAX_OUTPUTS = 16
@@ -133,9 +152,59 @@ class Step(ApiModel):
     )
 
 
-def _uses(action: Action, known: set[str], where: str, whose: str) -> list[str]:
-    """Compile errors of `action`'s expressions, and outputs they read that no step has produced by then."""
+MAX_PARAMETERS = 32
+# A parameter's value as a saga gives it and expressions read it (`params.NAME`): typed, never an object.
+ParamValue = Annotated[
+    StrictStr | StrictInt | StrictBool, WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})
+]
+# Validation context of a spec rendered from a template for a run (the workflow input): steps and template
+# both set, and its expressions may read the parameters it carries.
+RENDERED = "rendered"
+
+
+def param_problems(sources: list[tuple[str, str]], declared: frozenset[str] | None) -> list[str]:
+    """Reads of `params` in (field, expression) pairs that are not of a declared parameter, from the CEL tree.
+
+    `declared` None: an inline saga, which has no parameters at all. `params["x"]` or any other use than
+    `params.NAME` is refused: what it reads could not be checked.
+    """
+    problems: list[str] = []
+    for where, source in sources:
+        try:
+            found = reads(source, VARIABLES, "params")
+        except ExpressionError:
+            continue  # its compile error is reported by the field's own check
+        for read in found:
+            if declared is None:
+                problems.append(f"{where}: {read.describe('params')}: only a saga made from a template has parameters")
+            elif read.field is None:
+                problems.append(f"{where}: params is read other than as params.NAME")
+            elif read.field not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                problems.append(f"{where}: params.{read.field} is not a declared parameter (declared: {known})")
+    return problems
+
+
+# Validation context: the parameters a template declares, when its steps are checked as a saga's (api.template).
+DECLARED = "declared"
+
+
+def declared_params(spec: TaskSagaSpec, info: ValidationInfo) -> frozenset[str] | None:
+    """The parameters `spec`'s expressions may read: a template's declarations (context DECLARED), a rendered or
+    templated saga's values, or None for an inline saga (no parameters at all)."""
+    context = info.context or {}
+    if context.get(DECLARED) is not None:
+        return frozenset(context[DECLARED])
+    if context.get(RENDERED) or spec.template is not None:
+        return frozenset(spec.parameters)
+    return None
+
+
+def _uses(action: Action, known: set[str], where: str, whose: str, params: frozenset[str] | None) -> list[str]:
+    """Compile errors of `action`'s expressions, outputs they read that no step has produced by then, and
+    parameters they read that are not declared."""
     problems = action.expression_problems(TASK, where)
+    problems += param_problems([(where, source) for source in action.expression_sources()], params)
     used = [m for source in action.expression_sources() for m in _OUTPUT_USE.finditer(source)]
     for match in used:
         name = next(g for g in match.groups() if g is not None)
@@ -275,10 +344,30 @@ class ApprovalGate(ApiModel):
         return self.required or (task.priority is not None and task.priority in self.priorities)
 
 
-# Every field but `repair` is fixed at creation: (name, optional).
+class TemplateKind(StrEnum):
+    SAGA_TEMPLATE = "SagaTemplate"
+    CLUSTER_SAGA_TEMPLATE = "ClusterSagaTemplate"
+
+
+class TemplateRef(ApiModel):
+    """The template a saga is made from: a SagaTemplate of its own namespace, or a ClusterSagaTemplate."""
+
+    kind: TemplateKind = Field(
+        TemplateKind.SAGA_TEMPLATE,
+        description="SagaTemplate (of the saga's namespace; no other namespace can be named) or ClusterSagaTemplate.",
+    )
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="The template's name.")
+
+
+# Set on a saga made from a template: these come from the template, never from the saga.
+FROM_TEMPLATE = ("steps", "parallelism", "approval", "onFailure", "concurrency")
+
+# Every field but `repair` is fixed at creation: (name, optional). `parameters` too, but its typed values are free
+# JSON to the schema, which CEL cannot read: the admission webhook keeps it (steadfast.webhooks.check_saga).
 _FIXED_FIELDS = [
     ("task", False),
-    ("steps", False),
+    ("steps", True),
+    ("template", True),
     ("approval", True),
     ("onDelete", True),
     ("onFailure", True),
@@ -303,21 +392,52 @@ class TaskSagaSpec(ApiModel):
                 "spec.repair cannot be removed once set (set a new decision instead)",
                 reason="FieldValueForbidden",
             ),
+            Cel(
+                "has(self.template) != (has(self.steps) && size(self.steps) > 0)",
+                "a TaskSaga sets exactly one of spec.steps and spec.template",
+            ),
+            *(
+                Cel(
+                    f"!has(self.template) || !has(self.{name})",
+                    f"spec.{name} comes from the template: not set beside spec.template",
+                )
+                for name in ("approval", "onFailure", "concurrency")
+            ),
         )
     )
 
     task: Task = Field(description="The task this saga carries out.")
     steps: Annotated[list[Step], list_map("name")] = Field(
-        min_length=1,
+        default_factory=list,
         max_length=MAX_STEPS,
         description="Steps, run in order (or, when any declares dependsOn, as their dependencies allow); names are "
-        "unique.",
+        "unique. Exactly one of steps and template.",
     )
     parallelism: int | None = Field(
         None,
         ge=1,
         le=MAX_STEPS,
         description="At most this many steps run at once when steps declare dependsOn (unset: as many as are ready).",
+    )
+    template: TemplateRef | None = Field(
+        None,
+        description="Run a SagaTemplate or ClusterSagaTemplate instead of inline steps: its steps, approval, "
+        "onFailure and concurrency, as the template was when the saga started (status.template).",
+    )
+    parameters: Annotated[
+        dict[Annotated[str, Field(pattern=OUTPUT_NAME)], ParamValue],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": MAX_PARAMETERS,
+                "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True},
+            }
+        ),
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMETERS,
+        description="Values of the template's parameters (string, integer or boolean), checked against the "
+        "template's declarations at admission; expressions read them as params.NAME.",
     )
     approval: ApprovalGate | None = Field(None, description="Wait for an approval before the first step.")
     on_delete: OnDelete = Field(
@@ -364,7 +484,26 @@ class TaskSagaSpec(ApiModel):
         return self
 
     @model_validator(mode="after")
-    def _expressions(self) -> TaskSagaSpec:
+    def _template(self, info: ValidationInfo) -> TaskSagaSpec:
+        if (info.context or {}).get(RENDERED):
+            return self  # rendered for a run: the template's steps beside its reference
+        if (self.template is None) == (not self.steps):
+            raise PydanticCustomError("template", "a TaskSaga sets exactly one of spec.steps and spec.template")
+        if self.template is not None:
+            given = [f for f in FROM_TEMPLATE if getattr(self, _attr(f)) not in (None, [])]
+            if given:
+                raise PydanticCustomError(
+                    "template",
+                    "spec.{field} comes from the template: not set beside spec.template",
+                    {"field": given[0]},
+                )
+        elif self.parameters:
+            raise PydanticCustomError("template", "spec.parameters are given to a template: set spec.template")
+        return self
+
+    @model_validator(mode="after")
+    def _expressions(self, info: ValidationInfo) -> TaskSagaSpec:
+        params = declared_params(self, info)
         problems: list[str] = []
         owners: dict[str, str] = {}  # output name -> the step that declares it first
         for step in self.steps:
@@ -387,10 +526,11 @@ class TaskSagaSpec(ApiModel):
             problems += step.action.sealed_problems(
                 TASK, [(f"{where}.outputs.{name}", source) for name, source in step.outputs.items()]
             )
-            problems += _uses(step.action, readable, f"{where}.action", whose)
+            problems += param_problems([(f"{where}.outputs.{n_}", src) for n_, src in step.outputs.items()], params)
+            problems += _uses(step.action, readable, f"{where}.action", whose, params)
             if step.compensation is not None:
                 own = readable | set(step.outputs)
-                problems += _uses(step.compensation, own, f"{where}.compensation", f"this or {whose}")
+                problems += _uses(step.compensation, own, f"{where}.compensation", f"this or {whose}", params)
         refuse_expressions(problems)
         return self
 
@@ -401,6 +541,10 @@ class TaskSagaSpec(ApiModel):
     def needs_approval(self) -> bool:
         """Whether the approval gate holds this saga."""
         return self.approval is not None and self.approval.applies_to(self.task)
+
+
+def _attr(wire: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), wire)
 
 
 class SagaPhase(StrEnum):
@@ -494,6 +638,15 @@ class QueueStatus(ApiModel):
     policy: str | None = Field(None, description="The SteadfastPolicy rules (policy/rule) that set the limit.")
 
 
+class TemplateRecord(ApiModel):
+    """The template a saga runs, as it was when the saga started (its definition is pinned in the workflow)."""
+
+    kind: TemplateKind = Field(description="SagaTemplate or ClusterSagaTemplate.")
+    name: str = Field(description="The template's name.")
+    uid: str | None = Field(None, description="The template's UID then.")
+    generation: int | None = Field(None, description="The template's metadata.generation then.")
+
+
 class TaskSagaStatus(StatusBase):
     """Progress of a TaskSaga: every step and compensation, visible with kubectl get -o yaml."""
 
@@ -522,6 +675,9 @@ class TaskSagaStatus(StatusBase):
     )
     pause: PauseStatus | None = Field(None, description="Where the saga is paused, while it is Paused.")
     queue: QueueStatus | None = Field(None, description="Where the saga waits for a concurrency slot, while Queued.")
+    template: TemplateRecord | None = Field(
+        None, description="The template the saga runs, and its generation when the saga started."
+    )
     decisions: list[DecisionRecord] = Field(
         default_factory=list,
         max_length=MAX_DECISIONS,

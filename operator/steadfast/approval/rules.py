@@ -148,9 +148,14 @@ def gate_request(saga: Mapping[str, Any], gate: EffectiveGate, *, now: float) ->
     actor = Actor.of(saga)
     requester = actor.user if actor else None
     task = spec.task
+    steps = (
+        f"{spec.template.kind.value} {spec.template.name} as"
+        if spec.template is not None
+        else f"the {len(spec.steps)} step(s) of"
+    )
     subject: dict[str, Any] = {
         "title": f"Run TaskSaga {meta['name']}: {task.title or task.id}"[:256],
-        "description": f"Approve to run the {len(spec.steps)} step(s) of TaskSaga {meta['namespace']}/"
+        "description": f"Approve to run {steps} TaskSaga {meta['namespace']}/"
         f"{meta['name']} (task {task.id}, priority {task.priority or 'unset'})"
         + (f"; required by SteadfastPolicy {', '.join(gate.rules)}." if gate.rules else "."),
     }

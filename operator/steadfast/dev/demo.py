@@ -118,8 +118,9 @@ def _say(message: str) -> None:
 
 def _supported_kinds() -> set[str]:
     from steadfast import catalog
+    from steadfast.api.kinds import TEMPLATES
 
-    return {binding.kind.kind for binding in catalog.BINDINGS}
+    return {binding.kind.kind for binding in catalog.BINDINGS} | {kind.kind for kind in TEMPLATES}
 
 
 def _start_extra(state: cluster.State, name: str, args: list[str], env: dict[str, str]) -> None:
@@ -314,6 +315,7 @@ class Demo:
             f"  {exports}\n"
             f"  {self.kubectl} get steadfast -w\n"
             f"  {self.kubectl} describe saga onboard-43-fails          # the Events of a compensated saga\n"
+            f"  {sys.executable} -m steadfast.cli template params onboard   # what a run of the template gives\n"
             f"  {self.kubectl} --context carol patch apr hotfix-friday --type merge "
             '-p \'{"spec":{"decision":{"approved":true}}}\'   # refused: carol is no approver\n'
             f"  {sys.executable} -m steadfast.cli status -A\n"

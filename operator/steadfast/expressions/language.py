@@ -26,7 +26,7 @@ OPEN = "$("
 
 # What each place an expression may appear can see. Requests are rendered before they are sent; conditions
 # and outputs see the response as well.
-TASK = frozenset({"task", "saga", "outputs"})
+TASK = frozenset({"task", "saga", "outputs", "params"})  # params: a templated saga's parameters
 MONITOR = frozenset({"monitor"})
 ALERT = frozenset({"monitor", "alert"})
 REQUEST = frozenset({"request"})

@@ -103,23 +103,21 @@ def _creator(body: Mapping[str, Any] | None) -> str | None:
 
 
 class Authorizer:
-    """Asks the API server whether a user may `repair` a resource (SubjectAccessReview, as the operator)."""
+    """Asks the API server whether a user may `repair` a resource (SubjectAccessReview, as the operator); another
+    `verb` for other questions (`get` of the template a saga names). An empty namespace: a cluster-scoped one."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, verb: str = REPAIR_VERB) -> None:
         self._api = client.AuthorizationV1Api(api)
+        self._verb = verb
 
     def __call__(self, userinfo: Mapping[str, Any], plural: str, namespace: str, name: str) -> bool:
         spec: dict[str, Any] = {
             "user": userinfo.get("username"),
             "groups": list(userinfo.get("groups") or []),
-            "resourceAttributes": {
-                "group": GROUP,
-                "resource": plural,
-                "verb": REPAIR_VERB,
-                "namespace": namespace,
-                "name": name,
-            },
+            "resourceAttributes": {"group": GROUP, "resource": plural, "verb": self._verb, "name": name},
         }
+        if namespace:
+            spec["resourceAttributes"]["namespace"] = namespace
         if userinfo.get("uid"):
             spec["uid"] = userinfo["uid"]
         if userinfo.get("extra"):
@@ -129,6 +127,6 @@ class Authorizer:
         )
         allowed = bool(review.status and review.status.allowed)
         log.debug(
-            "SubjectAccessReview %s %s %s/%s for %s: %s", REPAIR_VERB, plural, namespace, name, spec["user"], allowed
+            "SubjectAccessReview %s %s %s/%s for %s: %s", self._verb, plural, namespace, name, spec["user"], allowed
         )
         return allowed

@@ -22,17 +22,19 @@ from __future__ import annotations
 from collections.abc import Generator
 from contextlib import suppress
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from dapr.ext.workflow import DaprWorkflowContext, when_any
 from dapr.ext.workflow import RetryPolicy as EngineRetry
 from dapr.ext.workflow._durabletask.task import TaskFailedError
+from pydantic import SkipValidation, field_validator
 
 from steadfast.api.duration import parse_duration
 from steadfast.api.kinds import TASK_SAGA
 from steadfast.api.repair import FailureAction, OnFailure, PauseStatus, RepairAction
 from steadfast.api.retention import Retention
 from steadfast.api.saga import (
+    RENDERED,
     CompensationPhase,
     CompensationStatus,
     QueueStatus,
@@ -44,6 +46,7 @@ from steadfast.api.saga import (
     StepStatus,
     TaskSagaSpec,
     TaskSagaStatus,
+    TemplateRecord,
 )
 from steadfast.approval import rules as approval
 from steadfast.approval.policy import EffectiveGate
@@ -110,6 +113,19 @@ class SagaInput(WorkflowInput[TaskSagaSpec]):
     retention: Retention | None = None
     # Its concurrency key and limit, resolved at start (steadfast.concurrency.rules); None: not limited.
     concurrency: SagaConcurrency | None = None
+    # The template the spec was rendered from at start (steadfast.templates); the spec is then the template's
+    # definition with the saga's task and parameter values, pinned for the whole run.
+    template: TemplateRecord | None = None
+    # Validated by `_rendered` alone: a rendered spec carries both steps and template, and its steps read its
+    # parameters, which the model accepts only in the RENDERED context.
+    spec: Annotated[TaskSagaSpec, SkipValidation]
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _rendered(cls, value: Any) -> TaskSagaSpec:
+        if isinstance(value, TaskSagaSpec):
+            return value
+        return TaskSagaSpec.model_validate(value, context={RENDERED: True})
 
     def effective_gate(self) -> EffectiveGate | None:
         if self.gate_resolved:
@@ -139,6 +155,7 @@ class _Saga:
             started_at=second(self.reporter.now),
             observed_generation=self.reporter.generation,
             workflow_instance_id=ctx.instance_id,
+            template=given.template,
         )
         if self.spec.is_graph():  # status-only (the report's content): instances in order replay as they ran
             for record, step in zip(self.state.steps, self.spec.steps, strict=True):
@@ -189,6 +206,7 @@ class _Saga:
             "task": self.spec.task.model_dump(mode="json", by_alias=True, exclude_none=True),
             "saga": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid},
             "outputs": outputs,
+            "params": dict(self.spec.parameters),
         }
 
     def undoable(self, step: Step) -> bool:
