@@ -30,7 +30,8 @@ def esc(value: object) -> str:
 
 
 def _q(**params: str | None) -> str:
-    return urlencode({k: v for k, v in params.items() if v})
+    """A query string for an href (escaped for the attribute)."""
+    return html.escape(urlencode({k: v for k, v in params.items() if v}))
 
 
 def layout(

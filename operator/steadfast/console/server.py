@@ -84,19 +84,22 @@ class Console:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.allowed_hosts and request.host not in self.allowed_hosts:
-            return self._plain(421, "this console answers only at its own address")
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            if self.allowed_hosts and request.host not in self.allowed_hosts:
+                response = self._plain(421, "this console answers only at its own address")
+            else:
+                response = await handler(request)
         except web.HTTPException as exc:
-            response = exc
+            response = self._plain(exc.status, (exc.text or exc.reason).strip())
         except Unauthenticated as exc:
             response = self._plain(401, str(exc))
             response.headers["WWW-Authenticate"] = 'Bearer realm="steadfast-console"'
         except Untrusted as exc:
             response = self._plain(403, str(exc))
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
+        if not response.prepared:  # an event stream sent its headers already (the same ones)
+            for name, value in HEADERS.items():
+                response.headers.setdefault(name, value)
         return response
 
     @staticmethod
