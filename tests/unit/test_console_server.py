@@ -166,6 +166,12 @@ def test_proxy_mode_trusts_identity_headers_only_from_the_proxy(kubeconfig: str)
         creds.viewer(claimed, None)
     with pytest.raises(identity.Unauthenticated):
         creds.viewer({}, "127.0.0.1")
+    for forged in (
+        {"x-forwarded-user": "system:admin"},
+        {"x-forwarded-user": "eve", "x-forwarded-groups": "system:masters"},
+    ):
+        with pytest.raises(identity.Untrusted, match="Kubernetes' own identities"):
+            creds.viewer(forged, "127.0.0.1")
     viewer = creds.viewer({"x-forwarded-user": "alice", "x-forwarded-groups": "sre, approvers"}, "127.0.0.1")
     assert viewer.key.startswith("proxy:") and "alice" not in viewer.key
     sent: list[Any] = []

@@ -43,6 +43,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="Host header values served (default with --auth kubeconfig: the listen address and localhost)",
     )
+    cmd.add_argument(
+        "--ca-file",
+        default=env("STEADFAST_CONSOLE_CA"),
+        help="with --auth token in a pod: the API server's CA (default: the service account's ca.crt)",
+    )
     cmd.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
     cmd.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
     cmd.set_defaults(func=run)
@@ -63,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --listen {args.listen!r}: give HOST:PORT", file=sys.stderr)
         return 2
     proxies = tuple(args.trusted_proxy or ("127.0.0.1/32", "::1/128"))
-    credentials = Credentials(args.auth, kubeconfig=args.kubeconfig, context=args.context, trusted_proxies=proxies)
+    credentials = Credentials(
+        args.auth, kubeconfig=args.kubeconfig, context=args.context, trusted_proxies=proxies, ca_file=args.ca_file
+    )
     console = Console(credentials, allowed_hosts=_hosts(args.listen, args.auth, args.allowed_host))
     print(f"Steadfast console on http://{args.listen}/ (as: {args.auth})", flush=True)
     web.run_app(console.app(), host=host.strip("[]"), port=int(port), print=None, access_log=None)

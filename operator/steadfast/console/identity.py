@@ -8,7 +8,8 @@ Three modes, chosen when the console starts:
 - `proxy` (in a cluster, behind an authenticating proxy such as oauth2-proxy): the proxy's identity headers
   (X-Forwarded-User, X-Forwarded-Groups) become impersonation headers on the console's service account, which
   then needs `impersonate` rights. Whoever can reach the console can claim any identity with those headers, so
-  they are accepted only from a trusted peer address (the proxy as a sidecar, on loopback).
+  they are accepted only from a trusted peer address (the proxy as a sidecar, on loopback), and never for
+  Kubernetes' own identities (`system:` users and groups, system:masters among them).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from kubernetes import client, config
 Mode = Literal["kubeconfig", "token", "proxy"]
 MODES: tuple[Mode, ...] = ("kubeconfig", "token", "proxy")
 _SA = "/var/run/secrets/kubernetes.io/serviceaccount"
+# Names Kubernetes gives its own users and groups (system:masters, system:serviceaccount:...): never impersonated.
+RESERVED = "system:"
 _CACHE = 64  # API clients kept per viewer (token or proxied identity); each holds a connection pool
 
 
@@ -71,9 +74,9 @@ class _Clients:
         return api
 
 
-def _server_only(kubeconfig: str | None, context: str | None) -> client.Configuration:
+def _server_only(kubeconfig: str | None, context: str | None, ca_file: str | None = None) -> client.Configuration:
     """Where the API server is and how to trust it, with no credentials: from a kubeconfig when given, else
-    the pod's (KUBERNETES_SERVICE_HOST and the service account's CA, never its token)."""
+    the pod's (KUBERNETES_SERVICE_HOST, and `ca_file` or the service account's CA; never a token)."""
     cfg = client.Configuration()
     if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
@@ -81,7 +84,7 @@ def _server_only(kubeconfig: str | None, context: str | None) -> client.Configur
         host = os.environ["KUBERNETES_SERVICE_HOST"]
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         cfg.host = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
-        cfg.ssl_ca_cert = f"{_SA}/ca.crt"
+        cfg.ssl_ca_cert = ca_file or f"{_SA}/ca.crt"
     cfg.api_key = {}
     cfg.api_key_prefix = {}
     cfg.cert_file = cfg.key_file = None
@@ -138,13 +141,14 @@ class Credentials:
         kubeconfig: str | None = None,
         context: str | None = None,
         trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128"),
+        ca_file: str | None = None,
     ) -> None:
         self.mode = mode
         self.trusted_proxies = trusted_proxies
         if mode == "kubeconfig":
             self._local = config.new_client_from_config(config_file=kubeconfig, context=context)
         elif mode == "token":
-            base = _server_only(kubeconfig, context)
+            base = _server_only(kubeconfig, context, ca_file)
             self._clients = _Clients(lambda: client.ApiClient(copy.deepcopy(base)))
         else:
             self._clients = _Clients(lambda: _own(kubeconfig, context))
@@ -170,5 +174,8 @@ class Credentials:
         if not user:
             raise Unauthenticated("the authenticating proxy sent no X-Forwarded-User")
         groups = sorted({g.strip() for g in headers.get("x-forwarded-groups", "").split(",") if g.strip()})
+        reserved = [n for n in (user, *groups) if n.startswith(RESERVED)]
+        if reserved:  # the proxy's identity provider never names Kubernetes' own users and groups
+            raise Untrusted(f"the console does not impersonate Kubernetes' own identities: {', '.join(reserved)}")
         key = "proxy:" + _digest("\n".join([user, *groups]))
         return Viewer(self._clients.get(key, lambda api: _impersonating(api, user, groups)), key)
