@@ -82,13 +82,21 @@ def console(control_plane: cluster.State, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service: TaskService) -> str:
-    """A namespace where the test users may work (only the webhooks decide) and alice may read Events."""
+    """A namespace where the test users may work (only the webhooks decide); alice may also read Events and
+    HealthMonitors and make repair decisions (the verb `repair`)."""
     task_service.reset()
     allow_users(kube, namespace, USERS)
     rbac = client.RbacAuthorizationV1Api(kube)
     rbac.create_namespaced_role(
         namespace,
-        {"metadata": {"name": "events"}, "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}]},
+        {
+            "metadata": {"name": "events"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+                {"apiGroups": [GROUP], "resources": ["tasksagas"], "verbs": ["repair"]},
+                {"apiGroups": [GROUP], "resources": ["healthmonitors"], "verbs": ["get", "list", "watch"]},
+            ],
+        },
     )
     rbac.create_namespaced_role_binding(
         namespace,
@@ -130,6 +138,7 @@ def _http(svc: TaskService, method: str, path: str, **extra: Any) -> dict[str, A
 def _accessible(browser: Browser, page: str) -> None:
     problems = a11y.check(browser)
     assert not problems, f"{page}: {problems}"
+    browser.run("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);")
 
 
 def test_approve_in_the_inbox_and_a_refusal_in_the_webhooks_words(
@@ -264,7 +273,6 @@ def test_the_overview_and_another_namespace_unseen(
         page = browser.text("main")
         assert "Counts by kind and phase" in page and "TaskSaga" in page, page
         _accessible(browser, "overview")
-        browser.screenshot(shots / "overview.png")
 
         for path in (f"/?ns={other}", f"/list?kind=tasksagas&ns={other}", "/", f"/ns/{other}/tasksagas/secret-plan"):
             browser.open(console("alice") + path)
@@ -279,3 +287,65 @@ def test_the_overview_and_another_namespace_unseen(
         _accessible(browser, "saga list")
     finally:
         core.delete_namespace(other)
+
+
+def test_a_monitor_page_and_a_repair_from_the_saga_page(
+    ns: str,
+    kube: client.ApiClient,
+    browser: Browser,
+    console: Callable[[str], str],
+    task_service: TaskService,
+    shots: Path,
+) -> None:
+    monitors = Resources(kube, ns, "healthmonitors", "HealthMonitor")
+    task_service.fault(f"GET /healthz/{ns}", fail=-1)
+    monitors.create(
+        "payments-api",
+        {
+            "target": {"http": {"method": "GET", "url": f"{task_service.url}/healthz/{ns}", "timeout": "2s"}},
+            "healthyInterval": "1s",
+            "unhealthyInterval": "1s",
+            "failureThreshold": 2,
+        },
+    )
+    monitors.wait_phase("payments-api", "Unhealthy")
+    browser.open(f"{console('alice')}/ns/{ns}/healthmonitors/payments-api")
+    assert "Unhealthy" in browser.text("#monitor-phase")
+    facts = browser.text("dl.facts")
+    assert "Uptime" in facts and "failed in a row" in facts, facts
+    _accessible(browser, "monitor page")
+    browser.screenshot(shots / "monitor.png")
+
+    # A saga paused at a failed step: alice compensates it from its page; the webhook records her.
+    sagas = Resources(kube, ns, "tasksagas", "TaskSaga")
+    fail = {"headers": [{"name": "X-Fail", "value": "always"}]}
+    sagas.create(
+        "stuck",
+        {
+            "task": {"id": "stuck"},
+            "steps": [
+                {
+                    "name": "reserve",
+                    "action": _http(task_service, "POST", "/records", body={"id": "stuck"}),
+                    "compensation": _http(task_service, "DELETE", "/records/stuck"),
+                },
+                {"name": "notify", "action": _http(task_service, "POST", "/notices", **fail)},
+            ],
+            "onFailure": {"action": "Pause", "pauseTimeout": "1h"},
+        },
+    )
+    sagas.wait_phase("stuck", "Paused")
+    browser.open(f"{console('alice')}/?ns={ns}")
+    needs = browser.text("#needs-h + table")
+    assert "payments-api" in needs and "stuck" in needs, needs
+    browser.screenshot(shots / "overview.png")
+    browser.open(f"{console('alice')}/ns/{ns}/tasksagas/stuck")
+    assert {"Retry", "Skip", "Compensate"} <= set(browser.text("form.repair").split())
+    _accessible(browser, "paused saga page")
+    browser.screenshot(shots / "paused.png")
+    browser.type("#repair-reason", "carrier is down for the day")
+    browser.click("form.repair button[value=Compensate]")
+    browser.wait("return !!document.querySelector('.notice');", what="the repair's outcome")
+    assert "Compensate recorded for alice" in browser.text(".notice.ok")
+    saga = sagas.wait_phase("stuck", "Compensated")
+    assert saga["metadata"]["annotations"]["steadfast.dev/repaired-by"] == "alice"
