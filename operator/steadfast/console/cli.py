@@ -48,6 +48,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=env("STEADFAST_CONSOLE_CA"),
         help="with --auth token in a pod: the API server's CA (default: the service account's ca.crt)",
     )
+    cmd.add_argument(
+        "-n",
+        "--namespace",
+        default=env("STEADFAST_CONSOLE_NAMESPACE") or None,
+        help="the namespace pages show until the viewer picks another (default: every namespace they may list)",
+    )
     cmd.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
     cmd.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
     cmd.set_defaults(func=run)
@@ -71,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     credentials = Credentials(
         args.auth, kubeconfig=args.kubeconfig, context=args.context, trusted_proxies=proxies, ca_file=args.ca_file
     )
-    console = Console(credentials, allowed_hosts=_hosts(args.listen, args.auth, args.allowed_host))
+    console = Console(
+        credentials, allowed_hosts=_hosts(args.listen, args.auth, args.allowed_host), namespace=args.namespace
+    )
     print(f"Steadfast console on http://{args.listen}/ (as: {args.auth})", flush=True)
     web.run_app(console.app(), host=host.strip("[]"), port=int(port), print=None, access_log=None)
     return 0

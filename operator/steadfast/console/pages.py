@@ -104,7 +104,7 @@ def _phase(phase: str | None) -> str:
 def _namespace_form(namespace: str | None, action: str) -> str:
     return f"""<form class="filters" method="get" action="{action}" role="search">
 <label for="ns">Namespace</label>
-<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may see">
+<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may list">
 <button type="submit">Show</button>
 </form>"""
 
@@ -176,7 +176,7 @@ def listing(kind: str, page: Page, *, namespace: str | None, phase: str | None, 
     return f"""<form class="filters" method="get" action="/list" role="search">
 <input type="hidden" name="kind" value="{esc(kind)}">
 <label for="ns">Namespace</label>
-<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may see">
+<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may list">
 <label for="phase">Phase</label>
 <select id="phase" name="phase"><option value="">any</option>{phases}</select>
 <label for="selector">Labels</label>

@@ -63,9 +63,16 @@ def _static() -> Any:
 class Console:
     """The app and what it keeps between requests: the CSRF secret, the allowed Host values, who is who."""
 
-    def __init__(self, credentials: Credentials, *, allowed_hosts: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        allowed_hosts: frozenset[str] = frozenset(),
+        namespace: str | None = None,
+    ) -> None:
         self.credentials = credentials
         self.allowed_hosts = allowed_hosts
+        self.namespace = namespace  # shown when a page names none; None: every namespace the viewer may list
         self._secret = secrets.token_bytes(32)
         self._who: dict[str, tuple[float, kube.Identity]] = {}
 
@@ -79,6 +86,11 @@ class Console:
         identity = await asyncio.to_thread(kube.whoami, viewer.api)
         self._who[viewer.key] = (time.monotonic(), identity)
         return identity
+
+    def namespace_of(self, request: web.Request) -> str | None:
+        """The page's namespace: `?ns=` as given (empty: every namespace), else the console's default."""
+        given = request.query.get("ns")
+        return self.namespace if given is None else (given.strip() or None)
 
     # ---- guards ------------------------------------------------------------------------------------------
 
@@ -146,14 +158,14 @@ class Console:
 
     async def overview(self, request: web.Request) -> web.Response:
         viewer = self.viewer(request)
-        namespace = request.query.get("ns") or None
+        namespace = self.namespace_of(request)
         data = await asyncio.to_thread(kube.overview, viewer.api, namespace)
         live_url = "/live?" + _query(kind=TASK_SAGA.plural, ns=namespace)
         return await self._page(request, viewer, "Overview", pages.overview(data, namespace), live=live_url)
 
     async def approvals(self, request: web.Request) -> web.Response:
         viewer = self.viewer(request)
-        namespace = request.query.get("ns") or None
+        namespace = self.namespace_of(request)
         who = await self.who(viewer)
         objects, warnings = await asyncio.to_thread(kube.inbox, viewer.api, who, namespace)
         body = pages.inbox(objects, warnings, self.csrf(viewer), namespace)
@@ -166,7 +178,7 @@ class Console:
         if kind is None:
             raise web.HTTPNotFound(text="unknown kind\n")
         q = request.query
-        namespace, phase, selector = q.get("ns") or None, q.get("phase") or None, q.get("selector") or None
+        namespace, phase, selector = self.namespace_of(request), q.get("phase") or None, q.get("selector") or None
         title = f"{kind.kind}s"
         try:
             page = await asyncio.to_thread(
