@@ -15,17 +15,17 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, HEALTH_MONITOR, KINDS, TASK_SAGA, Kind
+from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, KINDS, TASK_SAGA, Kind
+from steadfast.fleet import query
 from steadfast.fleet.cli import listing
 from steadfast.fleet.filters import Filters
-from steadfast.fleet.record import FleetRecord
+from steadfast.fleet.record import FleetRecord, from_object
 from steadfast.kubeconfig import api_message
 from steadfast.repair import cli as repair_cli
 from steadfast.repair.decisions import Action, Decision, Outcome
 
 PAGE = 50  # rows per page of a list page; the API server pages them (limit/continue)
 NEEDS_PERSON_SHOWN = 200  # rows of "needs a person" on the overview; the list page pages the rest
-BY_PLURAL = {k.plural: k for k in KINDS}
 
 
 @dataclass(frozen=True)
@@ -73,18 +73,14 @@ def overview(api: client.ApiClient, namespace: str | None) -> Overview:
 def inbox(api: client.ApiClient, who: Identity, namespace: str | None) -> tuple[list[dict[str, Any]], list[str]]:
     """Pending ApprovalRequests naming the viewer (user or group) among the approvers, as whole objects.
 
-    The list is filtered by phase on the server; who may decide is judged again by the webhook on each decision.
+    One list call, filtered by phase on the server; who may decide is judged again by the webhook on each decision.
     """
-    records, warnings = listing(_objects(api), Filters.build(kinds=["apr"], phases=["Pending"]), namespace)
+    filters = Filters.build(kinds=["apr"], phases=["Pending"])
+    answer = query.fetch(_objects(api), filters.requests(), namespace, filters.selector)
     mine = {who.user, *(f"group:{g}" for g in who.groups)}
-    wanted = {(r.namespace, r.name) for r in records if mine & set(r.approvers)}
-    objects: list[dict[str, Any]] = []
-    for ns, name in sorted(wanted):
-        try:
-            objects.append(get(api, APPROVAL_REQUEST, ns, name))
-        except ApiException as exc:
-            warnings.append(f"cannot read ApprovalRequest {ns}/{name}: {api_message(exc)}")
-    return objects, warnings
+    objects = [obj for request, obj in answer.items if mine & set(from_object(request.kind, obj).approvers)]
+    objects.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"].get("name", "")))
+    return objects, answer.warnings
 
 
 @dataclass
@@ -190,10 +186,3 @@ def repair(api: client.ApiClient, namespace: str, name: str, action: Action, rea
         _objects(api), TASK_SAGA, current, Decision(action=action, step=step, reason=reason or None)
     )
     return Result(outcome.done, outcome.message)
-
-
-KIND_PAGES = {
-    TASK_SAGA.plural: TASK_SAGA,
-    HEALTH_MONITOR.plural: HEALTH_MONITOR,
-    APPROVAL_REQUEST.plural: APPROVAL_REQUEST,
-}
