@@ -132,6 +132,8 @@ def test_list_page_links_the_next_page_with_the_filters() -> None:
     page = Page(items=[{"kind": "TaskSaga", "metadata": {"namespace": "a", "name": "s1"}}], next="tok", remaining=9)
     body = pages.listing("tasksagas", page, namespace="a", phase="Paused", selector="team=x")
     assert 'href="/list?kind=tasksagas&amp;ns=a&amp;phase=Paused&amp;selector=team%3Dx&amp;cont=tok"' in body
+    every = pages.listing("tasksagas", page, namespace=None, phase=None, selector=None)
+    assert 'href="/list?kind=tasksagas&amp;ns=&amp;cont=tok"' in every  # every namespace stays every namespace
     assert "(9 more)" in body and '<option value="Paused" selected>' in body
 
 

@@ -30,8 +30,11 @@ def esc(value: object) -> str:
 
 
 def _q(**params: str | None) -> str:
-    """A query string for an href (escaped for the attribute)."""
-    return html.escape(urlencode({k: v for k, v in params.items() if v}))
+    """A query string for an href (escaped for the attribute). `ns` is always kept: empty means every namespace,
+    absent would mean the console's default namespace."""
+    kept = {k: v for k, v in params.items() if v or k == "ns"}
+    kept["ns"] = kept.get("ns") or ""
+    return html.escape(urlencode(kept))
 
 
 def layout(
