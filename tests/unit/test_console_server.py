@@ -254,3 +254,14 @@ def test_a_rebound_host_is_refused_before_anything_else(kubeconfig: str) -> None
         assert answer.status == 421 and answer.headers["X-Frame-Options"] == "DENY"
 
     _serve(console, check)
+
+
+def test_live_pages_per_viewer_are_bounded(kubeconfig: str) -> None:
+    console = Console(identity.Credentials("token", kubeconfig=kubeconfig))
+    console.max_streams_per_viewer = 0
+
+    async def check(http: TestClient[Any, Any]) -> None:
+        answer = await http.get("/live?kind=tasksagas", headers={"Authorization": "Bearer alice-token"})
+        assert answer.status == 429 and "too many live pages" in await answer.text()
+
+    _serve(console, check)

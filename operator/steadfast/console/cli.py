@@ -81,5 +81,8 @@ def run(args: argparse.Namespace) -> int:
         credentials, allowed_hosts=_hosts(args.listen, args.auth, args.allowed_host), namespace=args.namespace
     )
     print(f"Steadfast console on http://{args.listen}/ (as: {args.auth})", flush=True)
-    web.run_app(console.app(), host=host.strip("[]"), port=int(port), print=None, access_log=None)
+    # handler_cancellation: a page's event stream ends (and its watch with it) as soon as the browser goes away.
+    web.run_app(
+        console.app(), host=host.strip("[]"), port=int(port), print=None, access_log=None, handler_cancellation=True
+    )
     return 0

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from steadfast.api.kinds import Kind
 
+HEARTBEAT_SECONDS = 20.0
 WATCH_SECONDS = 240  # the API server ends a watch after this; the stream then opens the next one
 _CLOSED = object()
 
@@ -133,13 +134,22 @@ class Watch:
             with contextlib.suppress(Exception):
                 response.shutdown() if hasattr(response, "shutdown") else response.close()
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, heartbeat: float = HEARTBEAT_SECONDS) -> AsyncIterator[dict[str, Any] | None]:
+        """The watch's changes; None after `heartbeat` seconds without one (the stream then sends a comment, which
+        finds out whether the browser is still there and keeps idle-closing proxies away)."""
         while True:
-            item = await self.queue.get()
+            try:
+                item = await asyncio.wait_for(self.queue.get(), heartbeat)
+            except TimeoutError:
+                yield None
+                continue
             if item is _CLOSED:
                 return
             assert isinstance(item, dict)
             yield item
+
+
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:

@@ -46,6 +46,8 @@ HEADERS = {
 }
 FRAGMENT = "X-Console-Fragment"  # the page script's request for the main section alone (a live update)
 _WHO_SECONDS = 60.0
+MAX_STREAMS = 500
+MAX_STREAMS_PER_VIEWER = 20
 _DETAIL = {
     TASK_SAGA.plural: TASK_SAGA,
     HEALTH_MONITOR.plural: HEALTH_MONITOR,
@@ -73,6 +75,9 @@ class Console:
         self.credentials = credentials
         self.allowed_hosts = allowed_hosts
         self.namespace = namespace  # shown when a page names none; None: every namespace the viewer may list
+        self.max_streams = MAX_STREAMS
+        self.max_streams_per_viewer = MAX_STREAMS_PER_VIEWER
+        self._streams: dict[str, int] = {}  # open event streams by viewer key
         self._secret = secrets.token_bytes(32)
         self._who: dict[str, tuple[float, kube.Identity]] = {}
 
@@ -240,23 +245,33 @@ class Console:
         return await self.detail(request, pages.notice(result.done, result.message), TASK_SAGA)
 
     async def live(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events of one watch as the viewer, until the browser closes the stream."""
+        """Server-sent events of one watch as the viewer, until the browser closes the stream.
+
+        Each stream holds a thread and a watch on the API server: a viewer may hold MAX_STREAMS_PER_VIEWER at
+        once and the console MAX_STREAMS (429 beyond), so one person's tabs cannot use up the console."""
         viewer = self.viewer(request)
         kind = _DETAIL.get(request.query.get("kind", ""))
         if kind is None:
             raise web.HTTPNotFound(text="unknown kind\n")
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **HEADERS})
-        await response.prepare(request)
+        held = self._streams.get(viewer.key, 0)
+        if held >= self.max_streams_per_viewer or sum(self._streams.values()) >= self.max_streams:
+            raise web.HTTPTooManyRequests(text="too many live pages open: close some tabs\n")
+        self._streams[viewer.key] = held + 1
         watch = live.Watch(viewer.api, kind, request.query.get("ns") or None, request.query.get("name") or None)
-        watch.start()
         try:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **HEADERS})
+            await response.prepare(request)
+            watch.start()
             await response.write(live.sse("open", {}))
             async for event in watch.events():
-                await response.write(live.sse("change", event))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+                await response.write(live.KEEPALIVE if event is None else live.sse("change", event))
+        except ConnectionResetError:
+            pass  # the browser went away
         finally:
             watch.close()
+            self._streams[viewer.key] -= 1
+            if not self._streams[viewer.key]:
+                del self._streams[viewer.key]
         return response
 
     async def static(self, request: web.Request) -> web.Response:
