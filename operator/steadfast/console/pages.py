@@ -214,7 +214,7 @@ def decision_form(namespace: str, name: str, csrf: str) -> str:
     ident = esc(f"{namespace}-{name}")
     return f"""<form class="decide" method="post" action="/ns/{esc(namespace)}/approvalrequests/{esc(name)}/decide">
 {_csrf(csrf)}
-<label for="reason-{ident}">Reason</label>
+<label for="reason-{ident}">Reason (required to reject)</label>
 <input id="reason-{ident}" name="reason" maxlength="1024">
 <button type="submit" name="verdict" value="approve">Approve</button>
 <button type="submit" name="verdict" value="reject" class="reject">Reject</button>

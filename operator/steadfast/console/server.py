@@ -222,9 +222,10 @@ class Console:
         if verdict not in ("approve", "reject"):
             raise web.HTTPBadRequest(text="verdict must be approve or reject\n")
         namespace, name = request.match_info["ns"], request.match_info["name"]
-        result = await asyncio.to_thread(
-            kube.decide, viewer.api, namespace, name, verdict == "approve", form.get("reason", "").strip()
-        )
+        reason = form.get("reason", "").strip()
+        if verdict == "reject" and not reason:  # as `steadfast reject --reason`: the requester learns why
+            return await self.detail(request, pages.notice(False, "give a reason to reject"), APPROVAL_REQUEST)
+        result = await asyncio.to_thread(kube.decide, viewer.api, namespace, name, verdict == "approve", reason)
         return await self.detail(request, pages.notice(result.done, result.message), APPROVAL_REQUEST)
 
     async def repair(self, request: web.Request) -> web.Response:
