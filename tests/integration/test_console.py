@@ -349,3 +349,37 @@ def test_a_monitor_page_and_a_repair_from_the_saga_page(
     assert "Compensate recorded for alice" in browser.text(".notice.ok")
     saga = sagas.wait_phase("stuck", "Compensated")
     assert saga["metadata"]["annotations"]["steadfast.dev/repaired-by"] == "alice"
+
+
+def test_resolve_a_failed_compensation_naming_its_step(
+    ns: str, kube: client.ApiClient, browser: Browser, console: Callable[[str], str], task_service: TaskService
+) -> None:
+    sagas = Resources(kube, ns, "tasksagas", "TaskSaga")
+    fail = {"headers": [{"name": "X-Fail", "value": "always"}]}
+    sagas.create(
+        "refund",
+        {
+            "task": {"id": "refund"},
+            "steps": [
+                {
+                    "name": "charge",
+                    "action": _http(task_service, "POST", "/records", body={"id": "refund"}),
+                    "compensation": _http(task_service, "DELETE", "/records/refund", **fail),
+                },
+                {"name": "ship", "action": _http(task_service, "POST", "/notices", **fail)},
+            ],
+        },
+    )
+    sagas.wait_phase("refund", "CompensationFailed", timeout=90)
+    browser.open(f"{console('alice')}/ns/{ns}/tasksagas/refund")
+    assert browser.run("return document.querySelector('#repair-step').value;") == "charge"
+    browser.type("#repair-reason", "refunded by hand, ticket 7")
+    browser.click("form.repair button[value=Resolve]")
+    browser.wait("return !!document.querySelector('.notice');", what="the repair's outcome")
+    assert "Resolve of step charge recorded for alice" in browser.text(".notice.ok")
+    obj = sagas.get("refund")
+    assert obj is not None and obj["spec"]["repair"] == {
+        "action": "Resolve",
+        "step": "charge",
+        "reason": "refunded by hand, ticket 7",
+    }

@@ -84,8 +84,15 @@ def test_repair_forms_only_where_the_phase_allows() -> None:
         "Skip",
         "Compensate",
     ]
-    failed = pages.repair_forms("ns", "s", "CompensationFailed", {}, "t")
+    compensations = [
+        {"step": "charge", "phase": "Failed"},
+        {"step": "<b>", "phase": "Failed"},
+        {"step": "ok", "phase": "Succeeded"},
+    ]
+    failed = pages.repair_forms("ns", "s", "CompensationFailed", {"compensations": compensations}, "t")
     assert 'value="Retry"' in failed and 'value="Resolve"' in failed and 'value="Skip"' not in failed
+    assert re.findall(r'<option value="([^"]*)">', failed) == ["charge", "&lt;b&gt;"]
+    assert '<label for="repair-step">' in failed and '<select id="repair-step" name="step">' in failed
 
 
 def test_a_saga_timeline_shows_steps_then_compensations_with_durations() -> None:

@@ -172,16 +172,16 @@ def decide(api: client.ApiClient, namespace: str, name: str, approved: bool, rea
     return Result(True, f"{'approved' if approved else 'rejected'} by {who}")
 
 
-def repair(api: client.ApiClient, namespace: str, name: str, action: Action, reason: str | None) -> Result:
-    """A repair decision on a saga as the viewer (steadfast.repair: the same patch as `steadfast retry`)."""
+def repair(
+    api: client.ApiClient, namespace: str, name: str, action: Action, reason: str | None, step: str | None = None
+) -> Result:
+    """A repair decision on a saga as the viewer (steadfast.repair: the same patch as `steadfast retry`). `step`
+    is for Resolve only (the webhook judges it, as every other part of the decision)."""
     try:
         current = get(api, TASK_SAGA, namespace, name)
     except ApiException as exc:
         return Result(False, "not found" if exc.status == 404 else api_message(exc))
-    step = None
-    if action == "Resolve":
-        failed = [c for c in (current.get("status") or {}).get("compensations") or [] if c.get("phase") == "Failed"]
-        step = failed[0].get("step") if failed else None
+    step = (step or None) if action == "Resolve" else None
     outcome: Outcome = repair_cli.decide(
         _objects(api), TASK_SAGA, current, Decision(action=action, step=step, reason=reason or None)
     )

@@ -291,9 +291,18 @@ def repair_forms(namespace: str, name: str, phase: str | None, status: dict[str,
     else:
         return ""
     buttons = "".join(f'<button type="submit" name="action" value="{a}">{a}</button>' for a in actions)
+    failed = [c.get("step") for c in status.get("compensations") or [] if c.get("phase") == "Failed"]
+    choice = ""
+    if phase == "CompensationFailed" and failed:  # Resolve names the step whose compensation was undone by hand
+        options = "".join(f'<option value="{esc(step)}">{esc(step)}</option>' for step in failed)
+        choice = (
+            '<label for="repair-step">Step undone by hand (to resolve)</label>\n'
+            f'<select id="repair-step" name="step">{options}</select>'
+        )
     return f"""<section aria-labelledby="repair-h"><h2 id="repair-h">Repair</h2>
 <form class="repair" method="post" action="/ns/{esc(namespace)}/tasksagas/{esc(name)}/repair">
 {_csrf(csrf)}
+{choice}
 <label for="repair-reason">Reason (required to skip or resolve)</label>
 <input id="repair-reason" name="reason" maxlength="1024">
 {buttons}

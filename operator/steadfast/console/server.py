@@ -236,12 +236,7 @@ class Console:
             raise web.HTTPBadRequest(text="action must be Retry, Skip, Compensate or Resolve\n")
         namespace, name = request.match_info["ns"], request.match_info["name"]
         result = await asyncio.to_thread(
-            kube.repair,
-            viewer.api,
-            namespace,
-            name,
-            action,
-            form.get("reason", "").strip(),
+            kube.repair, viewer.api, namespace, name, action, form.get("reason", "").strip(), form.get("step")
         )
         return await self.detail(request, pages.notice(result.done, result.message), TASK_SAGA)
 
