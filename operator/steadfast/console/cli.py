@@ -82,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"Steadfast console on http://{args.listen}/ (as: {args.auth})", flush=True)
     # handler_cancellation: a page's event stream ends (and its watch with it) as soon as the browser goes away.
+    # shutdown_timeout: open event streams never finish by themselves; a stop ends them after a second.
     web.run_app(
-        console.app(), host=host.strip("[]"), port=int(port), print=None, access_log=None, handler_cancellation=True
+        console.app(),
+        host=host.strip("[]"),
+        port=int(port),
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
     )
     return 0
