@@ -80,6 +80,13 @@ def console(control_plane: cluster.State, tmp_path_factory: pytest.TempPathFacto
             processes.stop(pid)
 
 
+@pytest.fixture(autouse=True)
+def disarm(task_service: TaskService) -> Iterator[None]:
+    """The task service is the session's: faults armed here (a slow step, a failing health check) end here."""
+    yield
+    task_service.clear_faults()
+
+
 @pytest.fixture
 def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service: TaskService) -> str:
     """A namespace where the test users may work (only the webhooks decide); alice may also read Events and
