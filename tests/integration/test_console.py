@@ -179,6 +179,7 @@ def test_approve_in_the_inbox_and_a_refusal_in_the_webhooks_words(
     browser.wait("return !!document.querySelector('.notice.refused');", what="the refusal")
     refusal = browser.text(".notice.refused")
     assert "mallory may not decide" in refusal, refusal
+    _accessible(browser, "approval request page")
     browser.screenshot(shots / "refused.png")
 
     # alice sees the request in her inbox, the title shown as text (no script, the bidi override made visible).
