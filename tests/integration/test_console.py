@@ -100,7 +100,7 @@ def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service:
             "metadata": {"name": "events"},
             "rules": [
                 {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
-                {"apiGroups": [GROUP], "resources": ["tasksagas"], "verbs": ["repair"]},
+                {"apiGroups": [GROUP], "resources": ["tasksagas", "approvalrequests"], "verbs": ["repair"]},
                 {"apiGroups": [GROUP], "resources": ["healthmonitors"], "verbs": ["get", "list", "watch"]},
             ],
         },
@@ -391,3 +391,28 @@ def test_resolve_a_failed_compensation_naming_its_step(
         "step": "charge",
         "reason": "refunded by hand, ticket 7",
     }
+
+
+def test_retry_an_approved_action_that_failed(
+    ns: str, kube: client.ApiClient, browser: Browser, console: Callable[[str], str], task_service: TaskService
+) -> None:
+    requests = Resources(kube, ns, "approvalrequests", "ApprovalRequest")
+    fail = {"headers": [{"name": "X-Fail", "value": "always"}]}
+    requests.create(
+        "migrate",
+        {
+            "subject": {"title": "Migrate the orders table"},
+            "approvers": {"users": ["alice"]},
+            "timeout": "1h",
+            "action": _http(task_service, "POST", "/deploy", **fail),
+        },
+    )
+    requests.wait_status("migrate", lambda s: s.get("phase") == "Pending", "pending", timeout=60)
+    browser.open(f"{console('alice')}/ns/{ns}/approvalrequests/migrate")
+    browser.click("button[value=approve]")
+    requests.wait_phase("migrate", "ActionFailed", timeout=60)
+    browser.open(f"{console('alice')}/ns/{ns}/approvalrequests/migrate")
+    assert "action failed" in browser.text("dl.facts")  # the reason the operator wrote
+    browser.click("form.repair button[value=Retry]")
+    browser.wait("return !!document.querySelector('.notice');", what="the retry's outcome")
+    assert "Retry recorded for alice" in browser.text(".notice"), browser.text(".notice")

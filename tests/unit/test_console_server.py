@@ -93,6 +93,10 @@ def test_repair_forms_only_where_the_phase_allows() -> None:
     assert 'value="Retry"' in failed and 'value="Resolve"' in failed and 'value="Skip"' not in failed
     assert re.findall(r'<option value="([^"]*)">', failed) == ["charge", "&lt;b&gt;"]
     assert '<label for="repair-step">' in failed and '<select id="repair-step" name="step">' in failed
+    request = pages.repair_forms("ns", "r", "ActionFailed", {}, "t", plural="approvalrequests")
+    assert 'action="/ns/ns/approvalrequests/r/repair"' in request and re.findall(
+        r'name="action" value="(\w+)"', request
+    ) == ["Retry"]
 
 
 def test_a_saga_timeline_shows_steps_then_compensations_with_durations() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, KINDS, TASK_SAGA, Kind
+from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, KINDS, Kind
 from steadfast.fleet import query
 from steadfast.fleet.cli import listing
 from steadfast.fleet.filters import Filters
@@ -173,16 +173,22 @@ def decide(api: client.ApiClient, namespace: str, name: str, approved: bool, rea
 
 
 def repair(
-    api: client.ApiClient, namespace: str, name: str, action: Action, reason: str | None, step: str | None = None
+    api: client.ApiClient,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    action: Action,
+    reason: str | None,
+    step: str | None = None,
 ) -> Result:
-    """A repair decision on a saga as the viewer (steadfast.repair: the same patch as `steadfast retry`). `step`
-    is for Resolve only (the webhook judges it, as every other part of the decision)."""
+    """A repair decision as the viewer (steadfast.repair: the same patch as `steadfast retry`), on a TaskSaga or
+    an ApprovalRequest. `step` is for Resolve only (the webhook judges it, as every other part of the decision)."""
     try:
-        current = get(api, TASK_SAGA, namespace, name)
+        current = get(api, kind, namespace, name)
     except ApiException as exc:
         return Result(False, "not found" if exc.status == 404 else api_message(exc))
     step = (step or None) if action == "Resolve" else None
     outcome: Outcome = repair_cli.decide(
-        _objects(api), TASK_SAGA, current, Decision(action=action, step=step, reason=reason or None)
+        _objects(api), kind, current, Decision(action=action, step=step, reason=reason or None)
     )
     return Result(outcome.done, outcome.message)

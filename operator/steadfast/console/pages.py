@@ -283,9 +283,14 @@ def _timeline_row(kind: str, record: dict[str, Any], label: str) -> str:
     )
 
 
-def repair_forms(namespace: str, name: str, phase: str | None, status: dict[str, Any], csrf: str) -> str:
-    if phase == "Paused":
-        actions: tuple[str, ...] = PAUSED_ACTIONS
+def repair_forms(
+    namespace: str, name: str, phase: str | None, status: dict[str, Any], csrf: str, *, plural: str = "tasksagas"
+) -> str:
+    """The repair actions the phase allows (the webhook has the last word): a saga's, or Retry of a request."""
+    if phase == "ActionFailed":
+        actions: tuple[str, ...] = ("Retry",)
+    elif phase == "Paused":
+        actions = PAUSED_ACTIONS
     elif phase == "CompensationFailed":
         actions = COMPENSATION_FAILED_ACTIONS
     else:
@@ -300,7 +305,7 @@ def repair_forms(namespace: str, name: str, phase: str | None, status: dict[str,
             f'<select id="repair-step" name="step">{options}</select>'
         )
     return f"""<section aria-labelledby="repair-h"><h2 id="repair-h">Repair</h2>
-<form class="repair" method="post" action="/ns/{esc(namespace)}/tasksagas/{esc(name)}/repair">
+<form class="repair" method="post" action="/ns/{esc(namespace)}/{plural}/{esc(name)}/repair">
 {_csrf(csrf)}
 {choice}
 <label for="repair-reason">Reason (required to skip or resolve)</label>
@@ -381,7 +386,10 @@ def uptime(status: dict[str, Any], transitions: list[dict[str, Any]], now: datet
 def approval(obj: dict[str, Any], csrf: str, events: list[dict[str, Any]], notice: str = "") -> str:
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     annotations = meta.get("annotations") or {}
-    form = decision_form(meta["namespace"], meta["name"], csrf) if status.get("phase") in (None, "Pending") else ""
+    phase = status.get("phase")
+    form = decision_form(meta["namespace"], meta["name"], csrf) if phase in (None, "Pending") else ""
+    if phase == "ActionFailed":  # approved, but the action failed: `steadfast retry --kind apr`
+        form = repair_forms(meta["namespace"], meta["name"], phase, status, csrf, plural="approvalrequests")
     approvals = "".join(
         f"<li>{esc(a.get('user'))} {'approved' if a.get('approved') else 'rejected'} at {esc(a.get('at'))}: "
         f"{esc(a.get('reason'))}</li>"

@@ -229,16 +229,18 @@ class Console:
         return await self.detail(request, pages.notice(result.done, result.message), APPROVAL_REQUEST)
 
     async def repair(self, request: web.Request) -> web.Response:
+        """A repair decision: on a saga (Retry, Skip, Compensate, Resolve), or Retry of an ApprovalRequest whose
+        approved action failed; which fits the phase is the webhook's judgement."""
         viewer = self.viewer(request)
+        kind = _kind(request)
         form = await self.checked_post(request, viewer)
         action = _ACTIONS.get(form.get("action", ""))
-        if action is None:
-            raise web.HTTPBadRequest(text="action must be Retry, Skip, Compensate or Resolve\n")
+        if action is None or (kind is APPROVAL_REQUEST and action != "Retry"):
+            raise web.HTTPBadRequest(text="action must be Retry, Skip, Compensate or Resolve (Retry for a request)\n")
         namespace, name = request.match_info["ns"], request.match_info["name"]
-        result = await asyncio.to_thread(
-            kube.repair, viewer.api, namespace, name, action, form.get("reason", "").strip(), form.get("step")
-        )
-        return await self.detail(request, pages.notice(result.done, result.message), TASK_SAGA)
+        reason, step = form.get("reason", "").strip(), form.get("step")
+        result = await asyncio.to_thread(kube.repair, viewer.api, kind, namespace, name, action, reason, step)
+        return await self.detail(request, pages.notice(result.done, result.message), kind)
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events of one watch as the viewer, until the browser closes the stream.
@@ -293,7 +295,7 @@ class Console:
                 web.get("/static/{file}", self.static),
                 web.get("/ns/{ns}/{plural}/{name}", self.detail),
                 web.post("/ns/{ns}/approvalrequests/{name}/decide", self.decide),
-                web.post("/ns/{ns}/tasksagas/{name}/repair", self.repair),
+                web.post("/ns/{ns}/{plural}/{name}/repair", self.repair),
             ]
         )
         return app
