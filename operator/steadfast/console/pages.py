@@ -326,7 +326,7 @@ def saga(obj: dict[str, Any], events: list[dict[str, Any]], csrf: str, notice: s
     return f"""{notice}
 <dl class="facts">
 <dt>Namespace</dt><dd>{esc(meta.get("namespace"))}</dd>
-<dt>Task</dt><dd>{esc(task.get("id"))}: {esc(task.get("title"))}</dd>
+<dt>Task</dt><dd>{esc(task.get("id"))}{": " + esc(task["title"]) if task.get("title") else ""}</dd>
 <dt>Phase</dt><dd id="saga-phase">{_phase(phase)}</dd>
 <dt>Current step</dt><dd>{esc(status.get("currentStep") or "-")}</dd>
 <dt>Result</dt><dd>{esc(result.get("status") or "-")} {esc(result.get("error") or "")}</dd>
