@@ -101,12 +101,13 @@ def status(kind: Kind, phase: str, name: str) -> dict[str, Any]:
 class Fleet:
     """The control plane and the resources on it; stopped at the end."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, users: tuple[str, ...] = ()) -> None:
         from kubernetes import client, config
 
-        from steadfast.dev.controlplane import binaries, cluster
+        from steadfast.dev.controlplane import binaries, cluster, identities
 
-        self.plane = cluster.ControlPlane(workdir / "cp", users=[], engine=False, detach=False)
+        people = [identities.Identity.parse(u) for u in users]
+        self.plane = cluster.ControlPlane(workdir / "cp", users=people, engine=False, detach=False)
         self.state = self.plane.up()
         self.kubeconfig = self.state.kubeconfig
         self.kubectl = binaries.ensure(binaries.KUBECTL)["kubectl"]

@@ -7,6 +7,7 @@ import sys
 
 from steadfast import overview, runner
 from steadfast.approval import cli as approval_cli
+from steadfast.console import cli as console_cli
 from steadfast.fleet import cli as fleet_cli
 from steadfast.repair import cli as repair_cli
 from steadfast.templates import cli as template_cli
@@ -43,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     overview.add_parsers(sub)
     fleet_cli.add_parsers(sub)
     template_cli.add_parsers(sub)
+    console_cli.add_parser(sub)
     if dev_cli is not None:
         dev_cli.add_parser(sub)
     return top

@@ -115,8 +115,13 @@ def admin(plane: cluster.State) -> client.ApiClient:
     return config.new_client_from_config(config_file=plane.kubeconfig, context="admin")
 
 
-def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+def of_kind(docs: list[dict[str, Any]], kind: str, *, console: bool = False) -> list[dict[str, Any]]:
+    """The rendered objects of `kind`: the operator's, or with `console` the web console's."""
+    return [d for d in docs if d["kind"] == kind and _is_console(d) == console]
+
+
+def _is_console(doc: dict[str, Any]) -> bool:
+    return bool((doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "console")
 
 
 # ---- lint and render -----------------------------------------------------------------------------
@@ -843,3 +848,51 @@ def test_uninstall_keeps_crds(installed: str, tools: Tools, admin: client.ApiCli
     assert {"tasksagas.steadfast.dev", "healthmonitors.steadfast.dev", "approvalrequests.steadfast.dev"} <= crds
     roles = {r.metadata.name for r in client.RbacAuthorizationV1Api(admin).list_cluster_role().items}
     assert RELEASE not in roles
+
+
+# ---- the web console -----------------------------------------------------------------------------
+
+
+def test_console_is_off_by_default_and_holds_no_rights_in_token_mode(tools: Tools) -> None:
+    assert [d for d in tools.render() if _is_console(d)] == []
+    docs = tools.render("--set", "console.enabled=true")
+    console = [d for d in docs if _is_console(d)]
+    assert sorted(d["kind"] for d in console) == ["Deployment", "Service"]  # no ServiceAccount, no RBAC
+    pod = of_kind(docs, "Deployment", console=True)[0]["spec"]["template"]
+    assert pod["spec"]["automountServiceAccountToken"] is False and "serviceAccountName" not in pod["spec"]
+    container = pod["spec"]["containers"][0]
+    assert container["args"] == [
+        "console",
+        "--auth=token",
+        "--listen=0.0.0.0:8090",
+        "--ca-file=/etc/steadfast/kube-ca/ca.crt",
+    ]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "console"}
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert {"name": "kube-ca", "configMap": {"name": "kube-root-ca.crt"}} in pod["spec"]["volumes"]
+    # the operator's Services and PodDisruptionBudget never select a console pod
+    labels = pod["metadata"]["labels"]
+    for doc in [*of_kind(docs, "Service"), *of_kind(docs, "PodDisruptionBudget")]:
+        selector = doc["spec"].get("selector") or {}
+        selector = selector.get("matchLabels", selector)
+        assert not all(labels.get(k) == v for k, v in selector.items()), doc["metadata"]["name"]
+    service = of_kind(docs, "Service", console=True)[0]
+    assert service["spec"]["selector"] == {k: labels[k] for k in service["spec"]["selector"]}
+
+
+def test_console_proxy_mode_listens_on_loopback_behind_the_proxy(tools: Tools) -> None:
+    docs = tools.render("-f", str(FULL_VALUES))
+    pod = of_kind(docs, "Deployment", console=True)[0]["spec"]["template"]
+    console, proxy = pod["spec"]["containers"]
+    assert "--listen=127.0.0.1:8091" in console["args"] and "--auth=proxy" in console["args"]
+    assert "ports" not in console and proxy["name"] == "oauth2-proxy"
+    assert of_kind(docs, "Service", console=True)[0]["spec"]["ports"][0]["targetPort"] == 4180
+    assert pod["spec"]["automountServiceAccountToken"] is True
+    assert pod["spec"]["serviceAccountName"] == of_kind(docs, "ServiceAccount", console=True)[0]["metadata"]["name"]
+    role = of_kind(docs, "ClusterRole", console=True)[0]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]
+    done = tools.run(
+        "helm", "template", str(CHART), "--kube-version", KUBE_VERSION,
+        "--set", "console.enabled=true", "--set", "console.auth=proxy", check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "console.proxy.sidecars" in done.stderr

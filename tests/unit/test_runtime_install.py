@@ -38,7 +38,13 @@ def test_the_image_builds_without_the_dev_packages() -> None:
 
 
 def test_the_operators_commands_work_without_them() -> None:
-    for command in (["run", "--help"], ["approve", "--help"], ["status", "--help"], ["crds", "--help"]):
+    for command in (
+        ["run", "--help"],
+        ["approve", "--help"],
+        ["status", "--help"],
+        ["crds", "--help"],
+        ["console", "--help"],
+    ):
         done = cli_without_dev(*command)
         assert done.returncode == 0, (command, done.stderr[-2000:])
     listed = cli_without_dev("--help").stdout

@@ -128,3 +128,9 @@ Deployment's checksum all see the same one within a render.
 {{- define "steadfast.webhookCABundle" -}}
 {{- index (include "steadfast.webhookTLS" . | fromYaml) "ca.crt" -}}
 {{- end -}}
+
+{{/* The console's pods: a name of their own, so that no operator Service or PodDisruptionBudget selects them. */}}
+{{- define "steadfast.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "steadfast.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}

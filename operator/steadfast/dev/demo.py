@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from steadfast.console.cli import DEFAULT_LISTEN
 from steadfast.dev.controlplane import binaries, cluster, identities, processes
 from steadfast.dev.engines import EngineName
 
@@ -32,6 +33,7 @@ SETTLE_TIMEOUT = 90.0
 APPROVAL_SAMPLE = "deploy-prod-123"
 REFUND_SAMPLE = "order-7-refund"
 REFUND_PATH = "/records/order-7"
+CONSOLE_URL = f"http://{DEFAULT_LISTEN}/"  # where `steadfast console` serves by default
 
 # Demo-only resources: what the samples cannot show in a minute with their production-like intervals.
 EXTRA: list[dict[str, Any]] = [
@@ -95,7 +97,8 @@ DECIDER_RBAC = [
                 "apiGroups": ["steadfast.dev"],
                 "resources": ["approvalrequests", "tasksagas", "healthmonitors"],
                 "verbs": ["get", "list", "watch", "patch", "repair"],  # repair: decisions on sagas gone wrong
-            }
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},  # the web console's timelines
         ],
     },
     {
@@ -319,6 +322,8 @@ class Demo:
             f"  {self.kubectl} --context carol patch apr hotfix-friday --type merge "
             '-p \'{"spec":{"decision":{"approved":true}}}\'   # refused: carol is no approver\n'
             f"  {sys.executable} -m steadfast.cli status -A\n"
+            f"  {sys.executable} -m steadfast.cli console --context alice -n default   # the web console as alice\n"
+            f"Web console (once started as above): {CONSOLE_URL}  (alice's approvals inbox: {CONSOLE_URL}approvals)\n"
             f"Logs: {self.state.directory}/logs"
         )
 
