@@ -34,6 +34,8 @@ from typing import Any
 import pytest
 import yaml
 
+from steadfast.api.kinds import KINDS, SCHEDULE_KINDS, TEMPLATES
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -357,9 +359,13 @@ def test_chart_installed_with_dapr_sidecar(kind: Kind, installed: str) -> None:
 
 
 def test_samples_reach_their_outcomes(kind: Kind, samples: dict[str, dict[str, Any]]) -> None:
-    kinds = {name: doc["kind"] for name, doc in samples.items()}
-    assert sorted(kinds.values()) == ["ApprovalRequest", "HealthMonitor", "TaskSaga", "TaskSaga"], kinds
+    kinds = {doc["kind"] for doc in samples.values()}
+    assert {k.kind for k in (*KINDS, *SCHEDULE_KINDS, *TEMPLATES)} <= kinds, kinds
     assert wait_phase(kind, "tasksagas", "onboard-42", "Succeeded", "Compensated", "Failed") == "Succeeded"
+    for name in ("onboard-43-parallel", "onboard-44-from-template"):
+        assert wait_phase(kind, "tasksagas", name, "Succeeded", "Compensated", "CompensationFailed", "Failed") == (
+            "Succeeded"
+        ), name
     assert (
         wait_phase(kind, "tasksagas", "onboard-43-fails", "Succeeded", "Compensated", "CompensationFailed", "Failed")
         == "Compensated"

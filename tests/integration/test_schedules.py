@@ -181,3 +181,37 @@ def test_invalid_saga_spec_is_refused_naming_the_field(
     with pytest.raises(ApiException) as zone:
         schedules.create("bad", {**schedule(task_service, "bad"), "timeZone": "Mars/Olympus"})
     assert "spec.timeZone" in str(zone.value.body)
+
+
+def test_runs_of_a_template_are_pinned_and_checked_per_run(
+    operator: Operator, kube: client.ApiClient, namespace: str, task_service: TaskService, schedules: Resources
+) -> None:
+    """A schedule of a SagaTemplate run: each run carries the template as it was when that run started, and a
+    value the template stops accepting refuses the next runs (the schedule says why) without touching earlier ones."""
+    templates = Resources(kube, namespace, "sagatemplates", "SagaTemplate")
+    step = {"http": {"method": "DELETE", "url": f"{task_service.url}/records/$(params.path)"}}
+    templates.create(
+        "touch",
+        {"parameters": [{"name": "path", "enum": ["tmpl-a", "tmpl-b"]}], "steps": [{"name": "touch", "action": step}]},
+    )
+    spec = {"task": {"title": "templated"}, "template": {"name": "touch"}, "parameters": {"path": "tmpl-a"}}
+    schedules.create("tmpl", {"schedule": f"*/{PERIOD} * * * * *", "sagaTemplate": {"spec": spec}})
+    first = eventually(
+        lambda: [r for r in runs(kube, namespace, "tmpl") if (r.get("status") or {}).get("phase") == "Succeeded"],
+        timeout=30,
+        what="a templated run succeeded",
+    )[0]
+    assert first["status"]["template"]["name"] == "touch" and first["status"]["template"]["generation"] == 1
+    assert "DELETE /records/tmpl-a" in task_service.applied("/records/tmpl-")
+    # The template no longer accepts the schedule's value: the following runs are refused, the schedule says why.
+    templates.patch("touch", {"parameters": [{"name": "path", "enum": ["tmpl-b"]}]})
+    schedules.wait_status(
+        "tmpl",
+        lambda s: any(c["type"] == "Stalled" and c["status"] == "True" for c in s.get("conditions", [])),
+        "runs refused",
+        timeout=30,
+    )
+    assert "spec.parameters.path" in next(e["message"] for e in schedules.events("tmpl") if e["reason"] == "RunRefused")
+    assert (templates.get("touch") or {})["metadata"]["generation"] == 2
+    kept = next(r for r in runs(kube, namespace, "tmpl") if r["metadata"]["name"] == first["metadata"]["name"])
+    assert kept["status"]["phase"] == "Succeeded" and kept["status"]["template"]["generation"] == 1
