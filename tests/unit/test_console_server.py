@@ -124,6 +124,28 @@ def test_a_saga_timeline_shows_steps_then_compensations_with_durations() -> None
     assert "took 2.5 s" in body and "attempts 3" in body and "HTTP 500 &lt;from carrier&gt;" in body
     assert "&quot;id&quot;: &quot;c-1&quot;" in body
     assert "Repair" not in body  # Compensated: nothing to repair
+    assert "Template" not in body  # an inline saga
+
+
+def test_a_graph_saga_from_a_template_shows_progress_dependencies_and_the_pinned_template() -> None:
+    saga = {
+        "metadata": {"namespace": "ns", "name": "onboard-44"},
+        "spec": {"task": {"id": "44"}, "template": {"kind": "SagaTemplate", "name": "onboard"}},
+        "status": {
+            "phase": "Running",
+            "progress": "2/4",
+            "template": {"kind": "SagaTemplate", "name": "onboard", "generation": 3},
+            "steps": [
+                {"name": "reserve", "phase": "Succeeded", "dependsOn": []},
+                {"name": "notify", "phase": "Running", "dependsOn": ["reserve"]},
+                {"name": "dashboard", "phase": "Running", "dependsOn": ["reserve", "<b>"]},
+            ],
+        },
+    }
+    body = pages.saga(saga, [], "t")
+    assert "<dd>2/4</dd>" in body
+    assert "SagaTemplate onboard (generation 3)" in body
+    assert "after reserve</p>" in body and "after reserve, &lt;b&gt;" in body
 
 
 def test_uptime_over_the_transitions_the_api_server_keeps() -> None:

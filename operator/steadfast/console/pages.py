@@ -276,10 +276,12 @@ def _timeline_row(kind: str, record: dict[str, Any], label: str) -> str:
     shown_outputs = f"<pre>{esc(json.dumps(outputs, indent=1, sort_keys=True))}</pre>" if outputs else ""
     message = f'<p class="message">{esc(record["message"])}</p>' if record.get("message") else ""
     took = _duration(record.get("startedAt"), record.get("finishedAt"))
+    after = record.get("dependsOn")  # a step of a graph saga: what it waited for
+    waits = f" · after {esc(', '.join(after))}" if after else ""
     return (
         f'<li class="event {kind}"><h3>{esc(label)}</h3>'
         f"<p>{_phase(record.get('phase'))} · attempts {esc(record.get('attempts', 0))} · "
-        f"started {esc(record.get('startedAt') or '-')} · took {esc(took)}</p>{message}{shown_outputs}</li>"
+        f"started {esc(record.get('startedAt') or '-')} · took {esc(took)}{waits}</p>{message}{shown_outputs}</li>"
     )
 
 
@@ -323,13 +325,21 @@ def saga(obj: dict[str, Any], events: list[dict[str, Any]], csrf: str, notice: s
     ]
     result = status.get("result") or {}
     task = spec.get("task") or {}
+    pinned = status.get("template") or {}  # the template a templated run started from, as it was then
+    template = (
+        f"<dt>Template</dt><dd>{esc(pinned.get('kind'))} {esc(pinned.get('name'))} "
+        f"(generation {esc(pinned.get('generation'))})</dd>"
+        if pinned
+        else ""
+    )
     return f"""{notice}
 <dl class="facts">
 <dt>Namespace</dt><dd>{esc(meta.get("namespace"))}</dd>
 <dt>Task</dt><dd>{esc(task.get("id"))}{": " + esc(task["title"]) if task.get("title") else ""}</dd>
 <dt>Phase</dt><dd id="saga-phase">{_phase(phase)}</dd>
 <dt>Current step</dt><dd>{esc(status.get("currentStep") or "-")}</dd>
-<dt>Result</dt><dd>{esc(result.get("status") or "-")} {esc(result.get("error") or "")}</dd>
+<dt>Progress</dt><dd>{esc(status.get("progress") or "-")}</dd>
+{template}<dt>Result</dt><dd>{esc(result.get("status") or "-")} {esc(result.get("error") or "")}</dd>
 <dt>Created</dt><dd>{esc(meta.get("creationTimestamp"))}</dd>
 </dl>
 {repair_forms(meta["namespace"], meta["name"], phase, status, csrf)}
