@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from steadfast import certs, identity, persistence
 from steadfast.api.action import BODY_DEPTH_MESSAGE
 from steadfast.api.common import MAX_BODY_DEPTH, json_depth
+from steadfast.api.duration import parse_duration
 from steadfast.api.errors import invalid_spec
 from steadfast.api.kinds import (
     APPROVAL_REQUEST,
@@ -57,6 +58,7 @@ from steadfast.api.kinds import (
 )
 from steadfast.approval.admission import approval_stamps, check_approval
 from steadfast.repair.admission import Authorizer, MayRepair, check_repair, repair_stamps
+from steadfast.schedules.admission import interval_problem
 from steadfast.templates.admission import ReadLabels, ReadPolicies, TemplateAdmission
 from steadfast.templates.reader import TemplateReader
 
@@ -64,6 +66,8 @@ log = logging.getLogger(__name__)
 
 CONFIGURATION_NAME = "steadfast.dev"  # the Validating/MutatingWebhookConfiguration kopf keeps up to date
 OPERATIONS = ["CREATE", "UPDATE"]  # never DELETE: removing a resource must not need the operator
+# The shortest interval between two runs of a SagaSchedule, unless the admin says otherwise: CronJob's minute.
+MIN_SCHEDULE_INTERVAL = "60s"
 
 
 # ---- every kind: nesting -------------------------------------------------------------------------
@@ -195,8 +199,11 @@ def register(
     may_repair: MayRepair,
     saga_gate: GateWarning | None = None,
     template_check: TemplateCheck | None = None,
+    min_schedule_interval: dt.timedelta | None = None,
 ) -> None:
     """Register the admission handlers; `operator` is the operator's own user name (from the API server).
+
+    `min_schedule_interval` is the shortest time a SagaSchedule may leave between two runs (schedules.admission).
 
     `template_check` refuses a saga whose template the user may not read, is missing, or whose parameters do
     not fit, and one a golden-path policy does not allow.
@@ -255,6 +262,7 @@ def register(
         refuse(check_depth(kw["new"]), 422)
         stamps = monitor_stamps(kw["operation"], user(kw), kw["old"], kw["new"], namespace=namespace(kw))
         refuse(check_spec(SAGA_SCHEDULE, kw["operation"], kw["old"], kw["new"], added=stamps), 422)
+        refuse(interval_problem(kw["old"], kw["new"], min_schedule_interval), 422)
         if stamps is None:
             for key in (REQUESTED_BY, REQUESTED_GROUPS, SEAL):
                 refuse(identity.stamp_unchanged(key, kw["old"], kw["new"]))
@@ -377,6 +385,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--webhook-key", default=env("STEADFAST_WEBHOOK_KEY"), help="its private key (PEM)")
     parser.add_argument(
+        "--min-schedule-interval",
+        default=env("STEADFAST_MIN_SCHEDULE_INTERVAL") or MIN_SCHEDULE_INTERVAL,
+        metavar="DURATION",
+        help="the shortest time a SagaSchedule may leave between two runs; one that runs more often is refused "
+        "at kubectl apply, so no namespace makes the operator churn sagas every second (1s: no limit)",
+    )
+    parser.add_argument(
         "--webhook-ca",
         default=env("STEADFAST_WEBHOOK_CA"),
         help="CA bundle the API server verifies the certificate with",
@@ -429,7 +444,14 @@ def configure(
         saga_policies or list,
         namespace_labels or (lambda namespace: {}),
     )
-    register(registry, operator=operator, may_repair=Authorizer(api), saga_gate=saga_gate, template_check=check)
+    register(
+        registry,
+        operator=operator,
+        may_repair=Authorizer(api),
+        saga_gate=saga_gate,
+        template_check=check,
+        min_schedule_interval=parse_duration(args.min_schedule_interval),
+    )
     addr, port = listen_address(args)
     host = args.webhook_host or addr
     cert, key, ca = args.webhook_cert, args.webhook_key, args.webhook_ca

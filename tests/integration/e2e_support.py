@@ -120,6 +120,8 @@ class Operator:
             # Chaos tests leave daprd without this app's actor types now and then (see steadfast.worker):
             # probe more often than production's 15 s so that the next test does not wait for recovery.
             "STEADFAST_WORKER_PROBE_INTERVAL": "3",
+            # Schedule tests run every 2-3 s (production's shortest interval: 60 s); every second stays refused.
+            "STEADFAST_MIN_SCHEDULE_INTERVAL": "2s",
             # Retention tests wait for removals: sweep every second (production: 30 s; a few list calls each).
             "STEADFAST_RETENTION_SWEEP_INTERVAL": "1",
             # Concurrency tests wait for an abandoned saga's slot: keepers check their holders every 2 s (30 s).

@@ -1,5 +1,6 @@
 """Attacks through SagaSchedules by a namespace editor: runs act as the schedule's creator, never as the operator; a
-forged creator annotation is replaced or ignored; runs stay in the schedule's namespace.
+forged creator annotation is replaced or ignored; runs stay in the schedule's namespace; a schedule cannot run
+more often than the cluster allows (the test operator allows 2 s; production's default is a minute).
 
 dave may create schedules and sagas in his namespace and nothing else; the operator here runs as the cluster
 admin, so any run that acted as the operator would succeed where dave's own kubectl would not.
@@ -144,3 +145,21 @@ def test_runs_stay_in_the_schedules_namespace(
         return
     eventually(lambda: runs_in(kube, namespace, "home"), timeout=20, what="a run at home")
     assert runs_in(kube, elsewhere, "home") == []
+
+
+def test_a_schedule_more_often_than_the_cluster_allows_is_refused_at_apply(
+    operator: Operator, namespace: str, dave: client.CustomObjectsApi, task_service: TaskService
+) -> None:
+    """Every second, or a list that puts two runs one second apart: a saga a second churned through the operator
+    for as long as dave likes. Refused naming spec.schedule, whether created so or changed to it."""
+    for name, cron in (("every-second", "* * * * * *"), ("pair", "0,1 */5 * * * *"), ("every", "@every 1s")):
+        body = schedule_body(name, http_saga(task_service))
+        body["spec"]["schedule"] = cron
+        with pytest.raises(client.exceptions.ApiException) as refused:
+            dave.create_namespaced_custom_object(GROUP, VERSION, namespace, "sagaschedules", body)
+        assert refused.value.status == 422, refused.value.body
+        assert "spec.schedule: runs as little as 1s apart" in json.loads(refused.value.body)["message"], cron
+    ok = dave.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sagaschedules", schedule_body("allowed", http_saga(task_service))
+    )
+    assert ok["spec"]["schedule"] == "*/2 * * * * *"

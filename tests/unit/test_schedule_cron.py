@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from steadfast.schedules.admission import interval_problem
 from steadfast.schedules.cron import CronError, parse
 
 
@@ -98,3 +100,37 @@ def test_count_between() -> None:
 def test_refusals_say_what_is_wrong(expression: str, zone: str | None, says: str) -> None:
     with pytest.raises(CronError, match=says.replace("(", r"\(")):
         parse(expression, zone)
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone_name", "gap"),
+    [
+        ("* * * * * *", None, timedelta(seconds=1)),
+        ("*/2 * * * * *", None, timedelta(seconds=2)),
+        ("0,1 0 * * * *", None, timedelta(seconds=1)),  # two runs a second apart once an hour
+        ("*/5 * * * *", None, timedelta(minutes=5)),
+        ("0 2 * * *", "UTC", timedelta(days=1)),
+        ("0 9 * * MON", "Europe/Berlin", timedelta(days=6, hours=23)),  # the week clocks go forward
+        ("@every 90s", None, timedelta(seconds=90)),
+    ],
+)
+def test_shortest_gap_between_two_runs(cron: str, zone_name: str | None, gap: timedelta) -> None:
+    assert parse(cron, zone_name).shortest_gap() == gap
+
+
+def test_a_schedule_more_often_than_the_minimum_is_refused_naming_the_field() -> None:
+    minute = timedelta(minutes=1)
+
+    def body(cron: str, zone_name: str | None = None) -> dict[str, Any]:
+        return {"spec": {"schedule": cron, **({"timeZone": zone_name} if zone_name else {})}}
+
+    assert interval_problem(None, body("*/10 * * * * *"), minute) == (
+        "spec.schedule: runs as little as 10s apart; this cluster allows schedules at least 1m apart "
+        "(the operator's --min-schedule-interval)"
+    )
+    assert interval_problem(None, body("*/1 * * * *"), minute) is None
+    assert interval_problem(None, body("@every 30s"), timedelta(seconds=1)) is None  # 1s: no limit
+    assert interval_problem(None, body("not a cron"), minute) is None  # the model's to refuse
+    # An edit that leaves the schedule and its zone alone passes (admitted under a smaller minimum before).
+    assert interval_problem(body("*/10 * * * * *"), body("*/10 * * * * *"), minute) is None
+    assert interval_problem(body("*/1 * * * *"), body("*/10 * * * * *"), minute) is not None

@@ -42,6 +42,10 @@ _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _ONE_SECOND = timedelta(seconds=1)
 
 
+GAP_SAMPLES = 500  # runs looked at to find a schedule's shortest gap (steadfast.schedules.rules)
+_GAP_FROM = datetime(2001, 1, 1, tzinfo=UTC)
+
+
 class CronError(ValueError):
     """An expression or time zone that cannot be evaluated; the message says which part and why."""
 
@@ -143,6 +147,22 @@ class Schedule:
             found = self._instant(wall)
             if found is not None and found > moment:
                 return found
+
+    def shortest_gap(self, samples: int = GAP_SAMPLES) -> timedelta:
+        """The shortest time between two consecutive runs, over the first `samples` runs after 2001-01-01 (a
+        cron's gaps repeat well within them: seconds and minutes cycle first), or the `@every` duration."""
+        if self.every is not None:
+            return self.every
+        moment = self.next_after(_GAP_FROM)
+        shortest: timedelta | None = None
+        for _ in range(samples):
+            following = self.next_after(moment)
+            gap = following - moment
+            shortest = gap if shortest is None else min(shortest, gap)
+            if shortest <= _ONE_SECOND:
+                break
+            moment = following
+        return shortest if shortest is not None else timedelta(days=366)
 
     def latest_at_or_before(self, moment: datetime) -> datetime:
         """The last scheduled instant at or before `moment`."""
