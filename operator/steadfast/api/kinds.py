@@ -186,7 +186,8 @@ SAGA_SCHEDULE = Kind(
         PrinterColumn("Active", "integer", ".status.activeCount", "Runs not finished yet."),
         PrinterColumn("Runs", "string", ".status.active", "The active runs.", priority=1),
         PrinterColumn("Last", "date", ".status.lastScheduleTime", "The scheduled time of the last run."),
-        PrinterColumn("Next", "date", ".status.nextScheduleTime", "When the next run is due."),
+        # A string, not a date: kubectl shows a future date as <invalid> (it prints ages).
+        PrinterColumn("Next", "string", ".status.nextScheduleTime", "When the next run is due."),
         AGE,
     ),
     root_rules=(NAME_LENGTH,),
