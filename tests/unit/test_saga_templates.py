@@ -248,3 +248,20 @@ def test_the_cli_shows_each_parameter_with_its_constraints() -> None:
     assert shown[2].split() == ["seats", "integer", "no", "1", "1..10"]
     assert shown[3].split() == ["vip", "boolean", "no", "false", "-"]
     assert shown[4].split() == ["team", "string", "yes", "-", "length", "..12", "~^[a-z]+$"]
+
+
+def test_a_template_of_parallel_steps_renders_a_graph_with_its_parallelism() -> None:
+    """dependsOn and parallelism (#28) come with the template; a cycle in one is refused when it is applied."""
+    fan_out = {"http": {"method": "POST", "url": "http://svc.team-a.svc/$(params.region)"}}
+    steps = [
+        {"name": "db", "dependsOn": [], "action": fan_out},
+        {"name": "queue", "dependsOn": [], "action": fan_out},
+        {"name": "deploy", "dependsOn": ["db", "queue"], "action": fan_out},
+    ]
+    body = {**BODY, "spec": _template(steps=steps, parallelism=2)}
+    spec, _ = render(TaskSagaSpec.model_validate(SAGA), body)
+    assert spec.is_graph() and spec.parallelism == 2
+    assert [s.depends_on for s in spec.steps] == [[], [], ["db", "queue"]]
+    cyclic = [{**steps[0], "dependsOn": ["deploy"]}, *steps[1:]]
+    assert "closes a cycle" in _refusal(SagaTemplateSpec, _template(steps=cyclic))
+    assert "parallelism" in _refusal(TaskSagaSpec, {**SAGA, "parallelism": 2})  # the template's, not the run's
