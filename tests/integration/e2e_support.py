@@ -350,3 +350,24 @@ def free_crd(kube: client.ApiClient, group: str, kind: str, plural: str) -> str:
 
     eventually(established, timeout=30, what=f"{kind} CRD established")
     return name
+
+
+def wait_webhooks(api: client.CustomObjectsApi, namespace: str) -> None:
+    """Until the API server calls the running operator's webhooks (a dry-run create comes back stamped)."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ApprovalRequest",
+        "metadata": {"name": "probe"},
+        "spec": {"subject": {"title": "probe"}, "approvers": {"users": ["alice"]}},
+    }
+
+    def stamped() -> bool:
+        try:
+            obj = api.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "approvalrequests", body, dry_run="All"
+            )
+        except ApiException:
+            return False
+        return "steadfast.dev/requested-by" in (obj["metadata"].get("annotations") or {})
+
+    eventually(stamped, timeout=60, what="admission webhooks served", interval=0.25)

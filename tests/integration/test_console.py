@@ -19,9 +19,8 @@ from typing import Any
 
 import a11y
 import pytest
-from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, allow_users, eventually
+from e2e_support import GROUP, Operator, Resources, TaskService, allow_users, wait_webhooks
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from webdriver import Browser, available
 
 from steadfast.dev.controlplane import cluster, processes
@@ -115,29 +114,8 @@ def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
         },
     )
-    _wait_webhooks(kube, namespace)
+    wait_webhooks(client.CustomObjectsApi(kube), namespace)
     return namespace
-
-
-def _wait_webhooks(kube: client.ApiClient, namespace: str) -> None:
-    api = client.CustomObjectsApi(kube)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ApprovalRequest",
-        "metadata": {"name": "probe"},
-        "spec": {"subject": {"title": "probe"}, "approvers": {"users": ["alice"]}},
-    }
-
-    def stamped() -> bool:
-        try:
-            obj = api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "approvalrequests", body, dry_run="All"
-            )
-        except ApiException:
-            return False
-        return "steadfast.dev/requested-by" in (obj["metadata"].get("annotations") or {})
-
-    eventually(stamped, timeout=60, what="admission webhooks served", interval=0.25)
 
 
 def _http(svc: TaskService, method: str, path: str, **extra: Any) -> dict[str, Any]:

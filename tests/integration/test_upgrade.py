@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, allow_users, eventually
+from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, allow_users, eventually, wait_webhooks
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from steadfast.dev.controlplane import cluster
 from steadfast.dev.engines import Engine
@@ -86,27 +85,6 @@ def apply_crds(kubectl: Path, state: cluster.State, folder: Path) -> None:
     ):
         done = subprocess.run([str(kubectl), *command], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-
-
-def wait_webhooks(api: client.CustomObjectsApi, namespace: str) -> None:
-    """Until the API server calls the running operator's webhooks (a dry-run create comes back stamped)."""
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ApprovalRequest",
-        "metadata": {"name": "probe"},
-        "spec": {"subject": {"title": "probe"}, "approvers": {"users": ["alice"]}},
-    }
-
-    def stamped() -> bool:
-        try:
-            obj = api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "approvalrequests", body, dry_run="All"
-            )
-        except ApiException:
-            return False
-        return "steadfast.dev/requested-by" in (obj["metadata"].get("annotations") or {})
-
-    eventually(stamped, timeout=60, what="admission webhooks served", interval=0.25)
 
 
 def instance_of(res: Resources, name: str) -> str:
