@@ -352,22 +352,25 @@ def free_crd(kube: client.ApiClient, group: str, kind: str, plural: str) -> str:
     return name
 
 
-def wait_webhooks(api: client.CustomObjectsApi, namespace: str) -> None:
-    """Until the API server calls the running operator's webhooks (a dry-run create comes back stamped)."""
+FORGED = "forged-by-probe"  # a creator typed into the annotation that admission replaces where it runs
+
+
+def admission_stamps(api: client.CustomObjectsApi, namespace: str) -> bool | None:
+    """Whether the API server calls the operator's webhooks for this namespace: a dry-run create carrying a typed
+    creator comes back with the real one (True) or with the typed one (False); None while the server refuses it."""
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ApprovalRequest",
-        "metadata": {"name": "probe"},
+        "metadata": {"name": "probe", "annotations": {"steadfast.dev/requested-by": FORGED}},
         "spec": {"subject": {"title": "probe"}, "approvers": {"users": ["alice"]}},
     }
+    try:
+        obj = api.create_namespaced_custom_object(GROUP, VERSION, namespace, "approvalrequests", body, dry_run="All")
+    except ApiException:
+        return None
+    return bool((obj["metadata"].get("annotations") or {}).get("steadfast.dev/requested-by") != FORGED)
 
-    def stamped() -> bool:
-        try:
-            obj = api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "approvalrequests", body, dry_run="All"
-            )
-        except ApiException:
-            return False
-        return "steadfast.dev/requested-by" in (obj["metadata"].get("annotations") or {})
 
-    eventually(stamped, timeout=60, what="admission webhooks served", interval=0.25)
+def wait_webhooks(api: client.CustomObjectsApi, namespace: str) -> None:
+    """Until the API server calls the running operator's webhooks (a dry-run create comes back stamped)."""
+    eventually(lambda: admission_stamps(api, namespace), timeout=60, what="admission webhooks served", interval=0.25)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, eventually
+from e2e_support import GROUP, VERSION, Operator, Resources, TaskService, admission_stamps, eventually
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -121,7 +121,13 @@ def uncovered(kube: client.ApiClient) -> Iterator[Callable[[str], None]]:
         patched.append((kind, "steadfast.dev"))
 
     def leave_out(namespace: str) -> None:
+        """Label the namespace and wait until the API server stops calling the webhooks there: its view of the
+        configuration and of the namespace's labels comes from caches that lag the writes."""
         client.CoreV1Api(kube).patch_namespace(namespace, {"metadata": {"labels": {UNCOVERED: "true"}}})
+        api = client.CustomObjectsApi(kube)
+        eventually(
+            lambda: admission_stamps(api, namespace) is False, timeout=30, what="webhooks left out", interval=0.2
+        )
 
     yield leave_out
     for kind, name in patched:

@@ -116,7 +116,10 @@ def test_without_a_sealed_creator_no_run_is_made(
     """Where the admission webhooks do not reach, a typed creator and seal are not believed: no run at all."""
     uncovered(namespace)
     forged = schedule_body("unsealed", http_saga(task_service), annotations={REQUESTED_BY: "admin", SEAL: "x.y"})
-    client.CustomObjectsApi(kube).create_namespaced_custom_object(GROUP, VERSION, namespace, "sagaschedules", forged)
+    stored = client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sagaschedules", forged
+    )
+    assert stored["metadata"]["annotations"][SEAL] == "x.y", "admission ran: the namespace was not left out"
     schedules = Resources(kube, namespace, "sagaschedules", "SagaSchedule")
     status = schedules.wait_status(
         "unsealed",
