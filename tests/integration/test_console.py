@@ -19,7 +19,7 @@ from typing import Any
 
 import a11y
 import pytest
-from e2e_support import GROUP, Operator, Resources, TaskService, allow_users, wait_webhooks
+from e2e_support import GROUP, Operator, Resources, TaskService, allow_users, eventually, wait_webhooks
 from kubernetes import client
 from webdriver import Browser, available
 
@@ -90,8 +90,8 @@ def disarm(task_service: TaskService) -> Iterator[None]:
 
 @pytest.fixture
 def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service: TaskService) -> str:
-    """A namespace where the test users may work (only the webhooks decide); alice may also read Events and
-    HealthMonitors and make repair decisions (the verb `repair`)."""
+    """A namespace where the test users may work (only the webhooks decide); alice may also read Events,
+    HealthMonitors and SagaSchedules and make repair decisions (the verb `repair`)."""
     task_service.reset()
     allow_users(kube, namespace, USERS)
     rbac = client.RbacAuthorizationV1Api(kube)
@@ -102,7 +102,11 @@ def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service:
             "rules": [
                 {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
                 {"apiGroups": [GROUP], "resources": ["tasksagas", "approvalrequests"], "verbs": ["repair"]},
-                {"apiGroups": [GROUP], "resources": ["healthmonitors"], "verbs": ["get", "list", "watch"]},
+                {
+                    "apiGroups": [GROUP],
+                    "resources": ["healthmonitors", "sagaschedules"],
+                    "verbs": ["get", "list", "watch"],
+                },
             ],
         },
     )
@@ -396,3 +400,48 @@ def test_retry_an_approved_action_that_failed(
     browser.click("form.repair button[value=Retry]")
     browser.wait("return !!document.querySelector('.notice');", what="the retry's outcome")
     assert "Retry recorded for alice" in browser.text(".notice"), browser.text(".notice")
+
+
+def test_a_schedule_and_the_runs_it_made(
+    ns: str,
+    kube: client.ApiClient,
+    browser: Browser,
+    console: Callable[[str], str],
+    task_service: TaskService,
+    shots: Path,
+) -> None:
+    """alice finds a schedule in the list and on its page its timing and its runs, each linked to its saga page;
+    mallory, who may not read schedules, is refused in the API server's words."""
+    run = {"task": {"id": "report"}, "steps": [{"name": "s", "action": _http(task_service, "POST", "/records")}]}
+    schedules = Resources(kube, ns, "sagaschedules", "SagaSchedule")
+    schedules.create(
+        "nightly-report", {"schedule": "*/2 * * * * *", "concurrencyPolicy": "Forbid", "sagaTemplate": {"spec": run}}
+    )
+    objects = client.CustomObjectsApi(kube)
+
+    def a_finished_run() -> str | None:
+        listed = objects.list_namespaced_custom_object(
+            GROUP, "v1alpha1", ns, "tasksagas", label_selector="steadfast.dev/schedule=nightly-report"
+        )
+        done = [i["metadata"]["name"] for i in listed["items"] if (i.get("status") or {}).get("phase") == "Succeeded"]
+        return done[0] if done else None
+
+    finished = eventually(a_finished_run, timeout=60, what="a run of the schedule Succeeded")
+
+    browser.open(f"{console('alice')}/list?kind=sagaschedules&ns={ns}")
+    listed = browser.text("main")
+    assert "nightly-report" in listed and "*/2 * * * * *" in listed, listed
+    _accessible(browser, "schedule list")
+
+    browser.open(f"{console('alice')}/ns/{ns}/sagaschedules/nightly-report")
+    assert "Ready" in browser.text("#schedule-state")
+    runs = browser.text("#runs-h + table")
+    assert finished in runs and "Succeeded" in runs, runs
+    _accessible(browser, "schedule page")
+    browser.screenshot(shots / "schedule.png")
+    browser.click(f'#runs-h + table a[href$="/{finished}"]')
+    browser.wait("return !!document.querySelector('#saga-phase');", what="the run's saga page")
+    assert "Succeeded" in browser.text("#saga-phase")
+
+    browser.open(f"{console('mallory')}/ns/{ns}/sagaschedules/nightly-report")
+    assert "forbidden" in browser.text("main").lower()

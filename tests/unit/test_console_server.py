@@ -170,6 +170,44 @@ def test_list_page_links_the_next_page_with_the_filters() -> None:
     assert "(9 more)" in body and '<option value="Paused" selected>' in body
 
 
+def _schedule(**spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "SagaSchedule",
+        "metadata": {"namespace": "ops", "name": "nightly", "annotations": {"steadfast.dev/requested-by": "dave"}},
+        "spec": {"schedule": "0 2 * * *", "sagaTemplate": {"spec": {"steps": [{"name": "a"}]}}, **spec},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "False", "reason": "RunRefused"}],
+            "active": ["nightly-2"],
+            "activeCount": 1,
+            "runsCreated": 2,
+            "missedRuns": 1,
+            "lastProblem": "<b>no creator</b>",
+        },
+    }
+
+
+def test_a_schedule_page_shows_its_timing_its_runs_and_why_it_is_not_ready() -> None:
+    run = {
+        "metadata": {"namespace": "ops", "name": "nightly-2", "creationTimestamp": "2026-12-06T02:00:00Z"},
+        "status": {"phase": "Running"},
+    }
+    body = pages.schedule(_schedule(timeZone="Europe/Berlin", suspend=True), [run], [])
+    assert "0 2 * * * (Europe/Berlin)" in body and "(suspended)" in body and "RunRefused" in body
+    assert '<a href="/ns/ops/tasksagas/nightly-2">nightly-2</a>' in body and "1 inline step</dd>" in body
+    assert "&lt;b&gt;no creator&lt;/b&gt;" in body and "<b>no creator" not in body  # a status is escaped too
+    assert "2 created, 1 missed" in body and "dave" in body
+    templated = _schedule(sagaTemplate={"spec": {"template": {"kind": "ClusterSagaTemplate", "name": "announce"}}})
+    assert "template ClusterSagaTemplate announce" in pages.schedule(templated, [], [])
+
+
+def test_the_schedules_list_links_each_schedule_and_pages_without_a_phase() -> None:
+    page = Page(items=[_schedule()], next="tok", remaining=None)
+    body = pages.schedules(page, namespace="ops", selector=None)
+    assert '<a href="/ns/ops/sagaschedules/nightly">nightly</a>' in body and "RunRefused" in body
+    assert 'href="/list?kind=sagaschedules&amp;ns=ops&amp;cont=tok"' in body and 'name="phase"' not in body
+    assert '<a href="/list?kind=sagaschedules">Schedules</a>' in pages.layout("x", "", who=None)
+
+
 def test_an_event_is_one_line_of_json_whatever_the_names_hold() -> None:
     event = live.sse("change", {"name": "a\n\nevent: x"})
     assert event.count(b"\n\n") == 1 and event.startswith(b"event: change\ndata: {")
@@ -275,6 +313,25 @@ def test_a_post_needs_the_same_origin_and_the_viewers_token(kubeconfig: str) -> 
         for headers, data, why in cases:
             answer = await http.post(url, headers=headers, data=data)
             assert answer.status == 403 and why in await answer.text(), (headers, data)
+
+    _serve(console, check)
+
+
+def test_only_sagas_and_requests_take_repair_decisions(kubeconfig: str) -> None:
+    """A repair POST naming a schedule or a monitor is refused by the console before anything reaches the API."""
+    console = Console(identity.Credentials("token", kubeconfig=kubeconfig))
+    auth = {"Authorization": "Bearer alice-token"}
+    token = console.csrf(console.credentials.viewer({"authorization": "Bearer alice-token"}, None))
+
+    async def check(http: TestClient[Any, Any]) -> None:
+        origin = f"http://{http.host}:{http.port}"
+        for plural in ("sagaschedules", "healthmonitors"):
+            answer = await http.post(
+                f"/ns/ns/{plural}/x/repair",
+                headers={**auth, "Origin": origin},
+                data={"action": "Retry", "csrf": token},
+            )
+            assert answer.status == 404 and "only TaskSagas and ApprovalRequests" in await answer.text(), plural
 
     _serve(console, check)
 

@@ -15,7 +15,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, KINDS, Kind
+from steadfast.api.kinds import APPROVAL_REQUEST, DECIDED_BY, KINDS, TASK_SAGA, Kind
+from steadfast.api.schedule import SCHEDULE_LABEL
 from steadfast.fleet import query
 from steadfast.fleet.cli import listing
 from steadfast.fleet.filters import Filters
@@ -26,6 +27,7 @@ from steadfast.repair.decisions import Action, Decision, Outcome
 
 PAGE = 50  # rows per page of a list page; the API server pages them (limit/continue)
 NEEDS_PERSON_SHOWN = 200  # rows of "needs a person" on the overview; the list page pages the rest
+RUNS_SHOWN = 50  # a schedule's runs on its page (its history limits keep fewer unless raised)
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,6 @@ def page(
     limit: int = PAGE,
 ) -> Page:
     """One page of `kind`, filtered by the API server (status.phase field selector, label selector)."""
-    path = "/apis/{group}/{version}/" + ("{plural}" if namespace is None else "namespaces/{namespace}/{plural}")
-    params = {"group": kind.group, "version": kind.version, "plural": kind.plural}
-    if namespace is not None:
-        params["namespace"] = namespace
     query: list[tuple[str, Any]] = [("limit", limit)]
     if phase:
         query.append(("fieldSelector", f"status.phase={phase}"))
@@ -112,7 +110,25 @@ def page(
         query.append(("labelSelector", selector))
     if token:
         query.append(("continue", token))
-    response = api.call_api(
+    body = collection(api, kind, namespace, query)
+    meta = body.get("metadata") or {}
+    return Page(body.get("items") or [], meta.get("continue") or None, meta.get("remainingItemCount"))
+
+
+def collection(api: client.ApiClient, kind: Kind, namespace: str | None, query: list[tuple[str, Any]]) -> Any:
+    """A GET of `kind`'s collection (one namespace, or all) as the viewer: the JSON body as the API server sent it."""
+    return json.loads(collection_response(api, kind, namespace, query).data)
+
+
+def collection_response(api: client.ApiClient, kind: Kind, namespace: str | None, query: list[tuple[str, Any]]) -> Any:
+    """The unread response of that GET (a watch reads it line by line as it comes).
+
+    Raw, not CustomObjectsApi: the query keeps its order and repeats, and no body is copied into models."""
+    path = "/apis/{group}/{version}/" + ("{plural}" if namespace is None else "namespaces/{namespace}/{plural}")
+    params = {"group": kind.group, "version": kind.version, "plural": kind.plural}
+    if namespace is not None:
+        params["namespace"] = namespace
+    return api.call_api(
         path,
         "GET",
         path_params=params,
@@ -122,9 +138,19 @@ def page(
         _return_http_data_only=True,
         _preload_content=False,
     )
-    body = json.loads(response.data)
-    meta = body.get("metadata") or {}
-    return Page(body.get("items") or [], meta.get("continue") or None, meta.get("remainingItemCount"))
+
+
+def runs(api: client.ApiClient, schedule: dict[str, Any], limit: int = RUNS_SHOWN) -> list[dict[str, Any]]:
+    """The TaskSagas a SagaSchedule made that still exist (its label; history limits prune the rest), newest first.
+
+    Read as the viewer: someone who may read the schedule but not the sagas sees none."""
+    meta = schedule["metadata"]
+    query: list[tuple[str, Any]] = [("limit", limit), ("labelSelector", f"{SCHEDULE_LABEL}={meta['name']}")]
+    try:
+        items: list[dict[str, Any]] = collection(api, TASK_SAGA, meta["namespace"], query).get("items") or []
+    except ApiException:
+        return []
+    return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp") or ""), reverse=True)
 
 
 def get(api: client.ApiClient, kind: Kind, namespace: str, name: str) -> dict[str, Any]:

@@ -19,18 +19,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from steadfast.api.kinds import Kind
+from steadfast.console import kube
 
 HEARTBEAT_SECONDS = 20.0
 WATCH_SECONDS = 240  # the API server ends a watch after this; the stream then opens the next one
 _CLOSED = object()
-
-
-def _path(kind: Kind, namespace: str | None) -> tuple[str, dict[str, str]]:
-    path = "/apis/{group}/{version}/" + ("{plural}" if namespace is None else "namespaces/{namespace}/{plural}")
-    params = {"group": kind.group, "version": kind.version, "plural": kind.plural}
-    if namespace is not None:
-        params["namespace"] = namespace
-    return path, params
 
 
 def _selector(name: str | None) -> list[tuple[str, Any]]:
@@ -39,18 +32,8 @@ def _selector(name: str | None) -> list[tuple[str, Any]]:
 
 def _version(api: client.ApiClient, kind: Kind, namespace: str | None, name: str | None) -> str:
     """The resourceVersion to watch from: that of a one-item list (a consistent read, cheap at any size)."""
-    path, params = _path(kind, namespace)
-    response = api.call_api(
-        path,
-        "GET",
-        path_params=params,
-        query_params=[("limit", 1), *_selector(name)],
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-        _return_http_data_only=True,
-        _preload_content=False,
-    )
-    return str((json.loads(response.data).get("metadata") or {}).get("resourceVersion") or "")
+    body = kube.collection(api, kind, namespace, [("limit", 1), *_selector(name)])
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
 
 
 class Watch:
@@ -85,7 +68,6 @@ class Watch:
             self._put(_CLOSED)
 
     def _watch(self, version: str) -> str:
-        path, params = _path(self.kind, self.namespace)
         query: list[tuple[str, Any]] = [
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
@@ -94,16 +76,7 @@ class Watch:
         ]
         if version:
             query.append(("resourceVersion", version))
-        self._response = self.api.call_api(
-            path,
-            "GET",
-            path_params=params,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _preload_content=False,
-        )
+        self._response = kube.collection_response(self.api, self.kind, self.namespace, query)
         for line in self._response:
             if self._stop.is_set():
                 break

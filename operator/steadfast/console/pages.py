@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from steadfast.api.kinds import DECIDED_BY, KINDS, REQUESTED_BY
+from steadfast.api.kinds import DECIDED_BY, KINDS, REQUESTED_BY, SCHEDULE_KINDS
 from steadfast.console.kube import Identity, Overview, Page
 from steadfast.fleet.phases import PHASES
 from steadfast.text import shown
 
 PAUSED_ACTIONS = ("Retry", "Skip", "Compensate")
 COMPENSATION_FAILED_ACTIONS = ("Retry", "Resolve")
-_PLURAL = {k.kind: k.plural for k in KINDS}
+_PLURAL = {k.kind: k.plural for k in (*KINDS, *SCHEDULE_KINDS)}
 
 
 def esc(value: object) -> str:
@@ -75,6 +75,7 @@ def layout(
 <li><a href="/approvals">Approvals</a></li>
 <li><a href="/list?kind=tasksagas">Sagas</a></li>
 <li><a href="/list?kind=healthmonitors">Monitors</a></li>
+<li><a href="/list?kind=sagaschedules">Schedules</a></li>
 </ul>
 </nav>
 {user}
@@ -188,6 +189,89 @@ def listing(kind: str, page: Page, *, namespace: str | None, phase: str | None, 
 </form>
 {_table(["Namespace", "Name", "Phase", "Title", "Created"], "".join(rows), "Nothing matches (or you may not see it).")}
 {nxt}"""
+
+
+def _ready(status: dict[str, Any]) -> str:
+    """A resource without phases (a SagaSchedule) by its kstatus Ready condition: Ready, or its reason."""
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None:
+        return _phase(None)
+    return _phase("Ready" if ready.get("status") == "True" else ready.get("reason") or "NotReady")
+
+
+def _cron(spec: dict[str, Any]) -> str:
+    zone = spec.get("timeZone")
+    return f"{spec.get('schedule', '')}{f' ({zone})' if zone else ''}"
+
+
+def schedules(page: Page, *, namespace: str | None, selector: str | None) -> str:
+    """The SagaSchedules list: when each runs, whether it is suspended, its runs active, its last and next times."""
+    rows = []
+    for obj in page.items:
+        meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+        rows.append(
+            f"<tr><td>{esc(meta.get('namespace'))}</td>"
+            f"<td>{_link('SagaSchedule', meta.get('namespace', ''), meta.get('name', ''))}</td>"
+            f"<td><code>{esc(_cron(spec))}</code></td><td>{'yes' if spec.get('suspend') else 'no'}</td>"
+            f"<td>{esc(status.get('activeCount', 0))}</td><td>{esc(status.get('lastScheduleTime') or '-')}</td>"
+            f"<td>{esc(status.get('nextScheduleTime') or '-')}</td><td>{_ready(status)}</td></tr>"
+        )
+    nxt = (
+        f'<p><a rel="next" href="/list?{_q(kind="sagaschedules", ns=namespace, selector=selector, cont=page.next)}">'
+        f"Next page{f' ({page.remaining} more)' if page.remaining else ''}</a></p>"
+        if page.next
+        else ""
+    )
+    header = ["Namespace", "Name", "Schedule", "Suspended", "Active", "Last run", "Next run", "Ready"]
+    return f"""<form class="filters" method="get" action="/list" role="search">
+<input type="hidden" name="kind" value="sagaschedules">
+<label for="ns">Namespace</label>
+<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may list">
+<label for="selector">Labels</label>
+<input id="selector" name="selector" value="{esc(selector or "")}" placeholder="team=payments">
+<button type="submit">Filter</button>
+</form>
+{_table(header, "".join(rows), "Nothing matches (or you may not see it).")}
+{nxt}"""
+
+
+def schedule(obj: dict[str, Any], runs: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
+    """A SagaSchedule: its timing and counters, what each run is (inline steps or a template), its runs."""
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    run_spec = (spec.get("sagaTemplate") or {}).get("spec") or {}
+    template, steps = run_spec.get("template") or {}, run_spec.get("steps") or []
+    what = (
+        f"template {esc(template.get('kind', 'SagaTemplate'))} {esc(template.get('name'))}"
+        if template
+        else f"{len(steps)} inline step{'' if len(steps) == 1 else 's'}"
+    )
+    rows = "".join(
+        f"<tr><td>{_link('TaskSaga', r['metadata'].get('namespace', ''), r['metadata'].get('name', ''))}</td>"
+        f"<td>{_phase((r.get('status') or {}).get('phase'))}</td><td>{esc(r['metadata'].get('creationTimestamp'))}</td>"
+        "</tr>"
+        for r in runs
+    )
+    problem = status.get("lastProblem")
+    return f"""<dl class="facts">
+<dt>Namespace</dt><dd>{esc(meta.get("namespace"))}</dd>
+<dt>Schedule</dt><dd><code>{esc(_cron(spec))}</code></dd>
+<dt>State</dt><dd id="schedule-state">{_ready(status)}{" (suspended)" if spec.get("suspend") else ""}</dd>
+<dt>Each run</dt><dd>{what}</dd>
+<dt>Concurrency</dt><dd>{esc(spec.get("concurrencyPolicy", "Allow"))}</dd>
+<dt>Starting deadline</dt><dd>{esc(spec.get("startingDeadline") or "-")}</dd>
+<dt>Last run</dt><dd>{esc(status.get("lastScheduleTime") or "-")}</dd>
+<dt>Last success</dt><dd>{esc(status.get("lastSuccessfulTime") or "-")}</dd>
+<dt>Next run</dt><dd>{esc(status.get("nextScheduleTime") or "-")}</dd>
+<dt>Active runs</dt><dd>{esc(status.get("activeCount", 0))} (as the schedule last looked; up to 30 s behind)</dd>
+<dt>Runs</dt><dd>{esc(status.get("runsCreated", 0))} created, {esc(status.get("missedRuns", 0))} missed,
+{esc(status.get("skippedRuns", 0))} skipped (an earlier run still active)</dd>
+<dt>Last problem</dt><dd>{esc(problem or "-")}</dd>
+<dt>Created by</dt><dd>{esc((meta.get("annotations") or {}).get(REQUESTED_BY, "?"))}</dd>
+</dl>
+<section aria-labelledby="runs-h"><h2 id="runs-h">Runs kept ({len(runs)})</h2>
+{_table(["Saga", "Phase", "Created"], rows, "No run kept (or you may not list TaskSagas).")}
+</section>
+{_events(events)}"""
 
 
 def _csrf(token: str) -> str:

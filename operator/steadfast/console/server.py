@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
-from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, TASK_SAGA, Kind
+from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, SAGA_SCHEDULE, TASK_SAGA, Kind
 from steadfast.console import kube, live, pages
 from steadfast.console.identity import Credentials, Unauthenticated, Untrusted, Viewer
 from steadfast.kubeconfig import api_message
@@ -52,7 +52,9 @@ _DETAIL = {
     TASK_SAGA.plural: TASK_SAGA,
     HEALTH_MONITOR.plural: HEALTH_MONITOR,
     APPROVAL_REQUEST.plural: APPROVAL_REQUEST,
+    SAGA_SCHEDULE.plural: SAGA_SCHEDULE,
 }
+_REPAIRABLE = (TASK_SAGA, APPROVAL_REQUEST)
 
 _ACTIONS: dict[str, Action] = {a: a for a in ("Retry", "Skip", "Compensate", "Resolve")}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -184,6 +186,8 @@ class Console:
             raise web.HTTPNotFound(text="unknown kind\n")
         q = request.query
         namespace, phase, selector = self.namespace_of(request), q.get("phase") or None, q.get("selector") or None
+        if kind is SAGA_SCHEDULE:
+            phase = None  # schedules have no phase: they are Ready or say why not
         title = f"{kind.kind}s"
         try:
             page = await asyncio.to_thread(
@@ -191,7 +195,10 @@ class Console:
             )
         except ApiException as exc:
             return await self._failed(request, viewer, title, exc)
-        body = pages.listing(kind.plural, page, namespace=namespace, phase=phase, selector=selector)
+        if kind is SAGA_SCHEDULE:
+            body = pages.schedules(page, namespace=namespace, selector=selector)
+        else:
+            body = pages.listing(kind.plural, page, namespace=namespace, phase=phase, selector=selector)
         return await self._page(request, viewer, title, body, live="/live?" + _query(kind=kind.plural, ns=namespace))
 
     async def detail(self, request: web.Request, notice: str = "", kind: Kind | None = None) -> web.Response:
@@ -209,6 +216,8 @@ class Console:
             body = pages.saga(obj, events, self.csrf(viewer), notice)
         elif kind is HEALTH_MONITOR:
             body = pages.monitor(obj, events)
+        elif kind is SAGA_SCHEDULE:
+            body = pages.schedule(obj, await asyncio.to_thread(kube.runs, viewer.api, obj), events)
         else:
             body = pages.approval(obj, self.csrf(viewer), events, notice)
         live_url = "/live?" + _query(kind=kind.plural, ns=namespace, name=name)
@@ -233,6 +242,8 @@ class Console:
         approved action failed; which fits the phase is the webhook's judgement."""
         viewer = self.viewer(request)
         kind = _kind(request)
+        if kind not in _REPAIRABLE:
+            raise web.HTTPNotFound(text="only TaskSagas and ApprovalRequests take repair decisions\n")
         form = await self.checked_post(request, viewer)
         action = _ACTIONS.get(form.get("action", ""))
         if action is None or (kind is APPROVAL_REQUEST and action != "Retry"):
