@@ -91,7 +91,7 @@ def disarm(task_service: TaskService) -> Iterator[None]:
 @pytest.fixture
 def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service: TaskService) -> str:
     """A namespace where the test users may work (only the webhooks decide); alice may also read Events,
-    HealthMonitors and SagaSchedules and make repair decisions (the verb `repair`)."""
+    HealthMonitors, SagaSchedules and SagaTemplates and make repair decisions (the verb `repair`)."""
     task_service.reset()
     allow_users(kube, namespace, USERS)
     rbac = client.RbacAuthorizationV1Api(kube)
@@ -104,7 +104,7 @@ def ns(kube: client.ApiClient, namespace: str, operator: Operator, task_service:
                 {"apiGroups": [GROUP], "resources": ["tasksagas", "approvalrequests"], "verbs": ["repair"]},
                 {
                     "apiGroups": [GROUP],
-                    "resources": ["healthmonitors", "sagaschedules"],
+                    "resources": ["healthmonitors", "sagaschedules", "sagatemplates"],
                     "verbs": ["get", "list", "watch"],
                 },
             ],
@@ -445,3 +445,56 @@ def test_a_schedule_and_the_runs_it_made(
 
     browser.open(f"{console('mallory')}/ns/{ns}/sagaschedules/nightly-report")
     assert "forbidden" in browser.text("main").lower()
+
+
+def test_a_run_links_to_its_template_and_its_parameter_schema(
+    ns: str,
+    kube: client.ApiClient,
+    browser: Browser,
+    console: Callable[[str], str],
+    task_service: TaskService,
+    shots: Path,
+) -> None:
+    """From a templated run's page alice reaches its template: the typed parameters and how to name it. A
+    ClusterSagaTemplate has its page at /cluster/ (seen here by the admin, who may read it)."""
+    definition = {
+        "description": "Open an account",
+        "parameters": [
+            {"name": "region", "enum": ["eu", "us"], "description": "Where the record is kept."},
+            {"name": "seats", "type": "integer", "minimum": 1, "maximum": 5, "default": 1},
+        ],
+        "steps": [
+            {"name": "record", "action": _http(task_service, "POST", "/records", body={"region": "$(params.region)"})}
+        ],
+    }
+    Resources(kube, ns, "sagatemplates", "SagaTemplate").create("open-account", definition)
+    sagas = Resources(kube, ns, "tasksagas", "TaskSaga")
+    named = {"kind": "SagaTemplate", "name": "open-account"}
+    sagas.create("acct-1", {"task": {"id": "acct-1"}, "template": named, "parameters": {"region": "eu"}})
+    sagas.wait_phase("acct-1", "Succeeded")
+
+    browser.open(f"{console('alice')}/ns/{ns}/tasksagas/acct-1")
+    browser.click('a[href$="/sagatemplates/open-account"]')
+    browser.wait("return !!document.querySelector('#params-h');", what="the template's page")
+    params = browser.text("#params-h + table")
+    assert "region" in params and "eu|us" in params and "1..5" in params, params
+    assert "name: open-account" in browser.text("#use-h + pre")
+    _accessible(browser, "template page")
+    browser.screenshot(shots / "template.png")
+    browser.open(f"{console('alice')}/list?kind=sagatemplates&ns={ns}")
+    assert "open-account" in browser.text("main")
+    _accessible(browser, "template list")
+
+    name = f"offered-{ns}"
+    objects = client.CustomObjectsApi(kube)
+    body = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "ClusterSagaTemplate", "metadata": {"name": name}}
+    objects.create_cluster_custom_object(GROUP, "v1alpha1", "clustersagatemplates", {**body, "spec": definition})
+    try:
+        browser.open(f"{console('admin')}/cluster/clustersagatemplates/{name}")
+        assert "every namespace" in browser.text("dl.facts") and "eu|us" in browser.text("#params-h + table")
+        browser.open(f"{console('admin')}/list?kind=clustersagatemplates")
+        assert name in browser.text("main")
+        browser.open(f"{console('mallory')}/cluster/clustersagatemplates/{name}")
+        assert "forbidden" in browser.text("main").lower()
+    finally:
+        objects.delete_cluster_custom_object(GROUP, "v1alpha1", "clustersagatemplates", name)

@@ -4,6 +4,7 @@ same-origin and CSRF token on POSTs, security headers) and how each mode finds t
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from kubernetes import client
 
+from steadfast.api.kinds import TASK_SAGA
 from steadfast.console import identity, live, pages
 from steadfast.console.cli import _hosts
 from steadfast.console.kube import Identity, Page
@@ -144,7 +146,7 @@ def test_a_graph_saga_from_a_template_shows_progress_dependencies_and_the_pinned
     }
     body = pages.saga(saga, [], "t")
     assert "<dd>2/4</dd>" in body
-    assert "SagaTemplate onboard (generation 3)" in body
+    assert 'SagaTemplate <a href="/ns/ns/sagatemplates/onboard">onboard</a> (generation 3;' in body
     assert "after reserve</p>" in body and "after reserve, &lt;b&gt;" in body
 
 
@@ -206,6 +208,55 @@ def test_the_schedules_list_links_each_schedule_and_pages_without_a_phase() -> N
     assert '<a href="/ns/ops/sagaschedules/nightly">nightly</a>' in body and "RunRefused" in body
     assert 'href="/list?kind=sagaschedules&amp;ns=ops&amp;cont=tok"' in body and 'name="phase"' not in body
     assert '<a href="/list?kind=sagaschedules">Schedules</a>' in pages.layout("x", "", who=None)
+
+
+def _template(namespace: str | None) -> dict[str, Any]:
+    params = [
+        {"name": "region", "type": "string", "enum": ["eu", "us"], "description": "Where <b>it</b> runs"},
+        {"name": "size", "type": "integer", "minimum": 1, "maximum": 9, "default": 3},
+    ]
+    steps = [{"name": "a", "action": {"http": {"url": "https://x/$(params.region)"}}}]
+    steps.append({"name": "b", "dependsOn": ["a"], "action": {"http": {"url": "https://y"}}})
+    return {
+        "apiVersion": "steadfast.dev/v1alpha1",
+        "kind": "SagaTemplate" if namespace else "ClusterSagaTemplate",
+        "metadata": {"name": "onboard", "generation": 4, **({"namespace": namespace} if namespace else {})},
+        "spec": {"description": "Onboard a team", "parameters": params, "steps": steps},
+    }
+
+
+def test_a_template_page_shows_the_parameter_schema_and_how_to_use_it() -> None:
+    body = pages.template(_template("ops"), [])
+    assert "<td>region</td><td>string</td><td>yes</td><td>-</td><td>eu|us</td>" in body
+    assert "<td>size</td><td>integer</td><td>no</td><td>3</td><td>1..9</td>" in body
+    assert "Where &lt;b&gt;it&lt;/b&gt; runs" in body and "<li>b · after a</li>" in body
+    assert "    kind: SagaTemplate\n    name: onboard\n" in body and "region: &lt;string&gt;" in body
+    usage = html.unescape(body.split("<pre>")[-1].split("</pre>")[0])
+    assert "size:" not in usage  # only the required ones need a value
+    saga = yaml.safe_load(usage)
+    assert saga["kind"] == "TaskSaga" and saga["spec"]["parameters"] == {"region": "<string>"}
+    saga["spec"]["parameters"]["region"] = "eu"
+    TASK_SAGA.parse_spec(saga["spec"])  # what the page says to apply is a TaskSaga the model takes
+    cluster = pages.template(_template(None), [])
+    assert "every namespace" in cluster and "namespace:" not in cluster.split("Use it")[1]
+
+
+def test_template_lists_link_namespaced_and_cluster_templates_where_they_live() -> None:
+    page = Page(items=[_template("ops")], next=None, remaining=None)
+    body = pages.templates("sagatemplates", page, namespace="ops", selector=None)
+    assert '<a href="/ns/ops/sagatemplates/onboard">onboard</a>' in body and "region, size" in body
+    assert "kind=clustersagatemplates" in body
+    cluster = pages.templates(
+        "clustersagatemplates", Page([_template(None)], None, None), namespace=None, selector=None
+    )
+    assert '<a href="/cluster/clustersagatemplates/onboard">onboard</a>' in cluster and 'id="ns"' not in cluster
+
+    def run_of(kind: str, name: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": "ops", "name": "s"}, "status": {"template": {"kind": kind, "name": name}}}
+
+    mine, offered = run_of("SagaTemplate", "onboard"), run_of("ClusterSagaTemplate", "announce")
+    assert '<a href="/ns/ops/sagatemplates/onboard">onboard</a>' in pages.saga(mine, [], "t")
+    assert '<a href="/cluster/clustersagatemplates/announce">announce</a>' in pages.saga(offered, [], "t")
 
 
 def test_an_event_is_one_line_of_json_whatever_the_names_hold() -> None:
@@ -332,6 +383,20 @@ def test_only_sagas_and_requests_take_repair_decisions(kubeconfig: str) -> None:
                 data={"action": "Retry", "csrf": token},
             )
             assert answer.status == 404 and "only TaskSagas and ApprovalRequests" in await answer.text(), plural
+
+    _serve(console, check)
+
+
+def test_a_kinds_page_is_found_only_at_its_scope(kubeconfig: str) -> None:
+    """/cluster/ serves cluster-scoped kinds and /ns/ namespaced ones; the other way is 404 before any API call."""
+    console = Console(identity.Credentials("token", kubeconfig=kubeconfig))
+
+    async def check(http: TestClient[Any, Any]) -> None:
+        auth = {"Authorization": "Bearer alice-token"}
+        for path in ("/cluster/tasksagas/x", "/ns/a/clustersagatemplates/x", "/cluster/sagatemplates/x"):
+            answer = await http.get(path, headers=auth)
+            text = await answer.text()
+            assert answer.status == 404 and ("cluster-scoped" in text or "is namespaced" in text), (path, text)
 
     _serve(console, check)
 

@@ -153,18 +153,25 @@ def runs(api: client.ApiClient, schedule: dict[str, Any], limit: int = RUNS_SHOW
     return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp") or ""), reverse=True)
 
 
-def get(api: client.ApiClient, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = _objects(api).get_namespaced_custom_object(
-        kind.group, kind.version, namespace, kind.plural, name
+def get(api: client.ApiClient, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
+    """One object as the viewer; `namespace` None for a cluster-scoped kind."""
+    objects = _objects(api)
+    obj: dict[str, Any] = (
+        objects.get_cluster_custom_object(kind.group, kind.version, kind.plural, name)
+        if namespace is None
+        else objects.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name)
     )
     return obj
 
 
-def events(api: client.ApiClient, kind: Kind, namespace: str, name: str) -> list[dict[str, Any]]:
-    """The object's Events, oldest first; none when the viewer may not list Events (RBAC)."""
+def events(api: client.ApiClient, kind: Kind, namespace: str | None, name: str) -> list[dict[str, Any]]:
+    """The object's Events, oldest first (a cluster-scoped object's are in `default`); none when the viewer may
+    not list Events (RBAC)."""
     try:
         listed = client.CoreV1Api(api).list_namespaced_event(
-            namespace, field_selector=f"involvedObject.kind={kind.kind},involvedObject.name={name}", limit=200
+            namespace or "default",
+            field_selector=f"involvedObject.kind={kind.kind},involvedObject.name={name}",
+            limit=200,
         )
     except ApiException:
         return []

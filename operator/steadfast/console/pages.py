@@ -14,14 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from steadfast.api.kinds import DECIDED_BY, KINDS, REQUESTED_BY, SCHEDULE_KINDS
+import yaml
+
+from steadfast.api.kinds import DECIDED_BY, KINDS, REQUESTED_BY, SCHEDULE_KINDS, TEMPLATES
+from steadfast.api.template import SagaTemplateSpec
 from steadfast.console.kube import Identity, Overview, Page
 from steadfast.fleet.phases import PHASES
+from steadfast.templates.cli import HEADERS, parameter_rows
 from steadfast.text import shown
 
 PAUSED_ACTIONS = ("Retry", "Skip", "Compensate")
 COMPENSATION_FAILED_ACTIONS = ("Retry", "Resolve")
-_PLURAL = {k.kind: k.plural for k in (*KINDS, *SCHEDULE_KINDS)}
+_PLURAL = {k.kind: k.plural for k in (*KINDS, *SCHEDULE_KINDS, *TEMPLATES)}
 
 
 def esc(value: object) -> str:
@@ -76,6 +80,7 @@ def layout(
 <li><a href="/list?kind=tasksagas">Sagas</a></li>
 <li><a href="/list?kind=healthmonitors">Monitors</a></li>
 <li><a href="/list?kind=sagaschedules">Schedules</a></li>
+<li><a href="/list?kind=sagatemplates">Templates</a></li>
 </ul>
 </nav>
 {user}
@@ -95,9 +100,11 @@ def _warnings(warnings: Iterable[str]) -> str:
     return f'<ul class="warnings" aria-label="Warnings">{items}</ul>' if items else ""
 
 
-def _link(kind: str, namespace: str, name: str) -> str:
+def _link(kind: str, namespace: str | None, name: str) -> str:
+    """A link to an object's page: /ns/NS/PLURAL/NAME, or /cluster/PLURAL/NAME for a cluster-scoped one."""
     plural = _PLURAL.get(kind, kind)
-    return f'<a href="/ns/{esc(namespace)}/{plural}/{esc(name)}">{esc(name)}</a>'
+    where = f"/ns/{esc(namespace)}" if namespace else "/cluster"
+    return f'<a href="{where}/{plural}/{esc(name)}">{esc(name)}</a>'
 
 
 def _phase(phase: str | None) -> str:
@@ -167,9 +174,36 @@ def listing(kind: str, page: Page, *, namespace: str | None, phase: str | None, 
             f"<td>{_link(obj.get('kind', ''), meta.get('namespace', ''), meta.get('name', ''))}</td>"
             f"<td>{_phase(status.get('phase'))}</td><td>{esc(what)}</td><td>{esc(meta.get('creationTimestamp'))}</td></tr>"
         )
-    phases = "".join(
-        f'<option value="{esc(p)}"{" selected" if p == phase else ""}>{esc(p)}</option>'
-        for p in sorted(PHASES[next(k for k in KINDS if k.plural == kind)])
+    phases = sorted(PHASES[next(k for k in KINDS if k.plural == kind)])
+    header = ["Namespace", "Name", "Phase", "Title", "Created"]
+    return _list_page(kind, page, header, rows, namespace=namespace, selector=selector, phase=phase, phases=phases)
+
+
+def _list_page(
+    kind: str,
+    page: Page,
+    header: list[str],
+    rows: list[str],
+    *,
+    namespace: str | None,
+    selector: str | None,
+    phase: str | None = None,
+    phases: Iterable[str] = (),
+    namespaced: bool = True,
+) -> str:
+    """A list page: the filters the API server applies (namespace, phase, labels), the rows, the next page."""
+    options = "".join(f'<option value="{esc(p)}"{" selected" if p == phase else ""}>{esc(p)}</option>' for p in phases)
+    by_phase = (
+        f'<label for="phase">Phase</label>\n'
+        f'<select id="phase" name="phase"><option value="">any</option>{options}</select>'
+        if options
+        else ""
+    )
+    where = (
+        f'<label for="ns">Namespace</label>\n'
+        f'<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may list">'
+        if namespaced
+        else ""
     )
     nxt = (
         f'<p><a rel="next" href="/list?{_q(kind=kind, ns=namespace, phase=phase, selector=selector, cont=page.next)}">'
@@ -179,15 +213,13 @@ def listing(kind: str, page: Page, *, namespace: str | None, phase: str | None, 
     )
     return f"""<form class="filters" method="get" action="/list" role="search">
 <input type="hidden" name="kind" value="{esc(kind)}">
-<label for="ns">Namespace</label>
-<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may list">
-<label for="phase">Phase</label>
-<select id="phase" name="phase"><option value="">any</option>{phases}</select>
+{where}
+{by_phase}
 <label for="selector">Labels</label>
 <input id="selector" name="selector" value="{esc(selector or "")}" placeholder="team=payments">
 <button type="submit">Filter</button>
 </form>
-{_table(["Namespace", "Name", "Phase", "Title", "Created"], "".join(rows), "Nothing matches (or you may not see it).")}
+{_table(header, "".join(rows), "Nothing matches (or you may not see it).")}
 {nxt}"""
 
 
@@ -216,23 +248,8 @@ def schedules(page: Page, *, namespace: str | None, selector: str | None) -> str
             f"<td>{esc(status.get('activeCount', 0))}</td><td>{esc(status.get('lastScheduleTime') or '-')}</td>"
             f"<td>{esc(status.get('nextScheduleTime') or '-')}</td><td>{_ready(status)}</td></tr>"
         )
-    nxt = (
-        f'<p><a rel="next" href="/list?{_q(kind="sagaschedules", ns=namespace, selector=selector, cont=page.next)}">'
-        f"Next page{f' ({page.remaining} more)' if page.remaining else ''}</a></p>"
-        if page.next
-        else ""
-    )
     header = ["Namespace", "Name", "Schedule", "Suspended", "Active", "Last run", "Next run", "Ready"]
-    return f"""<form class="filters" method="get" action="/list" role="search">
-<input type="hidden" name="kind" value="sagaschedules">
-<label for="ns">Namespace</label>
-<input id="ns" name="ns" value="{esc(namespace or "")}" placeholder="all you may list">
-<label for="selector">Labels</label>
-<input id="selector" name="selector" value="{esc(selector or "")}" placeholder="team=payments">
-<button type="submit">Filter</button>
-</form>
-{_table(header, "".join(rows), "Nothing matches (or you may not see it).")}
-{nxt}"""
+    return _list_page("sagaschedules", page, header, rows, namespace=namespace, selector=selector)
 
 
 def schedule(obj: dict[str, Any], runs: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
@@ -270,6 +287,76 @@ def schedule(obj: dict[str, Any], runs: list[dict[str, Any]], events: list[dict[
 </dl>
 <section aria-labelledby="runs-h"><h2 id="runs-h">Runs kept ({len(runs)})</h2>
 {_table(["Saga", "Phase", "Created"], rows, "No run kept (or you may not list TaskSagas).")}
+</section>
+{_events(events)}"""
+
+
+def templates(plural: str, page: Page, *, namespace: str | None, selector: str | None) -> str:
+    """SagaTemplates (per namespace) or ClusterSagaTemplates: each with its parameters and description."""
+    cluster = plural == "clustersagatemplates"
+    rows = []
+    for obj in page.items:
+        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        names = ", ".join(str(p.get("name")) for p in spec.get("parameters") or []) or "-"
+        rows.append(
+            f"<tr><td>{esc(meta.get('namespace') or 'every namespace')}</td>"
+            f"<td>{_link(obj.get('kind', ''), meta.get('namespace'), meta.get('name', ''))}</td>"
+            f"<td>{esc(names)}</td><td>{esc(spec.get('description') or '')}</td></tr>"
+        )
+    other = "sagatemplates" if cluster else "clustersagatemplates"
+    switch = (
+        f'<p><a href="/list?{_q(kind=other, ns=namespace)}">'
+        f"{'Templates of a namespace' if cluster else 'Templates the platform team offers every namespace'}</a></p>"
+    )
+    header = ["Namespace", "Name", "Parameters", "Description"]
+    listed = _list_page(plural, page, header, rows, namespace=namespace, selector=selector, namespaced=not cluster)
+    return f"{switch}\n{listed}"
+
+
+def template(obj: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    """A template: what a saga made from it does, its typed parameters, and how a TaskSaga names it."""
+    meta, raw = obj["metadata"], obj.get("spec") or {}
+    try:
+        spec: SagaTemplateSpec | None = SagaTemplateSpec.model_validate(raw)
+    except ValueError:
+        spec = None  # stored under an older model: show what is there, without the schema
+    params = (
+        "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in parameter_rows(spec))
+        if spec
+        else ""
+    )
+    steps = "".join(
+        f"<li>{esc(st.get('name'))}{' · after ' + esc(', '.join(st['dependsOn'])) if st.get('dependsOn') else ''}"
+        f"{' · compensated' if st.get('compensation') else ''}</li>"
+        for st in raw.get("steps") or []
+    )
+    values = {p.name: f"<{p.type.value}>" for p in (spec.parameters if spec else []) if p.is_required}
+    usage = {
+        "apiVersion": f"{obj.get('apiVersion', 'steadfast.dev/v1alpha1')}",
+        "kind": "TaskSaga",
+        "metadata": {"name": "my-run", **({"namespace": meta["namespace"]} if meta.get("namespace") else {})},
+        "spec": {
+            "task": {"id": "my-task-1"},
+            "template": {"kind": obj.get("kind"), "name": meta.get("name")},
+            "parameters": values,
+        },
+    }
+    header = [h.capitalize() for h in HEADERS]
+    return f"""<dl class="facts">
+<dt>Offered to</dt><dd>{esc(meta.get("namespace") or "every namespace")}</dd>
+<dt>Description</dt><dd>{esc(raw.get("description") or "-")}</dd>
+<dt>Generation</dt><dd>{esc(meta.get("generation"))} (a run keeps the generation it started from)</dd>
+<dt>Approval</dt><dd>{"required" if (raw.get("approval") or {}).get("required") else "none of its own"}</dd>
+<dt>On failure</dt><dd>{esc((raw.get("onFailure") or {}).get("action") or "Compensate")}</dd>
+</dl>
+<section aria-labelledby="params-h"><h2 id="params-h">Parameters</h2>
+{_table(header, params, "No parameters.")}
+</section>
+<section aria-labelledby="steps-h"><h2 id="steps-h">Steps</h2>
+<ol>{steps or "<li>none</li>"}</ol>
+</section>
+<section aria-labelledby="use-h"><h2 id="use-h">Use it</h2>
+<pre>{chr(10).join(esc(line) for line in yaml.safe_dump(usage, sort_keys=False).splitlines())}</pre>
 </section>
 {_events(events)}"""
 
@@ -410,9 +497,10 @@ def saga(obj: dict[str, Any], events: list[dict[str, Any]], csrf: str, notice: s
     result = status.get("result") or {}
     task = spec.get("task") or {}
     pinned = status.get("template") or {}  # the template a templated run started from, as it was then
+    home = meta.get("namespace") if pinned.get("kind") == "SagaTemplate" else None
     template = (
-        f"<dt>Template</dt><dd>{esc(pinned.get('kind'))} {esc(pinned.get('name'))} "
-        f"(generation {esc(pinned.get('generation'))})</dd>"
+        f"<dt>Template</dt><dd>{esc(pinned.get('kind'))} {_link(pinned.get('kind', ''), home, pinned.get('name', ''))} "
+        f"(generation {esc(pinned.get('generation'))}; the run keeps that definition)</dd>"
         if pinned
         else ""
     )

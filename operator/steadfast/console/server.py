@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
-from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, SAGA_SCHEDULE, TASK_SAGA, Kind
+from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, SAGA_SCHEDULE, TASK_SAGA, TEMPLATES, Kind
 from steadfast.console import kube, live, pages
 from steadfast.console.identity import Credentials, Unauthenticated, Untrusted, Viewer
 from steadfast.kubeconfig import api_message
@@ -53,6 +53,7 @@ _DETAIL = {
     HEALTH_MONITOR.plural: HEALTH_MONITOR,
     APPROVAL_REQUEST.plural: APPROVAL_REQUEST,
     SAGA_SCHEDULE.plural: SAGA_SCHEDULE,
+    **{k.plural: k for k in TEMPLATES},
 }
 _REPAIRABLE = (TASK_SAGA, APPROVAL_REQUEST)
 
@@ -186,8 +187,10 @@ class Console:
             raise web.HTTPNotFound(text="unknown kind\n")
         q = request.query
         namespace, phase, selector = self.namespace_of(request), q.get("phase") or None, q.get("selector") or None
-        if kind is SAGA_SCHEDULE:
-            phase = None  # schedules have no phase: they are Ready or say why not
+        if kind is SAGA_SCHEDULE or kind in TEMPLATES:
+            phase = None  # no phases: a schedule is Ready or says why not; a template is a definition
+        if not kind.namespaced:
+            namespace = None
         title = f"{kind.kind}s"
         try:
             page = await asyncio.to_thread(
@@ -197,6 +200,8 @@ class Console:
             return await self._failed(request, viewer, title, exc)
         if kind is SAGA_SCHEDULE:
             body = pages.schedules(page, namespace=namespace, selector=selector)
+        elif kind in TEMPLATES:
+            body = pages.templates(kind.plural, page, namespace=namespace, selector=selector)
         else:
             body = pages.listing(kind.plural, page, namespace=namespace, phase=phase, selector=selector)
         return await self._page(request, viewer, title, body, live="/live?" + _query(kind=kind.plural, ns=namespace))
@@ -205,7 +210,9 @@ class Console:
         """One resource's page; after a decision, with its outcome (`notice`) on top."""
         viewer = self.viewer(request)
         kind = kind or _kind(request)
-        namespace, name = request.match_info["ns"], request.match_info["name"]
+        namespace, name = request.match_info.get("ns"), request.match_info["name"]
+        if (namespace is None) == kind.namespaced:  # /cluster/ for a namespaced kind, or /ns/ for a cluster one
+            raise web.HTTPNotFound(text=f"{kind.kind} is {'namespaced' if kind.namespaced else 'cluster-scoped'}\n")
         title = f"{kind.kind} {name}"
         try:
             obj = await asyncio.to_thread(kube.get, viewer.api, kind, namespace, name)
@@ -218,10 +225,12 @@ class Console:
             body = pages.monitor(obj, events)
         elif kind is SAGA_SCHEDULE:
             body = pages.schedule(obj, await asyncio.to_thread(kube.runs, viewer.api, obj), events)
+        elif kind in TEMPLATES:
+            body = pages.template(obj, events)
         else:
             body = pages.approval(obj, self.csrf(viewer), events, notice)
         live_url = "/live?" + _query(kind=kind.plural, ns=namespace, name=name)
-        canonical = f"/ns/{quote(namespace)}/{kind.plural}/{quote(name)}"
+        canonical = f"{f'/ns/{quote(namespace)}' if namespace else '/cluster'}/{kind.plural}/{quote(name)}"
         return await self._page(request, viewer, title, body, live=live_url, canonical=canonical)
 
     async def decide(self, request: web.Request) -> web.Response:
@@ -305,6 +314,7 @@ class Console:
                 web.get("/healthz", self.healthz),
                 web.get("/static/{file}", self.static),
                 web.get("/ns/{ns}/{plural}/{name}", self.detail),
+                web.get("/cluster/{plural}/{name}", self.detail),
                 web.post("/ns/{ns}/approvalrequests/{name}/decide", self.decide),
                 web.post("/ns/{ns}/{plural}/{name}/repair", self.repair),
             ]

@@ -53,8 +53,9 @@ def allowed(p: Parameter) -> str:
     return " ".join(parts) or "-"
 
 
-def table(spec: SagaTemplateSpec) -> str:
-    rows = [
+def parameter_rows(spec: SagaTemplateSpec) -> list[tuple[str, str, str, str, str, str]]:
+    """The parameter schema as HEADERS' columns, for this table and the console's (text with invisibles shown)."""
+    return [
         (
             p.name,
             p.type.value,
@@ -65,6 +66,10 @@ def table(spec: SagaTemplateSpec) -> str:
         )
         for p in spec.parameters
     ]
+
+
+def table(spec: SagaTemplateSpec) -> str:
+    rows = parameter_rows(spec)
     widths = [max(len(r[i]) for r in [HEADERS, *rows]) for i in range(len(HEADERS) - 1)]
     lines = [
         "   ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]).rstrip()
