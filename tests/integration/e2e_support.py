@@ -264,6 +264,18 @@ class Resources:
         )
         return [{"reason": e.reason, "type": e.type, "message": e.message} for e in items]
 
+    def wait_event(self, name: str, reason: str, containing: str = "", timeout: float = 20) -> dict[str, Any]:
+        """The first Event of `reason` (with `containing` in its message) about `name`, once it is there: Events
+        are posted after the status write that goes with them, so a test that saw the status may look too soon."""
+        found: dict[str, Any] = eventually(
+            lambda: next(
+                (e for e in self.events(name) if e["reason"] == reason and containing in (e["message"] or "")), None
+            ),
+            timeout=timeout,
+            what=f"a {reason} Event about {name}",
+        )
+        return found
+
 
 def allow_users(kube: client.ApiClient, namespace: str, users: tuple[str, ...]) -> None:
     """Let `users` create and patch approval requests and sagas in `namespace`: only the webhooks decide."""

@@ -806,7 +806,7 @@ def exercise_all_kinds(admin: client.ApiClient, namespace: str, svc: TaskService
     assert_kstatus_current(monitor)
     timed_out = approvals.wait_phase("standalone", "TimedOut", timeout=60)
     assert_kstatus_stalled(timed_out)
-    assert sagas.events("plain"), "no Event recorded under the chart's RBAC"
+    eventually(lambda: sagas.events("plain"), timeout=20, what="an Event recorded under the chart's RBAC")
     schedules.wait_status("every-second", lambda s: s.get("lastProblem") is not None, "a due run refused")
     schedules.delete("every-second")  # before the namespace goes: Events cannot be made in a terminating one
     schedules.wait_gone("every-second")

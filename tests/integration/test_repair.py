@@ -157,7 +157,7 @@ def test_a_paused_saga_retried_once_the_cause_is_fixed_and_a_gitops_reapply_chan
     assert stalled["status"] == "True" and "paused for a decision" in stalled["message"]
     assert condition(paused, "Ready")["status"] == "False"
     assert not [d for d in task_service.stats()["deliveries"] if d["path"] == f"/records/{task}"]  # no undo
-    assert any(e["reason"] == "Paused" for e in admin.events("order-42"))
+    admin.wait_event("order-42", "Paused")
 
     task_service.fault(fault_paths[0], fail=0)  # the notice service is back
     done = steadfast(control_plane, "alice", "retry", "order-42", "-n", namespace, "--reason", "relay fixed")
@@ -169,7 +169,7 @@ def test_a_paused_saga_retried_once_the_cause_is_fixed_and_a_gitops_reapply_chan
     (decision,) = final["status"]["decisions"]
     assert (decision["action"], decision["user"], decision["reason"]) == ("Retry", "alice", "relay fixed")
     assert final["status"]["observedGeneration"] == final["metadata"]["generation"] == 2
-    assert any(e["reason"] == "RepairRetry" and "alice" in e["message"] for e in admin.events("order-42"))
+    admin.wait_event("order-42", "RepairRetry", containing="alice")
 
     # Argo CD syncs the original manifest again (server-side, its own field manager): the decision stays, nothing
     # is replayed, the saga stays Succeeded.

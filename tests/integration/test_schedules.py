@@ -87,7 +87,7 @@ def test_runs_on_schedule_with_names_labels_owner_and_history(
         timeout=20,
         what="history trimmed to 1",
     )
-    assert "RunCreated" in {e["reason"] for e in schedules.events("tick")}
+    schedules.wait_event("tick", "RunCreated")
     ready = {c["type"]: c["status"] for c in schedules.status("tick")["conditions"]}
     assert ready["Ready"] == "True"
 
@@ -103,7 +103,7 @@ def test_forbid_skips_while_a_run_is_active(
         time.sleep(0.3)
     status = schedules.wait_status("forbid", lambda s: s.get("skippedRuns", 0) >= 1, "one skipped", timeout=5)
     assert status["activeCount"] <= 1
-    assert "RunSkipped" in {e["reason"] for e in schedules.events("forbid")}
+    schedules.wait_event("forbid", "RunSkipped")
 
 
 def test_replace_deletes_the_active_run(
@@ -122,7 +122,7 @@ def test_replace_deletes_the_active_run(
     )
     status = schedules.wait_status("replace", lambda s: s.get("runsCreated", 0) >= 2, "a second run")
     assert name not in status["active"]
-    assert "RunReplaced" in {e["reason"] for e in schedules.events("replace")}
+    schedules.wait_event("replace", "RunReplaced")
 
 
 def test_suspend_and_resume(
@@ -167,7 +167,7 @@ def test_operator_killed_across_scheduled_times_catches_up_once(
     assert after[0] >= max(missed), f"caught up {after[0]}, missed {missed}"
     assert not set(missed[:-1]) & set(after), "no run for the earlier missed times"
     assert status["missedRuns"] >= len(missed) - 1
-    assert "RunMissed" in {e["reason"] for e in schedules.events("catchup")}
+    schedules.wait_event("catchup", "RunMissed")
 
 
 def test_invalid_saga_spec_is_refused_naming_the_field(
@@ -211,7 +211,7 @@ def test_runs_of_a_template_are_pinned_and_checked_per_run(
         "runs refused",
         timeout=30,
     )
-    assert "spec.parameters.path" in next(e["message"] for e in schedules.events("tmpl") if e["reason"] == "RunRefused")
+    schedules.wait_event("tmpl", "RunRefused", containing="spec.parameters.path")
     assert (templates.get("touch") or {})["metadata"]["generation"] == 2
     kept = next(r for r in runs(kube, namespace, "tmpl") if r["metadata"]["name"] == first["metadata"]["name"])
     assert kept["status"]["phase"] == "Succeeded" and kept["status"]["template"]["generation"] == 1
