@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from kubernetes import client
 
 from steadfast.api.kinds import TASK_SAGA
-from steadfast.console import identity, live, pages
+from steadfast.console import identity, kube, live, pages
 from steadfast.console.cli import _hosts
 from steadfast.console.kube import Identity, Page
 from steadfast.console.server import CSP, Console
@@ -200,6 +201,36 @@ def test_a_schedule_page_shows_its_timing_its_runs_and_why_it_is_not_ready() -> 
     assert "2 created, 1 missed" in body and "dave" in body
     templated = _schedule(sagaTemplate={"spec": {"template": {"kind": "ClusterSagaTemplate", "name": "announce"}}})
     assert "template ClusterSagaTemplate announce" in pages.schedule(templated, [], [])
+
+
+class _Paged:
+    """An API client answering collection GETs from `items`, `size` a page (names ascending, as the API server)."""
+
+    def __init__(self, items: list[dict[str, Any]], size: int) -> None:
+        self.items, self.size, self.calls = items, size, 0
+
+    def call_api(self, path: str, method: str, *, query_params: list[tuple[str, Any]], **_: Any) -> Any:
+        self.calls += 1
+        start = int(dict(query_params).get("continue") or 0)
+        more = start + self.size < len(self.items)
+        body = {
+            "items": self.items[start : start + self.size],
+            "metadata": {"continue": str(start + self.size) if more else ""},
+        }
+        return type("Response", (), {"data": json.dumps(body)})()
+
+
+def test_a_schedules_page_shows_its_newest_runs_of_all_it_keeps() -> None:
+    """The API server lists runs oldest first; the page reads every page and keeps the newest."""
+    made = [
+        {"metadata": {"name": f"nightly-{i:03}", "creationTimestamp": f"2026-12-06T00:{i // 60:02}:{i % 60:02}Z"}}
+        for i in range(120)
+    ]
+    api = _Paged(made, size=50)
+    shown, kept = kube.runs(cast(client.ApiClient, api), _schedule(), shown=5)
+    assert kept == 120 and api.calls == 3
+    assert [r["metadata"]["name"] for r in shown] == [f"nightly-{i:03}" for i in range(119, 114, -1)]
+    assert "Runs kept (120, the newest 5 shown)" in pages.schedule(_schedule(), shown, [], kept)
 
 
 def test_the_schedules_list_links_each_schedule_and_pages_without_a_phase() -> None:

@@ -27,7 +27,7 @@ from steadfast.repair.decisions import Action, Decision, Outcome
 
 PAGE = 50  # rows per page of a list page; the API server pages them (limit/continue)
 NEEDS_PERSON_SHOWN = 200  # rows of "needs a person" on the overview; the list page pages the rest
-RUNS_SHOWN = 50  # a schedule's runs on its page (its history limits keep fewer unless raised)
+RUNS_SHOWN = 50  # the newest runs on a schedule's page (its history limits keep fewer unless raised)
 
 
 @dataclass(frozen=True)
@@ -140,17 +140,28 @@ def collection_response(api: client.ApiClient, kind: Kind, namespace: str | None
     )
 
 
-def runs(api: client.ApiClient, schedule: dict[str, Any], limit: int = RUNS_SHOWN) -> list[dict[str, Any]]:
-    """The TaskSagas a SagaSchedule made that still exist (its label; history limits prune the rest), newest first.
+def runs(api: client.ApiClient, schedule: dict[str, Any], shown: int = RUNS_SHOWN) -> tuple[list[dict[str, Any]], int]:
+    """The newest `shown` TaskSagas a SagaSchedule made that still exist (its label), and how many exist.
 
-    Read as the viewer: someone who may read the schedule but not the sagas sees none."""
+    All are read, a page at a time: the API server lists them by name, oldest first, and the schedule's history
+    limits and its active runs bound them. Read as the viewer: who may read the schedule but not the sagas sees none.
+    """
     meta = schedule["metadata"]
-    query: list[tuple[str, Any]] = [("limit", limit), ("labelSelector", f"{SCHEDULE_LABEL}={meta['name']}")]
+    selector = ("labelSelector", f"{SCHEDULE_LABEL}={meta['name']}")
+    items: list[dict[str, Any]] = []
+    token: str | None = None
     try:
-        items: list[dict[str, Any]] = collection(api, TASK_SAGA, meta["namespace"], query).get("items") or []
+        while True:
+            query: list[tuple[str, Any]] = [("limit", PAGE), selector, *([("continue", token)] if token else [])]
+            body = collection(api, TASK_SAGA, meta["namespace"], query)
+            items.extend(body.get("items") or [])
+            token = (body.get("metadata") or {}).get("continue") or None
+            if token is None:
+                break
     except ApiException:
-        return []
-    return sorted(items, key=lambda o: str(o["metadata"].get("creationTimestamp") or ""), reverse=True)
+        return [], 0
+    items.sort(key=lambda o: str(o["metadata"].get("creationTimestamp") or ""), reverse=True)
+    return items[:shown], len(items)
 
 
 def get(api: client.ApiClient, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:

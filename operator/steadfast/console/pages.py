@@ -252,8 +252,9 @@ def schedules(page: Page, *, namespace: str | None, selector: str | None) -> str
     return _list_page("sagaschedules", page, header, rows, namespace=namespace, selector=selector)
 
 
-def schedule(obj: dict[str, Any], runs: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
-    """A SagaSchedule: its timing and counters, what each run is (inline steps or a template), its runs."""
+def schedule(obj: dict[str, Any], runs: list[dict[str, Any]], events: list[dict[str, Any]], kept: int = 0) -> str:
+    """A SagaSchedule: its timing and counters, what each run is (inline steps or a template), its runs (the
+    newest; `kept`: how many exist)."""
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     run_spec = (spec.get("sagaTemplate") or {}).get("spec") or {}
     template, steps = run_spec.get("template") or {}, run_spec.get("steps") or []
@@ -269,6 +270,7 @@ def schedule(obj: dict[str, Any], runs: list[dict[str, Any]], events: list[dict[
         for r in runs
     )
     problem = status.get("lastProblem")
+    count = f"{kept}, the newest {len(runs)} shown" if kept > len(runs) else str(len(runs))
     return f"""<dl class="facts">
 <dt>Namespace</dt><dd>{esc(meta.get("namespace"))}</dd>
 <dt>Schedule</dt><dd><code>{esc(_cron(spec))}</code></dd>
@@ -285,7 +287,7 @@ def schedule(obj: dict[str, Any], runs: list[dict[str, Any]], events: list[dict[
 <dt>Last problem</dt><dd>{esc(problem or "-")}</dd>
 <dt>Created by</dt><dd>{esc((meta.get("annotations") or {}).get(REQUESTED_BY, "?"))}</dd>
 </dl>
-<section aria-labelledby="runs-h"><h2 id="runs-h">Runs kept ({len(runs)})</h2>
+<section aria-labelledby="runs-h"><h2 id="runs-h">Runs kept ({count})</h2>
 {_table(["Saga", "Phase", "Created"], rows, "No run kept (or you may not list TaskSagas).")}
 </section>
 {_events(events)}"""

@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from steadfast.api.kinds import APPROVAL_REQUEST, HEALTH_MONITOR, SAGA_SCHEDULE, TASK_SAGA, TEMPLATES, Kind
 from steadfast.console import kube, live, pages
 from steadfast.console.identity import Credentials, Unauthenticated, Untrusted, Viewer
+from steadfast.fleet.phases import PHASES
 from steadfast.kubeconfig import api_message
 from steadfast.repair.decisions import Action
 
@@ -187,8 +188,8 @@ class Console:
             raise web.HTTPNotFound(text="unknown kind\n")
         q = request.query
         namespace, phase, selector = self.namespace_of(request), q.get("phase") or None, q.get("selector") or None
-        if kind is SAGA_SCHEDULE or kind in TEMPLATES:
-            phase = None  # no phases: a schedule is Ready or says why not; a template is a definition
+        if kind not in PHASES:
+            phase = None  # a schedule is Ready or says why not; a template is a definition
         if not kind.namespaced:
             namespace = None
         title = f"{kind.kind}s"
@@ -224,7 +225,8 @@ class Console:
         elif kind is HEALTH_MONITOR:
             body = pages.monitor(obj, events)
         elif kind is SAGA_SCHEDULE:
-            body = pages.schedule(obj, await asyncio.to_thread(kube.runs, viewer.api, obj), events)
+            runs, kept = await asyncio.to_thread(kube.runs, viewer.api, obj)
+            body = pages.schedule(obj, runs, events, kept)
         elif kind in TEMPLATES:
             body = pages.template(obj, events)
         else:
