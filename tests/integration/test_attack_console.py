@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import Operator, Resources, TaskService, allow_users
+from e2e_support import Operator, Resources, TaskService, allow_users, eventually
 from kubernetes import client
 
 from steadfast.dev.controlplane import cluster, processes
@@ -167,3 +167,66 @@ def test_the_local_console_answers_only_at_its_own_address(
     assert http(base + "/healthz").status == 200
     # A page on attacker.example whose name now resolves to 127.0.0.1 (DNS rebinding) sends its own Host.
     assert http(base + "/", headers={"Host": f"attacker.example:{port}"}).status == 421
+
+
+def test_schedule_and_template_pages_show_only_what_the_viewer_may_read(
+    start: Callable[..., str],
+    control_plane: cluster.State,
+    kube: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    task_service: TaskService,
+) -> None:
+    """A console holding the admin's kubeconfig serves dave, who may read schedules but not sagas, and mallory, who
+    may read nothing here: the schedule page lists no run to dave (its runs are read with his token), mallory gets
+    neither the schedule nor a template, and a repair posted at a schedule goes nowhere."""
+    run = {
+        "task": {"id": "r"},
+        "steps": [{"name": "s", "action": {"http": {"method": "POST", "url": f"{task_service.url}/records"}}}],
+    }
+    Resources(kube, namespace, "sagaschedules", "SagaSchedule").create(
+        "tick", {"schedule": "*/2 * * * * *", "concurrencyPolicy": "Forbid", "sagaTemplate": {"spec": run}}
+    )
+    Resources(kube, namespace, "sagatemplates", "SagaTemplate").create(
+        "tmpl", {"description": "secret recipe", "steps": run["steps"]}
+    )
+    api = client.CustomObjectsApi(kube)
+
+    def a_run() -> str | None:
+        items = api.list_namespaced_custom_object(
+            "steadfast.dev", "v1alpha1", namespace, "tasksagas", label_selector="steadfast.dev/schedule=tick"
+        )["items"]
+        return items[0]["metadata"]["name"] if items else None
+
+    made = eventually(a_run, timeout=60, what="a scheduled run")
+    rbac = client.RbacAuthorizationV1Api(kube)
+    rule = {"apiGroups": ["steadfast.dev"], "resources": ["sagaschedules"], "verbs": ["get", "list", "watch"]}
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "schedules-only"}, "rules": [rule]})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "dave-schedules-only"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "schedules-only"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "dave"}],
+        },
+    )
+    base = start("--auth", "token", "--kubeconfig", control_plane.kubeconfig, "--context", "admin")
+    page = f"{base}/ns/{namespace}/sagaschedules/tick"
+    dave = {"Authorization": f"Bearer {token_of(control_plane.kubeconfig, 'dave')}"}
+    seen = eventually(lambda: (a := http(page, headers=dave)).status == 200 and a, timeout=30, what="dave's RBAC")
+    assert made not in seen.body and "No run kept" in seen.body, seen.body[:3000]
+
+    mallory = {"Authorization": f"Bearer {token_of(control_plane.kubeconfig, 'mallory')}"}
+    for path in (f"/ns/{namespace}/sagaschedules/tick", f"/ns/{namespace}/sagatemplates/tmpl"):
+        answer = http(base + path, headers=mallory)
+        assert answer.status == 403 and "secret recipe" not in answer.body and made not in answer.body, path
+    listed = http(f"{base}/list?kind=sagatemplates&ns={namespace}", headers=mallory)
+    assert "tmpl" not in re.sub(r"<[^>]+>", " ", listed.body).split() and "secret recipe" not in listed.body
+
+    admin = {"Authorization": f"Bearer {token_of(control_plane.kubeconfig, 'admin')}"}
+    mine = http(page, headers=admin)
+    assert made in mine.body  # the admin, who may read the runs, sees them
+    token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', mine.body)
+    assert token, mine.body[:2000]
+    repair = http(f"{page}/repair", headers={**admin, "Origin": base}, form={"action": "Retry", "csrf": token.group(1)})
+    assert repair.status == 404
