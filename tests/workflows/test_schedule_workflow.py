@@ -70,6 +70,8 @@ def test_one_catch_up_for_the_latest_due_time_then_runs_in_order(harness: Harnes
     assert [int(b.timestamp()) - int(a.timestamp()) for a, b in itertools.pairwise(times[:3])] == [2, 2]
     assert subject.fires[0]["run"] == f"{subject.ref.name}-{int(first.timestamp())}"
     assert subject.fires[0]["actor"]["user"] == "a"
+    # A run is requested (a fire) before the report that carries its RunCreated Event: wait for that report.
+    subject.log.wait_for(lambda s: s.get("runsCreated", 0) >= 3, "three runs reported")
     assert "RunMissed" in subject.log.reasons() and subject.log.reasons().count("RunCreated") >= 3
 
 
